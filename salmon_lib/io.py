@@ -1,0 +1,174 @@
+"""Files: atomic writes, JSONL with line-numbered errors, and resumable record logs.
+
+Every finished artifact is written to a temporary file in the same folder and renamed into place,
+so a crash never leaves a half-written file where a finished one is expected. Stages that produce
+many records append them to a `RecordLog`, which survives `kill -9` (a torn last line is dropped
+on reopen) and tells a restarted stage which ids are already done.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+
+class DataError(ValueError):
+    """An input file is missing or malformed; the message names the file, line and field."""
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success it replaces `path` in one rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def write_jsonl(path: str | Path, records: Iterable[dict]) -> int:
+    """Write all records atomically; return how many."""
+    n = 0
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            for rec in records:
+                f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                n += 1
+            f.flush()
+            os.fsync(f.fileno())
+    return n
+
+
+def read_json(path: str | Path) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
+
+
+def iter_jsonl(
+    path: str | Path, required: dict[str, type | tuple[type, ...]] | None = None, errors: list[str] | None = None
+) -> Iterator[tuple[int, dict]]:
+    """Yield (line number, record) for each non-blank line.
+
+    `required` maps field names to expected types. A malformed line raises DataError naming the
+    file, line and field, unless `errors` is given: then the message is appended there and the
+    line skipped, so a long job can count bad records instead of dying on the first one.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            problem = None
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as err:
+                problem = f"{path}:{lineno}: not valid JSON ({err.msg})"
+            else:
+                if not isinstance(rec, dict):
+                    problem = f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}"
+                else:
+                    for field, tp in (required or {}).items():
+                        if field not in rec:
+                            problem = f"{path}:{lineno}: missing field {field!r}"
+                            break
+                        if not isinstance(rec[field], tp):
+                            problem = (
+                                f"{path}:{lineno}: field {field!r} should be "
+                                f"{getattr(tp, '__name__', tp)}, got {type(rec[field]).__name__}"
+                            )
+                            break
+            if problem is None:
+                yield lineno, rec
+            elif errors is not None:
+                errors.append(problem)
+            else:
+                raise DataError(problem)
+
+
+def read_jsonl(path: str | Path, required: dict[str, type | tuple[type, ...]] | None = None) -> list[dict]:
+    return [rec for _, rec in iter_jsonl(path, required)]
+
+
+class RecordLog:
+    """An append-only JSONL file of records keyed by `key`, for stages that resume.
+
+    Opening it drops a torn trailing line (left by a killed process) and loads the ids already
+    written; `append` flushes and fsyncs each batch so that what `done` reports is on disk.
+    """
+
+    def __init__(self, path: str | Path, key: str = "id"):
+        self.path = Path(path)
+        self.key = key
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.done: set = set()
+        self._repair_and_load()
+
+    def _repair_and_load(self) -> None:
+        if not self.path.exists():
+            return
+        good_bytes = 0
+        with open(self.path, "rb") as f:
+            for raw in f:
+                if not raw.endswith(b"\n"):
+                    break
+                try:
+                    rec = json.loads(raw)
+                except json.JSONDecodeError:
+                    break
+                self.done.add(rec[self.key])
+                good_bytes += len(raw)
+        if good_bytes != self.path.stat().st_size:
+            with open(self.path, "r+b") as f:
+                f.truncate(good_bytes)
+
+    def append(self, records: Iterable[dict]) -> None:
+        lines = []
+        for rec in records:
+            rid = rec[self.key]
+            if rid in self.done:
+                continue
+            self.done.add(rid)
+            lines.append(json.dumps(rec, ensure_ascii=False) + "\n")
+        if not lines:
+            return
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write("".join(lines))
+            f.flush()
+            os.fsync(f.fileno())
+
+    def records(self) -> list[dict]:
+        return read_jsonl(self.path) if self.path.exists() else []
+
+    def __contains__(self, rid: object) -> bool:
+        return rid in self.done
+
+    def __len__(self) -> int:
+        return len(self.done)

@@ -1,0 +1,76 @@
+import dataclasses
+from typing import Literal
+
+import pytest
+
+from salmon_lib.config import ConfigError, StageConfig
+from salmon_lib.models import ModelConfig
+
+
+@dataclasses.dataclass
+class Inner(StageConfig):
+    k: int = 1
+
+
+@dataclasses.dataclass
+class Sample(StageConfig):
+    lr: float = 1e-4
+    steps: int = 10
+    name: str = "x"
+    mode: Literal["a", "b"] = "a"
+    tags: list[str] = dataclasses.field(default_factory=list)
+    limit: int | None = None
+    inner: Inner = dataclasses.field(default_factory=Inner)
+
+    def check(self):
+        if self.steps < 0:
+            raise ConfigError("steps must be >= 0")
+
+
+def test_valid_values_and_int_widens_to_float():
+    cfg = Sample.from_dict({"lr": 1, "steps": 3, "tags": ["a"], "limit": None, "inner": {"k": 2}})
+    assert cfg.lr == 1.0 and isinstance(cfg.lr, float)
+    assert cfg.inner == Inner(k=2)
+    assert Sample.from_dict(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"stpes": 3}, "unknown parameter(s) stpes"),
+        ({"steps": "3"}, "Sample.steps: expected int, got '3'"),
+        ({"steps": True}, "expected int"),
+        ({"lr": "fast"}, "Sample.lr: expected float"),
+        ({"mode": "c"}, "expected one of 'a' | 'b'"),
+        ({"tags": "a"}, "expected a list"),
+        ({"tags": [1]}, "Sample.tags[0]: expected str"),
+        ({"inner": {"j": 1}}, "unknown parameter(s) j"),
+        ({"steps": -1}, "steps must be >= 0"),
+    ],
+)
+def test_bad_values_name_the_key(data, message):
+    with pytest.raises(ConfigError) as err:
+        Sample.from_dict(data)
+    assert message in str(err.value)
+
+
+def test_from_yaml_names_file_and_section(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  spec: tiny\n  quantization: 2bit\n")
+    with pytest.raises(ConfigError, match=r"c.yaml:model.quantization: expected one of"):
+        ModelConfig.from_yaml(path, section="model")
+    with pytest.raises(ConfigError, match="not found"):
+        ModelConfig.from_yaml(tmp_path / "missing.yaml")
+    path.write_text("model: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        ModelConfig.from_yaml(path)
+
+
+def test_from_namespace_catches_injected_typos():
+    import os
+
+    namespace = {"spec": "tiny", "seed": 2, "os": os, "In": [], "_hidden": 1, "print_fn": print}
+    assert ModelConfig.from_namespace(namespace).seed == 2
+    namespace["sede"] = 3
+    with pytest.raises(ConfigError, match="unknown parameter.*sede"):
+        ModelConfig.from_namespace(namespace)
