@@ -15,7 +15,7 @@ from typing import Any, Literal, Mapping, TypeVar, Union
 
 import yaml
 
-C = TypeVar("C", bound="StageConfig")
+C = TypeVar("C", bound="Config")
 
 
 class ConfigError(ValueError):
@@ -115,9 +115,9 @@ def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
 
 
 @dataclasses.dataclass
-class StageConfig:
-    """Base for every stage's config. Subclasses are plain dataclasses with commented fields;
-    override `check` for constraints between fields (raise ConfigError)."""
+class Config:
+    """Base for every config. Subclasses are plain dataclasses with a short intent comment on
+    each field; override `check` for constraints between fields (raise ConfigError)."""
 
     @classmethod
     def from_dict(cls: type[C], data: Mapping[str, Any] | None, where: str = "") -> C:
@@ -164,3 +164,11 @@ class StageConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class StageConfig(Config):
+    """Base for a pipeline stage's config: every stage reads and writes one run directory."""
+
+    run_dir: str = "outputs/scratch"  # the run directory this stage reads its inputs from and writes to
+    seed: int = 0  # every random choice of the stage derives from this

@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Literal
 
-from .config import StageConfig
+from .config import Config
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ class ModelLoadError(RuntimeError):
 
 
 @dataclasses.dataclass
-class ModelConfig(StageConfig):
+class ModelConfig(Config):
     spec: str = "default"  # "default", "tiny", a local model folder or a Hub id
     adapter: str | None = None  # LoRA adapter folder to apply on top of the base model
     quantization: Literal["none", "4bit", "8bit"] = "none"  # bitsandbytes loading (QLoRA uses 4bit)

@@ -3,17 +3,17 @@ from typing import Literal
 
 import pytest
 
-from salmon_lib.config import ConfigError, StageConfig
+from salmon_lib.config import ConfigError, Config
 from salmon_lib.models import ModelConfig
 
 
 @dataclasses.dataclass
-class Inner(StageConfig):
+class Inner(Config):
     k: int = 1
 
 
 @dataclasses.dataclass
-class Sample(StageConfig):
+class Sample(Config):
     lr: float = 1e-4
     steps: int = 10
     name: str = "x"
