@@ -67,6 +67,15 @@ class Reader:
             raise self.error([key], f"{where}: field {key!r} must be a non-empty list")
         return value
 
+    def unique(self, name: str, seen: dict[str, int], keys: Sequence[str | int], where: str) -> None:
+        """Refuse a name already in `seen` (case-insensitively: "Concise" and "concise" would be
+        indistinguishable to a reader), then record it with the entry's index."""
+        section, index = keys[-2], keys[-1]
+        if name.lower() in seen:
+            first = f"{section}[{seen[name.lower()]}]"
+            raise self.error([*keys, "name"], f"{where}: duplicate name {name!r} (also {first})")
+        seen[name.lower()] = index
+
     def get(self, entry: Mapping, keys: Sequence[str | int], where: str, name: str, kind: str, default: Any = ...):
         """Field `name` of `entry`, checked against `kind`; `default` (when given) makes it optional."""
         fkeys = [*keys, name]

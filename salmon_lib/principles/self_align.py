@@ -125,6 +125,7 @@ def load_self_align(path: str | Path) -> SelfAlignSet:
     r = Reader(path)
     data = r.mapping(r.data, [], "top level", _TOP_FIELDS)
     rules: list[Rule] = []
+    seen: dict[str, int] = {}
     for i, entry in enumerate(r.entries(data, "rules", "top level")):
         keys, where = ["rules", i], entry_label("rules", i, entry)
         r.mapping(entry, keys, where, ("number", "name", "text"))
@@ -133,18 +134,17 @@ def load_self_align(path: str | Path) -> SelfAlignSet:
             raise r.error([*keys, "number"], f"{where}: rules must be numbered 1, 2, 3... in order; "
                           f"expected {i + 1}, got {number}")
         name = r.get(entry, keys, where, "name", "text")
-        if any(name.lower() == other.name.lower() for other in rules):
-            raise r.error([*keys, "name"], f"{where}: duplicate rule name {name!r}")
+        r.unique(name, seen, keys, where)
         rules.append(Rule(number, name, r.get(entry, keys, where, "text", "text")))
     by_number = {rule.number: rule for rule in rules}
 
     exemplars: list[Exemplar] = []
+    seen = {}
     for i, entry in enumerate(r.entries(data, "exemplars", "top level")):
         keys, where = ["exemplars", i], entry_label("exemplars", i, entry)
         r.mapping(entry, keys, where, ("name", "turns"))
         name = r.get(entry, keys, where, "name", "text")
-        if any(name == other.name for other in exemplars):
-            raise r.error([*keys, "name"], f"{where}: duplicate exemplar name {name!r}")
+        r.unique(name, seen, keys, where)
         turns = []
         for j, turn in enumerate(r.entries(entry, "turns", where)):
             tkeys, twhere = [*keys, "turns", j], f"{where} turns[{j}]"

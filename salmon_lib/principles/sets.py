@@ -183,9 +183,7 @@ def load_principles(path: str | Path) -> PrincipleSet:
         keys, where = ["principles", i], entry_label("principles", i, entry)
         r.mapping(entry, keys, where, _PRINCIPLE_FIELDS)
         name = r.get(entry, keys, where, "name", "text")
-        if name.lower() in seen:
-            raise r.error([*keys, "name"], f"{where}: duplicate name {name!r} (also principles[{seen[name.lower()]}])")
-        seen[name.lower()] = i
+        r.unique(name, seen, keys, where)
         hhh_type = r.get(entry, keys, where, "hhh_type", "text", None)
         if hhh_type is not None and hhh_type not in HHH_TYPES:
             raise r.error([*keys, "hhh_type"], f"{where}: field 'hhh_type' must be one of {', '.join(HHH_TYPES)}, "
@@ -208,9 +206,7 @@ def load_principles(path: str | Path) -> PrincipleSet:
         keys, where = ["interventions", i], entry_label("interventions", i, entry)
         r.mapping(entry, keys, where, _INTERVENTION_FIELDS)
         name = r.get(entry, keys, where, "name", "text")
-        if name.lower() in seen:
-            raise r.error([*keys, "name"], f"{where}: duplicate name {name!r} (also interventions[{seen[name.lower()]}])")
-        seen[name.lower()] = i
+        r.unique(name, seen, keys, where)
         applies_to = entry.get("applies_to", "all")
         if applies_to != "all":
             applies_to = r.get(entry, keys, where, "applies_to", "names")
