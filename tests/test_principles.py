@@ -325,3 +325,16 @@ def test_completion_parsing_recovers_thoughts_answer_and_cited_rules():
     assert parse_citations(thoughts)[2] == (42, "made up")
     assert sa.split_completion("I should follow rule 3 (helpful).") == ("I should follow rule 3 (helpful).", None)
     assert parse_citations("Numbers 1 (one) before the keyword are not citations.") == []
+
+
+def test_cli_validates_files_and_previews_samples(tmp_path, capsys):
+    from salmon_lib.cli import main
+
+    files = [str(ROOT / f) for f in ("judge.yaml", "rl.yaml", "self_align.yaml")]
+    assert main(["principles", *files, "--sample", "1", "--prompt-type", "reasoning"]) == 0
+    out = capsys.readouterr().out
+    assert "rl.yaml: 16 principles" in out and "17 rules, 6 exemplars" in out
+    assert "- When the problem has a definite result" in out  # the reasoning-only intervention
+    bad = write(tmp_path, "principles:\n  - name: A\n    definition: x\n    weight: 0\n")
+    assert main(["principles", str(bad)]) == 1
+    assert f"{bad}:4: principles[0] 'A': field 'weight' must be a number > 0" in capsys.readouterr().err
