@@ -338,3 +338,11 @@ def test_cli_validates_files_and_previews_samples(tmp_path, capsys):
     bad = write(tmp_path, "principles:\n  - name: A\n    definition: x\n    weight: 0\n")
     assert main(["principles", str(bad)]) == 1
     assert f"{bad}:4: principles[0] 'A': field 'weight' must be a number > 0" in capsys.readouterr().err
+
+
+def test_the_readme_example_set_is_valid(tmp_path):
+    readme = (ROOT / "README.md").read_text()
+    example = readme.split("A small example:\n\n```yaml\n", 1)[1].split("```", 1)[0]
+    ps = load_principles(write(tmp_path, example))
+    assert ps.names == ["Safe Triage", "Plain Language"]
+    assert ps.by_name("Safe Triage").effective_weight("symptoms") == 300
