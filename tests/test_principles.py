@@ -315,6 +315,15 @@ def test_self_align_prompt_numbers_rules_shows_exemplars_and_ends_in_open_though
             assert rest == "\n" or rest.startswith("\n") and rest[1:].startswith(sa.stop)
 
 
+def test_self_align_prompt_can_use_a_subset_of_exemplars():
+    sa = load_self_align(ROOT / "self_align.yaml")
+    short = sa.render_prompt("Hi", exemplars=["pen_packs", "office_holder"])
+    assert short.index("Pens are sold") < short.index("Secretary-General") and "Atomkraft" not in short
+    assert short.count("\n=== Example ") == 2 and len(short) < len(sa.render_prompt("Hi")) / 2
+    with pytest.raises(PrincipleError, match="no exemplar named 'pens'; known: office_holder, pen_packs"):
+        sa.render_prompt(exemplars=["pens"])
+
+
 def test_completion_parsing_recovers_thoughts_answer_and_cited_rules():
     sa = load_self_align(ROOT / "self_align.yaml")
     completion = " The user asks about tides. I should follow rules 2 (informative), 8 (knowledge recitation), " \

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 from salmon_lib.principles._reader import PrincipleError, Reader, entry_label
 
@@ -67,6 +67,13 @@ class SelfAlignSet:
                 return r
         raise PrincipleError(f"{self.path}: no rule number {number}; rules are 1..{len(self.rules)}")
 
+    def exemplar(self, name: str) -> Exemplar:
+        for ex in self.exemplars:
+            if ex.name == name:
+                return ex
+        known = ", ".join(ex.name for ex in self.exemplars)
+        raise PrincipleError(f"{self.path}: no exemplar named {name!r}; known: {known}")
+
     def cited_rules(self, thoughts: str) -> list[int]:
         """Existing rule numbers cited in `thoughts`, deduplicated, in order of first mention.
         Citations of rules that do not exist are ignored (generated thoughts may invent some)."""
@@ -89,16 +96,23 @@ class SelfAlignSet:
         return ("\nUser:", "\n=== ")
 
     def render_prompt(
-        self, instruction: str | None = None, assistant_name: str | None = None, knowledge_cutoff: str | None = None
+        self,
+        instruction: str | None = None,
+        assistant_name: str | None = None,
+        knowledge_cutoff: str | None = None,
+        exemplars: Sequence[str] | None = None,
     ) -> str:
         """The Self-Align prompt: overview, numbered rules and exemplar transcripts. With an
         `instruction`, it ends in an open "<name> (internal thoughts):" turn for the model to
-        complete; the text before the instruction is identical for every query (a shared prefix)."""
+        complete; the text before the instruction is identical for every query (a shared prefix).
+        `exemplars` names the exemplars to include, in that order (default: all), since the full
+        prompt is about 3k tokens, which matters for small models on a CPU."""
         name = assistant_name or self.assistant_name
         parts = [f"# {name}\n\n## Rules\n{self.overview}\n"]
         parts += [f"{r.number} ({r.name}). {r.text}" for r in self.rules]
         parts.append(f"\n## Examples\n{self.examples_intro}\n")
-        for i, ex in enumerate(self.exemplars, 1):
+        chosen = self.exemplars if exemplars is None else [self.exemplar(n) for n in exemplars]
+        for i, ex in enumerate(chosen, 1):
             parts.append(f"=== Example {i} ===")
             for turn in ex.turns:
                 parts.append(
