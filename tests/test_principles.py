@@ -102,10 +102,11 @@ GOOD_PRINCIPLE = """
         ("principles:\n  - name: Brief\n    weight: 2\n",
          ["set.yaml:2:", "principles[0] 'Brief'", "missing field 'definition'"]),
         (f"principles:{GOOD_PRINCIPLE}    weight: '3'\n",
-         ["set.yaml:5:", "field 'weight' must be a number > 0", "'3'"]),
+         ["set.yaml:5:", "field 'weight' must be a finite number > 0", "'3'"]),
         (f"principles:{GOOD_PRINCIPLE}    weight: 0\n",
          ["set.yaml:5:", "principles[0] 'Brief'", "field 'weight'", "got 0"]),
-        (f"principles:{GOOD_PRINCIPLE}    weight: -1.5\n", ["field 'weight' must be a number > 0"]),
+        (f"principles:{GOOD_PRINCIPLE}    weight: -1.5\n", ["field 'weight' must be a finite number > 0"]),
+        (f"principles:{GOOD_PRINCIPLE}    weight: .inf\n", ["field 'weight' must be a finite number > 0"]),
         (f"principles:{GOOD_PRINCIPLE}    sampled: 'no'\n", ["field 'sampled' must be true or false"]),
         (f"principles:{GOOD_PRINCIPLE}    defintion: typo\n",
          ["set.yaml:5:", "unknown field(s) defintion", "known: name"]),
@@ -118,6 +119,8 @@ GOOD_PRINCIPLE = """
         (f"principles:{GOOD_PRINCIPLE}interventions:\n  - name: X\n    text: Y\n    applies_to: [maths]\n",
          ["set.yaml:8:", "interventions[0] 'X'", "field 'applies_to'", "'maths' is not declared"]),
         (f"principles:{GOOD_PRINCIPLE}interventions:\n  - name: X\n", ["interventions[0] 'X'", "missing field 'text'"]),
+        (f"principles:{GOOD_PRINCIPLE}interventions:\n  - {{name: X, text: Y, applies_to: []}}\n",
+         ["field 'applies_to' must be 'all' or a non-empty list"]),
         (f"principles:{GOOD_PRINCIPLE}interventions:\n  - {{name: X, text: Y}}\n  - {{name: x, text: Z}}\n",
          ["set.yaml:7:", "interventions[1] 'x'", "duplicate name 'x' (also interventions[0])"]),
         ("principles: []\n", ["field 'principles' must be a non-empty list"]),
@@ -162,6 +165,13 @@ exemplars:
 """
 
 
+def test_a_minimal_self_align_file_loads_with_an_unquoted_year(tmp_path):
+    sa = load_self_align(write(tmp_path, SELF_ALIGN.replace('"2023"', "2023"), "self.yaml"))
+    assert sa.knowledge_cutoff == "2023" and sa.rule(2).name == "brief"
+    assert sa.exemplars[0].turns[0].cited_rules == (1, 2)
+    assert sa.render_prompt().startswith("# Ada\n\n## Rules\nAda helps.\n\n1 (honest). Tell the truth.\n2 (brief).")
+
+
 @pytest.mark.parametrize(
     "old, new, expected",
     [
@@ -176,6 +186,9 @@ exemplars:
         ("        answer: Hello.\n", "", ["turns[0]", "missing field 'answer'"]),
         ("knowledge_cutoff: \"2023\"\n", "", ["missing field 'knowledge_cutoff'"]),
         ("turns:", "turn:", ["exemplars[0] 'hello'", "unknown field(s) turn"]),
+        ("{assistant_name} helps.", "{assistant_nmae} helps.",
+         ["self.yaml:3:", "field 'overview' has unknown placeholder {assistant_nmae}"]),
+        ("A greeting.", "Greeting {user}.", ["turns[0]: field 'thoughts' has unknown placeholder {user}"]),
     ],
 )
 def test_bad_self_align_files_are_reported_precisely(tmp_path, old, new, expected):
@@ -270,6 +283,8 @@ def test_unsampled_principles_are_never_drawn():
     ps = PrincipleSet("t", (Principle("a", "A", sampled=False), Principle("b", "B"), Principle("c", "C")))
     rng = random.Random(4)
     assert all(p.name != "a" for _ in range(500) for p, _ in ps.sample(rng, 3, 0.9, 0.5))
+    with pytest.raises(PrincipleError, match="no principle can be sampled"):
+        PrincipleSet("t", (Principle("a", "A", sampled=False),)).sample(rng, 3, 0.9, 0.5)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -307,6 +322,9 @@ def test_self_align_prompt_numbers_rules_shows_exemplars_and_ends_in_open_though
             assert f"User: {turn.user}\n\nNova (internal thoughts): " in prompt
     assert prompt.endswith("User: How do tides work?\n\nNova (internal thoughts):")
     assert prompt.startswith(sa.render_prompt(assistant_name="Nova", knowledge_cutoff="March 2025"))
+    # the user's text is never treated as a template
+    tail = "User: Say {assistant_name}\n\nKestrel (internal thoughts):"
+    assert sa.render_prompt("Say {assistant_name}").endswith(tail)
     # each exemplar answer is followed by a stop string, which is how generation ends after one answer
     body = sa.render_prompt()
     for ex in sa.exemplars:
@@ -346,7 +364,7 @@ def test_cli_validates_files_and_previews_samples(tmp_path, capsys):
     assert "- When the problem has a definite result" in out  # the reasoning-only intervention
     bad = write(tmp_path, "principles:\n  - name: A\n    definition: x\n    weight: 0\n")
     assert main(["principles", str(bad)]) == 1
-    assert f"{bad}:4: principles[0] 'A': field 'weight' must be a number > 0" in capsys.readouterr().err
+    assert f"{bad}:4: principles[0] 'A': field 'weight' must be a finite number > 0" in capsys.readouterr().err
 
 
 def test_the_readme_example_set_is_valid(tmp_path):

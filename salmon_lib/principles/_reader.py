@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -89,8 +90,8 @@ class Reader:
             if not isinstance(value, str) or not value.strip():
                 bad = "a non-empty string"
         elif kind == "positive":
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                bad = "a number > 0"
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+                bad = "a finite number > 0"
         elif kind == "int":
             if isinstance(value, bool) or not isinstance(value, int):
                 bad = "an integer"

@@ -19,6 +19,8 @@ PLACEHOLDERS = ("assistant_name", "knowledge_cutoff")
 # "rules 3 (helpful), 7 (candor)": a number followed by a parenthesised name, after the word "rule".
 _CITATION = re.compile(r"\b(\d{1,3})\s*\(([^()\n]{1,60})\)")
 _RULE_WORD = re.compile(r"\brules?\b", re.IGNORECASE)
+# "{assistant_nmae}"-style typos of a placeholder; only checked in texts that hold no code.
+_PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 # Lines that would end a generated turn early (see SelfAlignSet.stop), so exemplars may not contain them.
 _TURN_BREAK = re.compile(r"^(User:|=== )", re.MULTILINE)
 
@@ -31,6 +33,8 @@ class Rule(NamedTuple):
 
 @dataclass(frozen=True)
 class ExemplarTurn:
+    """Texts keep their placeholders; `SelfAlignSet.fill` gives them as the prompt shows them."""
+
     user: str
     thoughts: str  # the assistant's internal thoughts, naming the rules that apply
     answer: str
@@ -118,10 +122,10 @@ class SelfAlignSet:
                 parts.append(
                     f"User: {turn.user}\n\n{name} (internal thoughts): {turn.thoughts}\n\n{name}: {turn.answer}\n"
                 )
-        text = "\n".join(parts)
+        text = self.fill("\n".join(parts), name, knowledge_cutoff)
         if instruction is not None:
             text += f"\n=== Conversation ===\nUser: {instruction}\n\n{name} (internal thoughts):"
-        return self.fill(text, name, knowledge_cutoff)
+        return text
 
     def split_completion(self, completion: str, assistant_name: str | None = None) -> tuple[str, str | None]:
         """Split a completion of `render_prompt(instruction)` into (thoughts, answer); the answer is
@@ -137,7 +141,18 @@ _TOP_FIELDS = ("assistant_name", "knowledge_cutoff", "overview", "examples_intro
 def load_self_align(path: str | Path) -> SelfAlignSet:
     """Load and validate a Self-Align file (principles/self_align.yaml or a user's own)."""
     r = Reader(path)
-    data = r.mapping(r.data, [], "top level", _TOP_FIELDS)
+    data = dict(r.mapping(r.data, [], "top level", _TOP_FIELDS))
+    if isinstance(data.get("knowledge_cutoff"), int):  # `knowledge_cutoff: 2024` without quotes
+        data["knowledge_cutoff"] = str(data["knowledge_cutoff"])
+
+    def prose(entry: dict, keys: list, where: str, name: str) -> str:
+        text = r.get(entry, keys, where, name, "text")
+        for m in _PLACEHOLDER.finditer(text):
+            if m.group(1) not in PLACEHOLDERS:
+                raise r.error([*keys, name], f"{where}: field {name!r} has unknown placeholder {m.group(0)}; "
+                              f"known: {', '.join('{' + p + '}' for p in PLACEHOLDERS)}")
+        return text
+
     rules: list[Rule] = []
     seen: dict[str, int] = {}
     for i, entry in enumerate(r.entries(data, "rules", "top level")):
@@ -149,7 +164,7 @@ def load_self_align(path: str | Path) -> SelfAlignSet:
                           f"expected {i + 1}, got {number}")
         name = r.get(entry, keys, where, "name", "text")
         r.unique(name, seen, keys, where)
-        rules.append(Rule(number, name, r.get(entry, keys, where, "text", "text")))
+        rules.append(Rule(number, name, prose(entry, keys, where, "text")))
     by_number = {rule.number: rule for rule in rules}
 
     exemplars: list[Exemplar] = []
@@ -163,7 +178,8 @@ def load_self_align(path: str | Path) -> SelfAlignSet:
         for j, turn in enumerate(r.entries(entry, "turns", where)):
             tkeys, twhere = [*keys, "turns", j], f"{where} turns[{j}]"
             r.mapping(turn, tkeys, twhere, ("user", "thoughts", "answer"))
-            texts = {f: r.get(turn, tkeys, twhere, f, "text") for f in ("user", "thoughts", "answer")}
+            texts = {f: r.get(turn, tkeys, twhere, f, "text") for f in ("user", "answer")}
+            texts["thoughts"] = prose(turn, tkeys, twhere, "thoughts")
             for f, text in texts.items():
                 if _TURN_BREAK.search(text):
                     raise r.error([*tkeys, f], f"{twhere}: field {f!r} has a line starting with 'User:' or "
@@ -186,8 +202,8 @@ def load_self_align(path: str | Path) -> SelfAlignSet:
     return SelfAlignSet(
         assistant_name=r.get(data, [], "top level", "assistant_name", "text"),
         knowledge_cutoff=r.get(data, [], "top level", "knowledge_cutoff", "text"),
-        overview=r.get(data, [], "top level", "overview", "text"),
-        examples_intro=r.get(data, [], "top level", "examples_intro", "text"),
+        overview=prose(data, [], "top level", "overview"),
+        examples_intro=prose(data, [], "top level", "examples_intro"),
         rules=tuple(rules),
         exemplars=tuple(exemplars),
         path=str(r.path),

@@ -120,11 +120,13 @@ class PrincipleSet:
         """Draw a subset of the `sampled` principles: its size from `subset_size_probs` (with max_k
         lowered to the pool size), its members by effective weight without replacement, and each
         member negated with probability `p_negate` if it has a negative definition."""
+        if not isinstance(max_k, int) or isinstance(max_k, bool) or max_k < 1:
+            raise ValueError(f"max_k must be an integer >= 1, got {max_k!r}")
         if not 0.0 <= p_negate <= 1.0:
             raise ValueError(f"p_negate must be in [0, 1], got {p_negate!r}")
         pool = [p for p in self.principles if p.sampled]
-        if not isinstance(max_k, int) or isinstance(max_k, bool) or max_k < 1:
-            raise ValueError(f"max_k must be an integer >= 1, got {max_k!r}")
+        if not pool:
+            raise PrincipleError(f"{self.path or self.name}: no principle can be sampled (all have sampled=False)")
         k_max = min(max_k, len(pool))
         k = rng.choices(range(1, k_max + 1), weights=subset_size_probs(k_max, p_continue, cap))[0]
         weights = [p.effective_weight(prompt_type) for p in pool]
@@ -210,6 +212,9 @@ def load_principles(path: str | Path) -> PrincipleSet:
         applies_to = entry.get("applies_to", "all")
         if applies_to != "all":
             applies_to = r.get(entry, keys, where, "applies_to", "names")
+            if not applies_to:
+                raise r.error([*keys, "applies_to"], f"{where}: field 'applies_to' must be 'all' or a non-empty "
+                              "list of prompt types")
         interventions.append(Intervention(
             name=name,
             text=r.get(entry, keys, where, "text", "text"),
