@@ -21,7 +21,8 @@ def write_self_align(run_dir, n=12, dropped=2):
 
 def tiny_cfg(run_dir, **kw):
     base = dict(run_dir=str(run_dir), model="tiny", batch_size=2, grad_accum=1, learning_rate=1e-2,
-                max_steps=4, save_steps=2, heldout=0, max_length=256)
+                max_steps=4, save_steps=2, heldout=0, max_length=256,
+                assistant_name="Nori", assistant_creator="the test lab")
     return EngraveConfig(**{**base, **kw})
 
 
@@ -64,6 +65,17 @@ def test_bad_input_is_named(tmp_path):
     (tmp_path / "self_align.jsonl").write_text('{"id": "a", "prompt": "p", "kept": true}\n')
     with pytest.raises(DataError, match=r"self_align.jsonl:1: missing field 'response'"):
         load_kept(tmp_path / "self_align.jsonl")
+
+
+def test_assistant_identity_comes_from_stage_01(tmp_path):
+    from salmon_lib.engrave.train import assistant_identity
+
+    cfg = EngraveConfig(run_dir=str(tmp_path))
+    with pytest.raises(DataError, match="self_align_stats.json: not found; set assistant_name"):
+        assistant_identity(cfg)
+    (tmp_path / "self_align_stats.json").write_text('{"assistant_name": "Kestrel", "assistant_creator": "a lab"}')
+    assert assistant_identity(cfg) == ("Kestrel", "a lab")
+    assert assistant_identity(EngraveConfig(run_dir=str(tmp_path), assistant_name="Nori")) == ("Nori", "a lab")
 
 
 def test_only_answer_tokens_carry_loss(tmp_path):

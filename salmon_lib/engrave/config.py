@@ -13,8 +13,8 @@ from .format import SYSTEM_VARIANTS
 class EngraveConfig(StageConfig):
     model: str = "default"  # base model spec to fine-tune (the same base that wrote self_align.jsonl)
     chat_format: str = "chatml"  # salmon_lib.chat format the model is trained on; later stages read it from sft/chat_format.json
-    assistant_name: str = "Salmon"  # the name the system prompt gives the assistant (same as stage 01's identity data)
-    assistant_creator: str = "the SALMON Workbench team"  # who the system prompt says built the assistant
+    assistant_name: str | None = None  # the assistant's name in the system prompt (None: the one stage 01 used)
+    assistant_creator: str | None = None  # who the system prompt says built it (None: the one stage 01 used)
     system_variants: list[str] = dataclasses.field(default_factory=lambda: list(SYSTEM_VARIANTS))  # system prompts, alternated by example
     method: Literal["lora", "qlora", "full"] = "lora"  # LoRA on the full-precision base, LoRA on a 4-bit base, or all weights
     lora_r: int = 16  # LoRA rank (the 70B original used 64)
@@ -29,7 +29,7 @@ class EngraveConfig(StageConfig):
     epochs: float = 1.0  # passes over the kept examples
     max_steps: int = -1  # stop after this many optimiser steps (-1: run the epochs)
     batch_size: int = 4  # examples per device per step
-    grad_accum: int = 4  # steps accumulated per optimiser update (global batch = batch_size x grad_accum x GPUs)
+    grad_accum: int = 4  # steps accumulated per optimiser update; the global batch is batch_size x grad_accum x GPUs
     max_length: int = 1024  # tokens per example (prompt + answer), longer ones are cut at the end
     gradient_checkpointing: bool = False  # trade compute for memory (worth it for 7B+ on a GPU)
     heldout: int = 4  # kept examples left out of training and answered before/after engraving
@@ -38,6 +38,7 @@ class EngraveConfig(StageConfig):
     save_steps: int = 50  # checkpoint every this many steps (resume point)
     save_total_limit: int = 2  # checkpoints kept on disk
     logging_steps: int = 1  # log the loss every this many steps
+    distributed: Literal["ddp", "fsdp", "zero2", "zero3"] = "ddp"  # strategy when several GPUs are visible
     report_to: Literal["none", "tensorboard"] = "none"  # extra logging backend (TensorBoard logs go to sft_checkpoints/runs)
     resume: bool = True  # continue from the last checkpoint in sft_checkpoints/ if there is one
 

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..io import DataError, atomic_write_json, iter_jsonl
+from ..io import DataError, atomic_write_json, iter_jsonl, read_json
 from ..models import ModelConfig
 from .config import EngraveConfig
 from .format import ChatSpec, make_chat_spec, save_chat_spec
@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 INPUT = "self_align.jsonl"
 OUTPUT = "sft"
 CHECKPOINTS = "sft_checkpoints"
+SELF_ALIGN_STATS = "self_align_stats.json"
 
 
 def load_kept(path: str | Path) -> list[dict]:
@@ -46,6 +47,24 @@ def split_heldout(records: list[dict], heldout: int, seed: int) -> tuple[list[di
     random.Random(seed).shuffle(order)
     n = min(heldout, len(order) - 1)
     return order[n:], order[:n]
+
+
+def assistant_identity(cfg: EngraveConfig) -> tuple[str, str]:
+    """The name and maker the system prompt states: the config's, else those stage 01 used for
+    its identity examples (self_align_stats.json), so the two stages cannot disagree."""
+    name, creator = cfg.assistant_name, cfg.assistant_creator
+    if name is None or creator is None:
+        path = Path(cfg.run_dir) / SELF_ALIGN_STATS
+        try:
+            stats = read_json(path)
+        except DataError:
+            raise DataError(f"{path}: not found; set assistant_name and assistant_creator, or run stage 01 "
+                            "(self_align) first") from None
+        for key in ("assistant_name", "assistant_creator"):
+            if not isinstance(stats.get(key), str):
+                raise DataError(f"{path}: field {key!r} missing or not a string")
+        name, creator = name or stats["assistant_name"], creator or stats["assistant_creator"]
+    return name, creator
 
 
 def build_dataset(records: list[dict], spec: ChatSpec):
@@ -85,10 +104,11 @@ def make_trainer(cfg: EngraveConfig, train_records: list[dict], spec: ChatSpec |
 
     from ..models import load_model
 
+    if spec is None:
+        name, creator = assistant_identity(cfg)
     tok, model = load_model(model_config(cfg))
     model.train()
-    spec = spec or make_chat_spec(cfg.chat_format, tok.eos_token, cfg.assistant_name, cfg.assistant_creator,
-                                  cfg.system_variants)
+    spec = spec or make_chat_spec(cfg.chat_format, tok.eos_token, name, creator, cfg.system_variants)
     if cfg.method == "qlora":
         from peft import prepare_model_for_kbit_training
 
@@ -142,6 +162,11 @@ def _save_final(trainer, spec: ChatSpec, out_dir: Path) -> None:
     if out_dir.exists():
         shutil.rmtree(out_dir)
     os.replace(tmp, out_dir)
+
+
+def engrave_entry(config: dict) -> dict:
+    """Entry point for `salmon_lib.runner.launch` (one call per process on several GPUs)."""
+    return run_engrave(EngraveConfig.from_dict(config))
 
 
 def run_engrave(cfg: EngraveConfig, callbacks: list | None = None) -> dict:
