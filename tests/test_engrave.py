@@ -78,6 +78,18 @@ def test_assistant_identity_comes_from_stage_01(tmp_path):
     assert assistant_identity(EngraveConfig(run_dir=str(tmp_path), assistant_name="Nori")) == ("Nori", "a lab")
 
 
+def test_checkpoints_of_other_settings_are_not_resumed(tmp_path):
+    from salmon_lib.engrave.train import reset_stale_checkpoints
+
+    cfg = tiny_cfg(tmp_path)
+    assert not reset_stale_checkpoints(cfg)
+    (tmp_path / "sft_checkpoints" / "checkpoint-2").mkdir()
+    assert not reset_stale_checkpoints(EngraveConfig(**{**cfg.to_dict(), "save_steps": 7, "resume": False}))
+    assert (tmp_path / "sft_checkpoints" / "checkpoint-2").is_dir()
+    assert reset_stale_checkpoints(EngraveConfig(**{**cfg.to_dict(), "learning_rate": 1e-3}))
+    assert not (tmp_path / "sft_checkpoints" / "checkpoint-2").exists()
+
+
 def test_only_answer_tokens_carry_loss(tmp_path):
     from salmon_lib.engrave.train import load_kept, make_trainer
 

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 from pathlib import Path
 
@@ -78,7 +79,7 @@ def test_interrupted_stage_resumes_without_redoing(tmp_path):
     cfg = setup_run(tmp_path)
     with pytest.raises(KeyboardInterrupt):
         run_self_align(cfg, generator=FakeGenerator(fail_after=1))
-    assert len(read_jsonl(tmp_path / "self_align.jsonl")) == 3 + 2
+    assert len(read_jsonl(tmp_path / "self_align.jsonl")) == 2
     gen = FakeGenerator()
     stats = run_self_align(cfg, generator=gen)
     assert [len(c["prompts"]) for c in gen.calls] == [2, 1]
@@ -86,6 +87,19 @@ def test_interrupted_stage_resumes_without_redoing(tmp_path):
     gen = FakeGenerator()
     run_self_align(cfg, generator=gen)
     assert gen.calls == []
+
+
+def test_changed_filters_refilter_and_changed_sampling_regenerates(tmp_path):
+    cfg = setup_run(tmp_path)
+    run_self_align(cfg, generator=FakeGenerator())
+    gen = FakeGenerator()
+    stats = run_self_align(dataclasses.replace(cfg, min_chars=1, keep_truncated=True, identity_examples=1), generator=gen)
+    assert gen.calls == [] and stats["records"] == 6
+    recs = {r["id"]: r for r in read_jsonl(tmp_path / "self_align.jsonl")}
+    assert recs["p1"]["kept"] and recs["p3"]["kept"] and not recs["p2"]["kept"]
+    gen = FakeGenerator()
+    run_self_align(dataclasses.replace(cfg, temperature=0.5), generator=gen)
+    assert sum(len(c["prompts"]) for c in gen.calls) == 5 and gen.calls[0]["temperature"] == 0.5
 
 
 def test_bad_inputs_are_named(tmp_path):

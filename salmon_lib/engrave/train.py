@@ -164,6 +164,35 @@ def _save_final(trainer, spec: ChatSpec, out_dir: Path) -> None:
     os.replace(tmp, out_dir)
 
 
+# Settings that do not change what is learned: a checkpoint made under other values is still valid.
+_RESUME_NEUTRAL = {"run_dir", "resume", "logging_steps", "report_to", "save_steps", "save_total_limit",
+                   "heldout_max_new_tokens", "distributed"}
+
+
+def reset_stale_checkpoints(cfg: EngraveConfig) -> bool:
+    """Delete `sft_checkpoints/` when it was made with different training settings (the runner
+    reruns a stage whose parameters changed; resuming the old run would mix two configs). Returns
+    whether it deleted anything."""
+    folder = Path(cfg.run_dir) / CHECKPOINTS
+    path = folder / "engrave_config.json"
+    settings = {k: v for k, v in cfg.to_dict().items() if k not in _RESUME_NEUTRAL}
+    stale = folder.is_dir() and (not path.exists() or read_json(path) != settings)
+    if stale:
+        log.warning("%s was made with other settings; training starts from scratch", folder)
+        shutil.rmtree(folder)
+    atomic_write_json(path, settings)
+    return stale
+
+
+def engrave(cfg: EngraveConfig) -> dict:
+    """What the notebook calls: drop stale checkpoints, then train in this process, or with one
+    process per GPU under `accelerate launch` when several are visible; returns the summary."""
+    from ..runner.launch import launch
+
+    reset_stale_checkpoints(cfg)
+    return launch("salmon_lib.engrave.train:engrave_entry", cfg.to_dict(), distributed=cfg.distributed)
+
+
 def engrave_entry(config: dict) -> dict:
     """Entry point for `salmon_lib.runner.launch` (one call per process on several GPUs)."""
     return run_engrave(EngraveConfig.from_dict(config))

@@ -10,12 +10,13 @@ run resumes where it stopped. Stats and plots are rebuilt from the whole file at
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import time
 from collections import Counter
 from pathlib import Path
 
-from ..io import DataError, RecordLog, atomic_write_json, iter_jsonl
+from ..io import DataError, RecordLog, atomic_write_json, iter_jsonl, read_json, write_jsonl
 from ..models import ModelConfig
 from .config import SelfAlignConfig
 from .identity import identity_records
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 INPUT = "prompts.jsonl"
 OUTPUT = "self_align.jsonl"
 STATS = "self_align_stats.json"
+GENERATION = "self_align_generation.json"  # how the records were generated (resume only if unchanged)
 
 
 def read_prompts(path: str | Path, limit: int | None = None) -> list[dict]:
@@ -55,8 +57,8 @@ def run_self_align(cfg: SelfAlignConfig, generator=None) -> dict:
     sa = load_self_align(cfg.principles)
     layout = build_prompt(sa, cfg.chat_format, cfg.assistant_name, cfg.knowledge_cutoff, cfg.max_exemplars)
     check = SelfAlignFilter(cfg.filter_settings(), layout.fmt, layout.name, layout.exemplar_answers, sa.cited_rules)
+    _start_over_if_generation_changed(cfg, layout.prefix, run_dir)
     records = RecordLog(run_dir / OUTPUT)
-    records.append(identity_records(cfg.identity_examples, layout.name, cfg.assistant_creator, cfg.seed))
 
     todo = [(i, p) for i, p in enumerate(prompts) if p["id"] not in records]
     generated_tokens, seconds = 0, 0.0
@@ -77,19 +79,15 @@ def run_self_align(cfg: SelfAlignConfig, generator=None) -> dict:
                                        top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, stop=layout.stop,
                                        seed=cfg.seed + batch[0][0])
                 seconds += time.perf_counter() - t0
-                new = []
-                for (_, p), c in zip(batch, outs):
-                    generated_tokens += c.num_tokens
-                    v = check(p["prompt"], c.text, c.finish_reason)
-                    new.append({
-                        "id": p["id"], "source": "self_align", "prompt": p["prompt"], "thoughts": v.thoughts,
-                        "cited_rules": v.cited_rules, "response": v.response, "raw": c.text,
-                        "finish_reason": c.finish_reason, "num_tokens": c.num_tokens, "kept": v.kept,
-                        "drop_reason": v.drop_reason, "edits": v.edits, "leak_overlap": v.leak_overlap,
-                    })
-                records.append(new)
+                generated_tokens += sum(c.num_tokens for c in outs)
+                records.append(_record(p, c.text, c.finish_reason, c.num_tokens, check) for (_, p), c in zip(batch, outs))
                 bar.update(len(batch))
-    everything = records.records()
+    # Verdicts are recomputed from the raw text on every run, so the file always reflects the
+    # current filter settings, and the identity examples the current name.
+    answered = [_record(r, r["raw"], r["finish_reason"], r["num_tokens"], check)
+                for r in records.records() if r["source"] != "identity"]
+    everything = answered + identity_records(cfg.identity_examples, layout.name, cfg.assistant_creator, cfg.seed)
+    write_jsonl(run_dir / OUTPUT, everything)
     stats = summarize(everything, [r.number for r in sa.rules])
     stats.update(assistant_name=layout.name, assistant_creator=cfg.assistant_creator, chat_format=cfg.chat_format,
                  prompt_prefix_chars=len(layout.prefix), generated_this_run=len(todo),
@@ -101,6 +99,28 @@ def run_self_align(cfg: SelfAlignConfig, generator=None) -> dict:
     for fig in plot_stats(stats, everything, run_dir / "figures").values():
         plt.close(fig)
     return stats
+
+
+def _record(p: dict, raw: str, finish_reason: str, num_tokens: int, check: SelfAlignFilter) -> dict:
+    v = check(p["prompt"], raw, finish_reason)
+    return {"id": p["id"], "source": "self_align", "prompt": p["prompt"], "thoughts": v.thoughts,
+            "cited_rules": v.cited_rules, "response": v.response, "raw": raw, "finish_reason": finish_reason,
+            "num_tokens": num_tokens, "kept": v.kept, "drop_reason": v.drop_reason, "edits": v.edits,
+            "leak_overlap": v.leak_overlap}
+
+
+def _start_over_if_generation_changed(cfg: SelfAlignConfig, prefix: str, run_dir: Path) -> None:
+    """Records in self_align.jsonl are only reused if they were generated the same way (model,
+    prompt, sampling); otherwise they are removed and every prompt is answered again."""
+    signature = {"model": cfg.model, "prompt_sha256": hashlib.sha256(prefix.encode()).hexdigest(),
+                 "temperature": cfg.temperature, "top_p": cfg.top_p, "max_new_tokens": cfg.max_new_tokens,
+                 "seed": cfg.seed}
+    path = run_dir / GENERATION
+    if path.exists() and (run_dir / OUTPUT).exists() and read_json(path) != signature:
+        log.warning("%s: generation settings changed since the existing records were made; answering again",
+                    run_dir / OUTPUT)
+        (run_dir / OUTPUT).unlink()
+    atomic_write_json(path, signature)
 
 
 def summarize(records: list[dict], rule_numbers: list[int]) -> dict:
