@@ -95,8 +95,7 @@ def last_checkpoint(folder: str | Path) -> str | None:
     return get_last_checkpoint(str(folder)) if folder.is_dir() else None
 
 
-def make_trainer(cfg: EngraveConfig, train_records: list[dict], spec: ChatSpec | None = None,
-                 callbacks: list | None = None):
+def make_trainer(cfg: EngraveConfig, train_records: list[dict], callbacks: list | None = None):
     """Build (trainer, spec) for the records; separate from `run_engrave` so tests can inspect the
     tokenized data and the loss masks."""
     import torch
@@ -104,11 +103,14 @@ def make_trainer(cfg: EngraveConfig, train_records: list[dict], spec: ChatSpec |
 
     from ..models import load_model
 
-    if spec is None:
-        name, creator = assistant_identity(cfg)
+    name, creator = assistant_identity(cfg)
+    local_rank = int(os.environ.get("LOCAL_RANK", "-1"))
+    if local_rank >= 0 and torch.cuda.is_available():
+        # Under `accelerate launch` each process loads onto its own GPU ("cuda" means the current one).
+        torch.cuda.set_device(local_rank)
     tok, model = load_model(model_config(cfg))
     model.train()
-    spec = spec or make_chat_spec(cfg.chat_format, tok.eos_token, name, creator, cfg.system_variants)
+    spec = make_chat_spec(cfg.chat_format, tok.eos_token, name, creator, cfg.system_variants)
     if cfg.method == "qlora":
         from peft import prepare_model_for_kbit_training
 
