@@ -37,7 +37,7 @@ def ddp_step(cfg: dict) -> dict:
     import torch
     from accelerate import Accelerator
 
-    acc = Accelerator(cpu=True)
+    acc = Accelerator()  # CPU or GPU as the launcher decided
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 1)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
