@@ -14,7 +14,14 @@ import yaml
 import salmon_lib
 from salmon_lib.config import ConfigError
 from salmon_lib.runner.manifest import hash_path
-from salmon_lib.runner.pipeline import RunLocked, StageFailed, run_lock, run_pipeline, stage_status
+from salmon_lib.runner.pipeline import (
+    RunLocked,
+    StageFailed,
+    notebook_digest,
+    run_lock,
+    run_pipeline,
+    stage_status,
+)
 from salmon_lib.stages import PROJECT_ROOT, Stage
 from tests.notebooks.runner_stages import STAGES
 
@@ -67,7 +74,7 @@ def test_first_run_writes_artifacts_manifest_and_executed_notebooks(finished):
     assert make["started"] < make["ended"] <= double["started"] < double["ended"]
     assert make["wall_s"] > 0 and make["error"] is None
     assert {"python", "torch", "transformers", "trl", "peft", "papermill"} <= set(make["versions"])
-    assert make["notebook_sha256"] == hash_path(PROJECT_ROOT / "tests/notebooks/00_make.ipynb")["sha256"]
+    assert make["notebook_sha256"] == notebook_digest(PROJECT_ROOT / "tests/notebooks/00_make.ipynb")
 
     resolved = yaml.safe_load((run_dir / "run.yaml").read_text())
     assert resolved["stages"]["double"] == double["params"]
@@ -158,3 +165,19 @@ def test_notebook_run_directly_by_papermill_rejects_unknown_params(tmp_path):
             parameters={"run_dir": str(tmp_path), "n": 2, "nn": 1}, cwd=str(PROJECT_ROOT), progress_bar=False,
         )
     assert not (tmp_path / "numbers.jsonl").exists()
+
+
+def test_only_code_changes_make_a_notebook_stale(finished, tmp_path):
+    run_dir = copy_run(finished, tmp_path)
+    nb = nbformat.read(PROJECT_ROOT / "tests/notebooks/00_make.ipynb", as_version=4)
+    nb.cells[0].source += "\nMore narrative."
+    nb.cells[2].outputs = [nbformat.v4.new_output("stream", text="saved after an interactive run")]
+    nb.cells[2].execution_count = 7
+    path = tmp_path / "00_make.ipynb"
+    nbformat.write(nb, path)
+    stages = [Stage("make", str(path), STAGES[0].config, outputs=STAGES[0].outputs), STAGES[1]]
+    assert [r["stale"] for r in stage_status(run_dir, stages)] == [False, False]
+    nb.cells[2].source += "\nprint('changed')"
+    nbformat.write(nb, path)
+    rows = stage_status(run_dir, stages)
+    assert rows[0]["reasons"] == ["notebook changed"] and rows[1]["reasons"] == ["an earlier stage is stale"]

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from salmon_lib.config import ConfigError
+from salmon_lib.runner.launch import Distributed
 from salmon_lib.runner.pipeline import notebook_problems, select
 from salmon_lib.runner.presets import PRESET_DIR, load_preset, parse_overrides, resolve
 from salmon_lib.stages import PROJECT_ROOT, STAGES, Stage
@@ -111,6 +112,7 @@ def test_every_shipped_preset_validates_against_the_registry(path, tmp_path):
     with pytest.raises(ConfigError, match="unknown stage 'no_such_stage'"):
         resolve(load_preset(write(tmp_path, yaml.safe_dump(data))), STAGES)
     assert preset.common.get("seed") == 0 and "model" in preset.common and "chat_format" in preset.common
+    assert preset.common.get("distributed") in Distributed.__args__
 
 
 @pytest.mark.parametrize("stage", STAGES + TEST_STAGES, ids=lambda s: s.name)

@@ -14,6 +14,7 @@ import ast
 import contextlib
 import dataclasses
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -29,7 +30,6 @@ from ..stages import PROJECT_ROOT, STAGES, Stage
 from .manifest import (
     Manifest,
     hash_artifacts,
-    hash_path,
     missing_artifacts,
     now,
     package_versions,
@@ -78,6 +78,19 @@ def select(stages: list[Stage], start: str | None = None, stop: str | None = Non
     return stages[lo:hi + 1]
 
 
+def notebook_digest(path: Path) -> str | None:
+    """Hash of the notebook's code: saving it with outputs after an interactive session, or
+    editing its narrative, is not a reason to rerun the stage."""
+    if not path.is_file():
+        return None
+    try:
+        cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return None
+    code = ["".join(c.get("source", "")) for c in cells if c.get("cell_type") == "code"]
+    return hashlib.sha256(json.dumps(code).encode()).hexdigest()
+
+
 def _changed_keys(old: dict, new: dict) -> list[str]:
     keys = (set(old) | set(new)) - {"run_dir"}
     return sorted(k for k in keys if old.get(k) != new.get(k))
@@ -97,8 +110,7 @@ def stale_reasons(stage: Stage, record: dict | None, params: dict | None, run_di
     reasons = []
     if params is not None and (keys := _changed_keys(record.get("params", {}), params)):
         reasons.append(f"parameters changed: {', '.join(keys)}")
-    nb = hash_path(stage.notebook_path())
-    if nb is None or nb["sha256"] != record.get("notebook_sha256"):
+    if notebook_digest(stage.notebook_path()) != record.get("notebook_sha256"):
         reasons.append("notebook changed")
     old_inputs = record.get("inputs", {})
     for name, digest in hash_artifacts(run_dir, stage.inputs).items():
@@ -107,7 +119,7 @@ def stale_reasons(stage: Stage, record: dict | None, params: dict | None, run_di
     missing = missing_artifacts(run_dir, stage.outputs)
     if missing:
         reasons.append(f"output(s) missing: {', '.join(missing)}")
-    if any(r and r.get("ended", "") > record.get("started", "") for r in upstream):
+    if any(r and (r.get("ended") or "") > (record.get("started") or "") for r in upstream):
         reasons.append("an earlier stage ran since")
     return reasons
 
@@ -284,9 +296,8 @@ def run_pipeline(
 
 def _run_one(stage: Stage, params: dict, run_dir: Path, manifest: Manifest, progress: bool,
              log: Callable[[str], None]) -> float:
-    nb = hash_path(stage.notebook_path())
     record = {
-        "status": "running", "notebook": stage.notebook, "notebook_sha256": nb["sha256"] if nb else None,
+        "status": "running", "notebook": stage.notebook, "notebook_sha256": notebook_digest(stage.notebook_path()),
         "executed": str(executed_notebook(stage, run_dir).relative_to(run_dir)), "params": params,
         "inputs": hash_artifacts(run_dir, stage.inputs), "outputs": {}, "started": now(), "ended": None,
         "wall_s": None, "error": None, "pid": os.getpid(), "versions": package_versions(),
