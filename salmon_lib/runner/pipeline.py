@@ -105,6 +105,8 @@ def stale_reasons(stage: Stage, record: dict | None, params: dict | None, run_di
     """
     if record is None:
         return ["never ran"]
+    if record.get("status") == "running":
+        return ["last run did not finish"]
     if record.get("status") != "finished":
         return [f"last run {record.get('status')}"]
     reasons = []
@@ -362,11 +364,12 @@ def stage_status(run_dir: str | Path, stages: list[Stage] | None = None) -> list
 
 
 def format_status(rows: list[dict[str, Any]]) -> str:
-    lines = [f"{'stage':<16} {'status':<12} {'stale':<6} {'wall':>9}  {'ended':<25} why"]
+    lines = [f"{'stage':<16} {'status':<12} {'stale':<6} {'wall':>9}  {'ended (UTC)':<19}  why"]
     for r in rows:
         wall = f"{r['wall_s']:.1f} s" if r["wall_s"] is not None else "-"
+        ended = (r["ended"] or "-")[:19].replace("T", " ")
         why = "; ".join(r["reasons"]) if r["stale"] or r["status"] != "finished" else ""
         lines.append(f"{r['stage']:<16} {r['status']:<12} {'yes' if r['stale'] else 'no':<6} {wall:>9}  "
-                     f"{r['ended'] or '-':<25} {why}")
+                     f"{ended:<19}  {why}")
     return "\n".join(lines)
 
