@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -164,13 +165,57 @@ def executed_notebook(stage: Stage, run_dir: Path) -> Path:
     return run_dir / "notebooks" / stage.notebook_path().name
 
 
-def execute_stage(stage: Stage, params: dict, run_dir: Path, progress: bool = True) -> None:
+def _recording_kernel_manager(on_start: Callable[[int, str], None]) -> type:
+    """A kernel manager that reports the kernel's pid and connection file once it is up."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class RecordingKernelManager(AsyncKernelManager):
+        async def _async_post_start_kernel(self, **kw: Any) -> None:
+            await super()._async_post_start_kernel(**kw)
+            on_start(self.provisioner.pid, self.connection_file)
+
+    return RecordingKernelManager
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""  # gone (a zombie has an empty cmdline too)
+
+
+def stop_orphan_kernel(record: dict | None, log: Callable[[str], None]) -> None:
+    """Kill the kernel an interrupted run left behind, before a new kernel resumes its records.
+
+    A kernel notices its runner died only when its parent poller next runs (~1 s, longer if a
+    C call holds the GIL); until then it keeps appending records and holding GPU memory. It is
+    identified by pid *and* its connection file on the command line, so a reused pid is never hit.
+    Linux only (/proc); elsewhere the parent poller is the only guard.
+    """
+    kernel = (record or {}).get("kernel")
+    if not kernel or record.get("status") != "running":
+        return
+    pid, conn = kernel["pid"], kernel["connection_file"]
+    if conn not in _cmdline(pid):
+        return
+    log(f"stopping the kernel (pid {pid}) left running by an interrupted run")
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)  # the kernel leads its own session: its workers go too
+    deadline = time.time() + 30
+    while conn in _cmdline(pid) and time.time() < deadline:
+        time.sleep(0.05)
+
+
+def execute_stage(stage: Stage, params: dict, run_dir: Path, progress: bool = True,
+                  on_kernel_start: Callable[[int, str], None] | None = None) -> None:
     """Run the stage notebook in a fresh kernel; the executed copy lands in run_dir/notebooks/.
 
     While it runs the copy is `NN_stage.partial.ipynb` (open it to watch progress); it is moved
     into place when the kernel is done, failed or not, so the finished name is always a whole run.
     """
     import papermill
+
+    extra = {"kernel_manager_class": _recording_kernel_manager(on_kernel_start)} if on_kernel_start else {}
 
     out = executed_notebook(stage, run_dir)
     partial = out.with_name(f"{out.stem}.partial.ipynb")
@@ -180,7 +225,7 @@ def execute_stage(stage: Stage, params: dict, run_dir: Path, progress: bool = Tr
         with kernel_env():
             papermill.execute_notebook(
                 str(stage.notebook_path()), str(partial), parameters=params, kernel_name="python3",
-                cwd=str(PROJECT_ROOT), progress_bar=progress, start_timeout=180,
+                cwd=str(PROJECT_ROOT), progress_bar=progress, start_timeout=180, **extra,
             )
     finally:
         if partial.exists():
@@ -290,6 +335,7 @@ def run_pipeline(
                 summary.append((stage.name, "skipped", 0.0))
                 continue
             log(f"[{stage.name}] running: {'; '.join(reasons)}")
+            stop_orphan_kernel(record, log)
             wall = _run_one(stage, params[stage.name], run_dir, manifest, progress, log)
             summary.append((stage.name, "ran", wall))
             ran = True
@@ -307,6 +353,10 @@ def _run_one(stage: Stage, params: dict, run_dir: Path, manifest: Manifest, prog
     manifest.put(stage.name, record)
     t0 = time.perf_counter()
 
+    def kernel_started(pid: int, connection_file: str) -> None:
+        record["kernel"] = {"pid": pid, "connection_file": connection_file}
+        manifest.put(stage.name, record)
+
     def close(status: str, error: str | None = None) -> float:
         wall = round(time.perf_counter() - t0, 2)
         record.update(status=status, error=error, ended=now(), wall_s=wall,
@@ -315,7 +365,7 @@ def _run_one(stage: Stage, params: dict, run_dir: Path, manifest: Manifest, prog
         return wall
 
     try:
-        execute_stage(stage, params, run_dir, progress)
+        execute_stage(stage, params, run_dir, progress, on_kernel_start=kernel_started)
     except KeyboardInterrupt:
         close("interrupted", "KeyboardInterrupt")
         raise
