@@ -23,6 +23,12 @@ How a stage plugs in (stage authors):
    folders such as figures/. A declared output the notebook did not write fails the stage.
 4. A section `stages: {<stage>: {...}}` in each of configs/*.yaml. Keys in `common:` (model, seed,
    chat_format, distributed, ...) reach your config only if it declares a field of that name.
-5. Tests: `tests/test_runner_presets.py` validates every preset against every registered config
-   and checks each notebook's parameters cell against its config's fields.
+5. Training on several GPUs: declare `distributed: Distributed = "ddp"` (from
+   salmon_lib.runner.launch) in the config and call
+   `launch("salmon_lib.yourmodule:train", cfg.to_dict(), distributed=cfg.distributed)` from the
+   notebook; `train(config: dict)` runs once per GPU under `accelerate launch` (or in-process on
+   one device) and its return value comes back from rank 0.
+6. Tests: `tests/test_runner_presets.py` validates every preset against every registered config
+   and checks each notebook's parameters cell against its config's fields;
+   `tests/test_runner_e2e.py` (slow) runs the tiny preset end to end.
 """
