@@ -168,8 +168,13 @@ def executed_notebook(stage: Stage, run_dir: Path) -> Path:
 def _recording_kernel_manager(on_start: Callable[[int, str], None]) -> type:
     """A kernel manager that reports the kernel's pid and connection file once it is up."""
     from jupyter_client.manager import AsyncKernelManager
+    from traitlets import default
 
     class RecordingKernelManager(AsyncKernelManager):
+        @default("transport")
+        def _default_transport(self) -> str:
+            return "ipc"  # a local kernel needs no TCP port (and then warns about no encryption)
+
         async def _async_post_start_kernel(self, **kw: Any) -> None:
             await super()._async_post_start_kernel(**kw)
             on_start(self.provisioner.pid, self.connection_file)
@@ -220,7 +225,6 @@ def execute_stage(stage: Stage, params: dict, run_dir: Path, progress: bool = Tr
     out = executed_notebook(stage, run_dir)
     partial = out.with_name(f"{out.stem}.partial.ipynb")
     out.parent.mkdir(parents=True, exist_ok=True)
-    logging.getLogger("papermill").setLevel(logging.WARNING)
     try:
         with kernel_env():
             papermill.execute_notebook(
@@ -301,6 +305,7 @@ def run_pipeline(
     stages = list(STAGES if stages is None else stages)
     if not stages:
         raise ConfigError("no stages are registered (salmon_lib/stages.py STAGES is empty)")
+    logging.getLogger("papermill").setLevel(logging.WARNING)  # our per-stage lines say what it would
     selected = select(stages, start, stop, only)
     preset = preset if isinstance(preset, Preset) else load_preset(preset)
     run_dir = Path(run_dir).resolve()
@@ -331,7 +336,8 @@ def run_pipeline(
             reasons = ["an earlier stage ran"] if ran else stale_reasons(
                 stage, record, params[stage.name], run_dir, upstream)
             if not reasons:
-                log(f"[{stage.name}] skipped: up to date (ran {record.get('wall_s', 0):.1f} s on {record.get('ended')})")
+                when = (record.get("ended") or "")[:19].replace("T", " ")
+                log(f"[{stage.name}] skipped: up to date (ran {record.get('wall_s') or 0:.1f} s, {when} UTC)")
                 summary.append((stage.name, "skipped", 0.0))
                 continue
             log(f"[{stage.name}] running: {'; '.join(reasons)}")
