@@ -1,11 +1,11 @@
 """The multi-GPU helper: accelerate configs, the in-process path, and a real 2-process DDP step on CPU."""
 
 import json
+import os
 
 import pytest
-import torch
-from accelerate.commands.config.config_args import load_config_from_file
 
+from salmon_lib.runner import launch as launch_module
 from salmon_lib.runner.launch import CONFIG_DIR, Distributed, LaunchError, launch, resolve_function
 
 STEP = "tests.notebooks.runner_stages:ddp_step"
@@ -14,6 +14,8 @@ KIND = {"ddp": "MULTI_GPU", "fsdp": "FSDP", "zero2": "DEEPSPEED", "zero3": "DEEP
 
 @pytest.mark.parametrize("name", Distributed.__args__)
 def test_every_strategy_has_a_valid_accelerate_config(name):
+    from accelerate.commands.config.config_args import load_config_from_file
+
     cfg = load_config_from_file(str(CONFIG_DIR / f"{name}.yaml"))
     assert cfg.distributed_type.value == KIND[name] and cfg.mixed_precision == "bf16"
     if name.startswith("zero"):
@@ -22,6 +24,8 @@ def test_every_strategy_has_a_valid_accelerate_config(name):
 
 def expected_synced_grad():
     """What DDP must leave on every rank: the mean of the two ranks' local gradients."""
+    import torch
+
     grads = []
     for rank in range(2):
         torch.manual_seed(0)
@@ -31,14 +35,19 @@ def expected_synced_grad():
     return ((grads[0] + grads[1]) / 2).tolist(), grads
 
 
-def test_single_process_runs_in_process(tmp_path):
-    out = launch(STEP, {"out_dir": str(tmp_path)})  # no GPU here: in-process
-    assert out["world"] == 1 and out["rank"] == 0
-    assert (tmp_path / "rank0.json").exists()
+def test_one_device_runs_in_process(tmp_path, monkeypatch):
+    monkeypatch.setattr(launch_module, "visible_gpus", lambda: 1)
+    config = tmp_path / "cfg.json"
+    config.write_text('{"lr": 1e-5}')
+    out = launch("tests.notebooks.runner_stages:whoami", config, distributed="fsdp")
+    assert out == {"pid": os.getpid(), "config": {"lr": 1e-5}}
 
 
 @pytest.mark.slow
 def test_two_processes_on_cpu_sync_gradients(tmp_path):
+    import torch
+
+    assert launch_module.visible_gpus() == torch.cuda.device_count()
     config = tmp_path / "cfg.yaml"
     config.write_text(f"out_dir: {tmp_path}\n")
     result = launch(STEP, config, distributed="ddp", num_processes=2, cpu=True)
@@ -65,3 +74,12 @@ def test_bad_function_fails_before_launching():
 def test_failing_ranks_raise_launch_error(tmp_path):
     with pytest.raises(LaunchError, match="exited with"):
         launch(STEP, {"out_dir": str(tmp_path / "missing" / "dir")}, num_processes=2, cpu=True)
+
+
+def test_bad_config_file_is_named(tmp_path):
+    bad = tmp_path / "cfg.json"
+    bad.write_text("{lr: }")
+    with pytest.raises(ValueError, match=f"{bad}: not valid JSON"):
+        launch("tests.notebooks.runner_stages:whoami", bad, num_processes=1)
+    with pytest.raises(FileNotFoundError, match="launch config not found"):
+        launch("tests.notebooks.runner_stages:whoami", tmp_path / "none.yaml", num_processes=1)

@@ -27,6 +27,7 @@ import yaml
 
 from ..io import atomic_write_json
 from ..stages import PROJECT_ROOT
+from .presets import Loader
 
 Distributed = Literal["ddp", "fsdp", "zero2", "zero3"]  # annotate a stage config's `distributed` field with this
 CONFIG_DIR = Path(__file__).resolve().parent / "accelerate_configs"
@@ -52,7 +53,12 @@ def load_config(config: Mapping[str, Any] | str | Path) -> dict[str, Any]:
     path = Path(config)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: launch config not found")
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))  # JSON is YAML too
+    text = path.read_text(encoding="utf-8")
+    # YAML 1.1 would read JSON's 1e-5 as a string; presets' Loader reads it as the float it is
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.load(text, Loader=Loader)
+    except (json.JSONDecodeError, yaml.YAMLError) as err:
+        raise ValueError(f"{path}: not valid {path.suffix.lstrip('.').upper() or 'YAML'} ({err})") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping")
     return data

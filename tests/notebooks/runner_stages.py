@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 from salmon_lib.config import StageConfig
@@ -30,6 +31,11 @@ STAGES = [
     Stage("double", "tests/notebooks/01_double.ipynb", config="tests.notebooks.runner_stages:DoubleConfig",
           inputs=["numbers.jsonl"], outputs=["doubled/"]),
 ]
+
+
+def whoami(cfg: dict) -> dict:
+    """Where the function ran, to tell in-process calls from launched ones."""
+    return {"pid": os.getpid(), "config": cfg}
 
 
 def ddp_step(cfg: dict) -> dict:
