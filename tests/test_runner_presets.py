@@ -51,7 +51,7 @@ def test_override_values_are_yaml_literals():
 
 @pytest.mark.parametrize("text, match", [
     (PRESET.replace("n: 7", "n: seven"), r"p.yaml:6: stages.make.n: expected int, got 'seven'"),
-    (PRESET.replace("n: 7", "nn: 7"), r"p.yaml:5 stages.make: unknown parameter\(s\) nn for MakeConfig"),
+    (PRESET.replace("n: 7", "nn: 7"), r"p.yaml:6: stages.make.nn: unknown parameter for MakeConfig; known: delay, fail, model, n, run_dir, seed"),
     (PRESET + "  shuffle: {}\n", r"p.yaml:10: unknown stage 'shuffle' \(stages: make, double\)"),
     (PRESET.replace("seed: 3", "seed: 3.5"), r"p.yaml:3: common.seed: expected int, got 3.5"),
     (PRESET.replace("seed: 3", "run_dir: elsewhere"), r"p.yaml:3: run_dir is set by the runner"),

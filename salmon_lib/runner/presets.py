@@ -178,6 +178,10 @@ def resolve(
     for stage in stages:
         cls, fields = classes[stage.name], _fields(classes[stage.name])
         section = preset.stages.get(stage.name, {})
+        for key in section:
+            if key not in fields:
+                raise ConfigError(f"{preset.at(f'stages.{stage.name}.{key}')}: stages.{stage.name}.{key}: unknown "
+                                  f"parameter for {cls.__name__}; known: {', '.join(sorted(fields))}")
         data = {k: v for k, v in preset.common.items() if k in fields}
         data.update(section)
         data["run_dir"] = run_dir
