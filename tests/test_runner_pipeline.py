@@ -181,3 +181,14 @@ def test_only_code_changes_make_a_notebook_stale(finished, tmp_path):
     nbformat.write(nb, path)
     rows = stage_status(run_dir, stages)
     assert rows[0]["reasons"] == ["notebook changed"] and rows[1]["reasons"] == ["an earlier stage is stale"]
+
+
+def test_status_compares_records_with_the_latest_resolved_params(finished, tmp_path):
+    run_dir = copy_run(finished, tmp_path)
+    resolved = yaml.safe_load((run_dir / "run.yaml").read_text())
+    resolved["stages"]["double"]["factor"] = 7  # what `run ... -p double.factor=7 --only make` would leave
+    (run_dir / "run.yaml").write_text(yaml.safe_dump(resolved))
+    rows = stage_status(run_dir, STAGES)
+    assert rows[0]["reasons"] == [] and rows[1]["reasons"] == ["parameters changed: factor"]
+    shutil.rmtree(run_dir / "doubled")
+    assert stage_status(run_dir, STAGES)[1]["reasons"] == ["parameters changed: factor", "output(s) missing: doubled/"]
