@@ -221,12 +221,13 @@ def execute_stage(stage: Stage, params: dict, run_dir: Path, progress: bool = Tr
     import papermill
 
     extra = {"kernel_manager_class": _recording_kernel_manager(on_kernel_start)} if on_kernel_start else {}
-
     out = executed_notebook(stage, run_dir)
     partial = out.with_name(f"{out.stem}.partial.ipynb")
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
         with kernel_env():
+            # "python3", not the notebook's own kernelspec: jupyter_client starts it with this
+            # interpreter, so headless runs use the runner's venv whatever the notebook was saved with
             papermill.execute_notebook(
                 str(stage.notebook_path()), str(partial), parameters=params, kernel_name="python3",
                 cwd=str(PROJECT_ROOT), progress_bar=progress, start_timeout=180, **extra,
