@@ -42,4 +42,8 @@ class Stage:
 
 # Stage authors: one line per stage, in pipeline order; the steps are in salmon_lib/runner/__init__.py.
 STAGES: list[Stage] = [
+    Stage("self_align", "notebooks/01_self_align.ipynb", config="salmon_lib.self_align:SelfAlignConfig",
+          inputs=["prompts.jsonl"], outputs=["self_align.jsonl", "self_align_stats.json"]),
+    Stage("engrave", "notebooks/02_engrave.ipynb", config="salmon_lib.engrave:EngraveConfig",
+          inputs=["self_align.jsonl", "self_align_stats.json"], outputs=["sft/", "engrave_stats.json"]),
 ]

@@ -117,8 +117,9 @@ def test_bad_inputs_are_named(tmp_path):
 
 
 def test_shared_prefix_generation_matches_plain_generation():
-    """The prefix computed once and copied into each batch gives the same greedy tokens as running
-    every full prompt from scratch."""
+    """The prefix computed once and copied into each batch (with padding between prefix and tail,
+    and grouped-KV attention under a mask) gives the same greedy tokens as running every full
+    prompt from scratch."""
     from salmon_lib.generation import make_generator
     from salmon_lib.models import ModelConfig
     from salmon_lib.principles import load_self_align
@@ -132,6 +133,7 @@ def test_shared_prefix_generation_matches_plain_generation():
         shared = PrefixGenerator(gen, layout.prefix)
         first = shared.generate(prompts, temperature=0.0, top_p=1.0, max_new_tokens=8, stop=layout.stop, seed=0)
         again = shared.generate(prompts[1:], temperature=0.0, top_p=1.0, max_new_tokens=8, stop=layout.stop, seed=0)
+        assert gen.model.config._attn_implementation == "sdpa", "the GQA attention is only swapped in while generating"
     assert [c.token_ids for c in first] == [c.token_ids for c in plain]
     assert [c.text for c in first] == [c.text for c in plain]
     assert [c.token_ids for c in again] == [c.token_ids for c in plain[1:]]
