@@ -24,7 +24,7 @@ class FixedSet:
         self.draw = draw
         self.calls = 0
 
-    def sample(self, rng, max_k, p_continue, p_negate, prompt_type=None):
+    def sample(self, rng, max_k, p_continue, p_negate, prompt_type=None, cap="clip"):
         self.calls += 1
         by = {p.name: p for p in self.principles}
         return [(by[n], neg) for n, neg in self.draw]

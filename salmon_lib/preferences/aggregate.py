@@ -18,7 +18,7 @@ from __future__ import annotations
 import random
 from collections import Counter, defaultdict
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Iterable, Literal, Sequence
 
 from .heuristics import disclaimer_winner, language_verdict
 from .judge import finite_or_raise
@@ -30,6 +30,7 @@ class AggregateOptions:
     max_principles: int = 8  # cap K of the subset size
     p_continue: float = 0.8  # subset size k has P(k) ~ p_continue^(k-1) (SALMON: Geometric(0.2))
     p_negate: float = 0.5  # each drawn principle is negated with this probability
+    size_cap: Literal["clip", "redraw"] = "redraw"  # sizes above K: redrawn (SALMON) or clipped to K
     require_agreement: bool = True  # a principle whose two orders disagree scores 0 for that pair
     disclaimer_rule: bool = True  # exactly one response has an "as an AI model" disclaimer -> maybe prefer the other
     disclaimer_p: float = 0.5  # probability that the disclaimer rule fires when it applies
@@ -71,8 +72,11 @@ def aggregate(
 
     `score_gap` is the dominant principle's scaled score in favour of `chosen` (negative when
     label noise or a rule overrode the judge)."""
-    names = [p.name for p in principle_set.principles]
-    stats = Counter()
+    # only principles that can be drawn need a judgement (a set may judge more than it samples)
+    names = [p.name for p in principle_set.principles if getattr(p, "sampled", True)]
+    stats = Counter({k: 0 for k in ("pairs", "examples", "pairs_missing_judgements", "pairs_dropped_language",
+                                    "skipped_zero_score", "rule_language", "rule_disclaimer", "rule_overrode_judge",
+                                    "label_noise_flips", "swapped")})
     dominant_counts, size_counts, negated_counts = Counter(), Counter(), Counter()
     examples = []
     for pair in pairs:
@@ -92,7 +96,7 @@ def aggregate(
         for draw in range(opts.draws_per_pair):
             rng = random.Random(f"{seed}:{pair['id']}:{draw}")
             drawn = principle_set.sample(rng, opts.max_principles, opts.p_continue, opts.p_negate,
-                                         prompt_type=pair.get("question_type"))
+                                         prompt_type=pair.get("question_type"), cap=opts.size_cap)
             signed = [(-1 if neg else 1) * pair_scores[p.name] for p, neg in drawn]
             top = max(range(len(drawn)), key=lambda i: abs(signed[i]))
             judge_winner = 1 if signed[top] > 0 else 2 if signed[top] < 0 else None

@@ -143,7 +143,7 @@ def generate_responses(gen, fmt: ChatFormat, prompts: Sequence[dict], config: Co
         records = []
         for p, (c,) in zip(batch, outs):
             response = c.text.strip()
-            reason = "truncated" if c.finish_reason == "length" else bad_reason(response, markers)
+            reason = bad_reason(response, markers) or ("truncated" if c.finish_reason == "length" else None)
             records.append({"id": p["id"], "config": config.name, "response": response, "bad": reason})
         log.append(records)
 
