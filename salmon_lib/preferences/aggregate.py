@@ -126,7 +126,8 @@ def aggregate(
                 "flags": {"rule": rule, "label_noise": noisy, "swapped": swapped},
             })
             stats["examples"] += 1
-            stats[f"rule_{rule}"] += rule is not None
+            if rule is not None:
+                stats[f"rule_{rule}"] += 1
             stats["label_noise_flips"] += noisy
             stats["swapped"] += swapped
             stats["rule_overrode_judge"] += overrode

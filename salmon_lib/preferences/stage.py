@@ -18,6 +18,8 @@ from ..config import ConfigError, StageConfig
 from ..io import RecordLog, atomic_write_json, iter_jsonl, read_json, write_jsonl
 from .aggregate import AggregateOptions
 
+# More shots and better demonstrations win (ALMoST's rules of thumb, on one model).
+DEFAULT_RUBRIC = (("sft:detailed:3",), ("sft:detailed:1",), ("sft:plain:1",))
 PROBABILITIES = ("p_continue", "p_negate", "disclaimer_p", "label_noise", "rule_label_noise", "swap_p")
 
 
@@ -27,9 +29,9 @@ class PreferencesConfig(AggregateOptions, StageConfig):
     model: str = "default"  # base model spec; the SFT adapter goes on top of it
     chat_format: str = "chatml"  # chat format of the model (salmon_lib.chat)
     backend: Literal["auto", "hf", "vllm"] = "auto"  # generation backend
-    sft_adapter: str = "sft"  # SFT adapter folder, relative to run_dir (stage 02); "" = use the base model
+    sft_adapter: str = "sft"  # SFT adapter folder, relative to run_dir (stage 02), "" uses the base model
     principles: str = "principles/judge.yaml"  # principle set judged under and drawn from
-    max_prompts: int = 0  # use the first N prompts of prompts.jsonl; 0 = all
+    max_prompts: int = 0  # use the first N prompts of prompts.jsonl (0: all)
     batch_size: int = 16  # prompts per generation call
     temperature: float = 0.7  # sampling temperature of the two answers per prompt
     top_p: float = 1.0  # nucleus sampling of the two answers
@@ -37,11 +39,10 @@ class PreferencesConfig(AggregateOptions, StageConfig):
     min_response_chars: int = 16  # a pair with a shorter answer is dropped
     judge_batch_pairs: int = 8  # pairs per scoring call (x 2 orders x principles prompts)
     debias: Literal["none", "mean_position", "content_free"] = "none"  # position-bias correction applied before aggregation
-    hhh_path: str = "../shared/data/hhh_eval.json"  # HHH pairs for judge accuracy (evaluation only); "" = skip
-    hhh_max_pairs: int = 0  # evaluate on a seeded sample of N HHH pairs; 0 = all
-    hhh_principles: dict[str, str] = dataclasses.field(default_factory=dict)  # HHH type -> principle name; default: the set's hhh_type
-    almost_rubric: list[list[str]] = dataclasses.field(default_factory=lambda: [
-        ["sft:detailed:3"], ["sft:detailed:1"], ["sft:plain:1"]])  # tiers of "MODEL:DEMOS:SHOTS", best first; MODEL "sft" = model + SFT adapter
+    hhh_path: str = "../shared/data/hhh_eval.json"  # HHH pairs for judge accuracy (evaluation only), "" skips it
+    hhh_max_pairs: int = 0  # evaluate on a seeded sample of N HHH pairs (0: all)
+    hhh_principles: dict[str, str] = dataclasses.field(default_factory=dict)  # HHH type -> principle name, default: the set's hhh_type
+    almost_rubric: list[list[str]] = dataclasses.field(default_factory=lambda: [list(t) for t in DEFAULT_RUBRIC])  # tiers of "MODEL:DEMOS:SHOTS", best first, MODEL "sft" is `model` with the SFT adapter
     almost_temperature: float = 1.0  # ALMoST answer sampling temperature
     almost_top_p: float = 0.9  # ALMoST answer nucleus sampling
     almost_max_new_tokens: int = 256  # ALMoST answer length limit
