@@ -116,3 +116,24 @@ def test_disclaimer_detection():
     assert not has_disclaimer("AI models are trained on data.")
     assert disclaimer_winner("I am a language model, so no.", "Sure: 4.") == 2
     assert disclaimer_winner("x", "y") is None
+
+
+def test_with_the_judge_principle_set_negation_shows_the_negative_definition():
+    from salmon_lib.principles import load_principles
+
+    ps = load_principles("principles/judge.yaml")
+    sampled = [p for p in ps.principles if p.sampled]
+    scores = {f"p{i}": {p.name: (k + 1) * (-1) ** (i + k) for k, p in enumerate(sampled)} for i in range(20)}
+    pairs = [pair(f"p{i}") for i in range(20)]
+    opts = AggregateOptions(**{**QUIET, "draws_per_pair": 4, "max_principles": 3})
+    ex, stats = aggregate(pairs, scores, ps, opts, seed=1)
+    assert stats["examples"] == 80 and stats["pairs_missing_judgements"] == 0
+    assert ex == aggregate(pairs, scores, ps, opts, seed=1)[0]
+    for e in ex:
+        assert 1 <= len(e["principles"]) <= 3
+        dom = next(p for p in e["principles"] if p["name"] == e["dominant"])
+        principle = ps.by_name(dom["name"])
+        assert dom["text"] == principle.text(dom["negated"])
+        raw = scores[e["pair_id"]][dom["name"]] * (-1 if dom["negated"] else 1)
+        assert (e["chosen"] == "one") == (raw > 0) and e["score_gap"] == pytest.approx(abs(raw))
+    assert 0 < sum(p["negated"] for e in ex for p in e["principles"]) < sum(len(e["principles"]) for e in ex)
