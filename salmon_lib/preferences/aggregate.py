@@ -76,7 +76,7 @@ def aggregate(
     names = [p.name for p in principle_set.principles if getattr(p, "sampled", True)]
     stats = Counter({k: 0 for k in ("pairs", "examples", "pairs_missing_judgements", "pairs_dropped_language",
                                     "skipped_zero_score", "rule_language", "rule_disclaimer", "rule_overrode_judge",
-                                    "label_noise_flips", "swapped")})
+                                    "label_noise_flips", "swapped", "chosen_is_response_1")})
     dominant_counts, size_counts, negated_counts = Counter(), Counter(), Counter()
     examples = []
     for pair in pairs:
@@ -130,6 +130,7 @@ def aggregate(
                 stats[f"rule_{rule}"] += 1
             stats["label_noise_flips"] += noisy
             stats["swapped"] += swapped
+            stats["chosen_is_response_1"] += winner == 1  # the two seeds should win about equally often
             stats["rule_overrode_judge"] += overrode
             dominant_counts[drawn[top][0].name] += 1
             size_counts[len(drawn)] += 1
