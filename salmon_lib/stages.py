@@ -42,4 +42,7 @@ class Stage:
 
 # Stage authors: one line per stage, in pipeline order; the steps are in salmon_lib/runner/__init__.py.
 STAGES: list[Stage] = [
+    Stage("preferences", "notebooks/03_preferences.ipynb", config="salmon_lib.preferences.stage:PreferencesConfig",
+          inputs=["prompts.jsonl", "sft/?"],
+          outputs=["preferences.jsonl", "preferences_stats.json", "pairs.jsonl?", "judgements.jsonl?"]),
 ]
