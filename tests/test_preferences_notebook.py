@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-pipeline = pytest.importorskip("salmon_lib.runner.pipeline", reason="the pipeline runner has not landed")
+from salmon_lib.runner import pipeline
 
 PROMPTS = ["What is the capital of France?", "Give me two tips for sleeping better.", "How do I boil an egg?",
            "Write a haiku about rain.", "Why is the sky blue?"]

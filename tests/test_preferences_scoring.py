@@ -2,10 +2,9 @@
 
 import pytest
 
+from salmon_lib import generation
 from salmon_lib.chat import get_format
 from salmon_lib.preferences import judge
-
-generation = pytest.importorskip("salmon_lib.generation", reason="the generation interface has not landed")
 
 
 @pytest.fixture(scope="module")
