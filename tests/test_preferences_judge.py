@@ -79,3 +79,13 @@ def test_content_free_bias_reads_the_empty_input():
 def test_non_finite_scores_are_reported_by_pair_and_principle():
     with pytest.raises(ValueError, match="'p9' under 'Ethical'"):
         judge.finite_or_raise([{"pair_id": "p9", "principle": "Ethical", "s12": float("-inf"), "s21": 0.0}])
+
+
+def test_stage_config_imports_without_torch():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys; from salmon_lib.preferences.stage import PreferencesConfig; PreferencesConfig(); "
+            "sys.exit('torch' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parent.parent).returncode == 0
