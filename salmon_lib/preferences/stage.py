@@ -105,7 +105,10 @@ def load_prompts(cfg: PreferencesConfig) -> list[dict]:
 def load_principle_set(cfg: PreferencesConfig):
     from ..principles import load_principles
 
-    return load_principles(cfg.principles)
+    path = Path(cfg.principles).expanduser()
+    if not path.is_absolute() and not path.exists():  # a notebook's kernel starts in notebooks/
+        path = Path(__file__).resolve().parents[2] / path
+    return load_principles(path)
 
 
 def judged_principles(ps) -> list[tuple[str, str]]:
