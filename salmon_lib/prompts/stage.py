@@ -34,10 +34,10 @@ class PromptsConfig(StageConfig):
     model: str = "default"  # its tokenizer measures prompt length; it also writes the generated prompts
     chat_format: str = "chatml"  # how generation requests are rendered (salmon_lib.chat)
     backend: Literal["auto", "hf", "vllm"] = "auto"  # generation engine
-    sources: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # {sharegpt|openorca|dolly|oasst1: [file or dataset id]}; {} = no pool, generate from seeds
-    generators: list[str] | None = None  # any of seeds, bootstrap, self_instruct, tgrt; None = seeds+bootstrap+tgrt when `sources` is empty, else none
-    seed_file: str = ""  # YAML of seed queries; "" = the ~100 shipped with salmon_lib
-    question_types_file: str = ""  # YAML of red-teaming question types; "" = the shipped 20
+    sources: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # {sharegpt|openorca|dolly|oasst1: [file or dataset id]}; {} means no pool: generate from seeds
+    generators: list[str] | None = None  # any of seeds, bootstrap, self_instruct, tgrt; None: seeds+bootstrap+tgrt when `sources` is empty, else none
+    seed_file: str = ""  # YAML of seed queries; "" means the ~100 shipped with salmon_lib
+    question_types_file: str = ""  # YAML of red-teaming question types; "" means the shipped 20
     num_bootstrap: int = 40  # prompts to bootstrap from the seeds (ALMoST)
     num_self_instruct: int = 40  # instructions to generate Self-Instruct style (Dromedary-1)
     n_shot: int = 10  # demonstrations per bootstrapping request
@@ -49,17 +49,17 @@ class PromptsConfig(StageConfig):
     max_new_tokens: int = 48  # tokens per generated prompt (list-style requests get a multiple)
     batch_size: int = 8  # generation requests per call
     max_calls: int = 40  # most generate calls per method, so a stuck model cannot loop forever
-    min_tokens: int = 2  # shortest prompt kept, in tokens of `model`'s tokenizer
+    min_tokens: int = 2  # shortest prompt kept, counted in tokens of the model tokenizer
     max_tokens: int = 256  # longest prompt kept
     near_dup: bool = True  # drop near-duplicates (MinHash LSH on word n-grams)
     near_dup_threshold: float = 0.8  # Jaccard similarity at which a later prompt counts as a near-duplicate
     near_dup_ngram: int = 3  # words per shingle for near-duplicate detection
-    languages: list[str] = dataclasses.field(default_factory=list)  # keep only these ISO 639-1 codes (py3langid); [] = all
+    languages: list[str] = dataclasses.field(default_factory=list)  # keep only these ISO 639-1 codes (py3langid); [] keeps all
     decontaminate_against: list[str] = dataclasses.field(default_factory=list)  # files of evaluation prompts to keep out
     decontam_ngram: int = 8  # a shared word n-gram of this length with an evaluation prompt drops a prompt
-    openorca_bucket_cap: int = 10000  # most prompts per OpenOrca bucket (niv/flan/t0/cot); 0 = no cap
-    source_mix: dict[str, float] = dataclasses.field(default_factory=dict)  # relative share per source; {} = as read
-    max_prompts: int = 0  # size of the final pool; 0 = everything that survives
+    openorca_bucket_cap: int = 10000  # most prompts per OpenOrca bucket (niv/flan/t0/cot); 0 for no cap
+    source_mix: dict[str, float] = dataclasses.field(default_factory=dict)  # relative share per source; {} keeps the proportions as read
+    max_prompts: int = 0  # size of the final pool; 0 keeps everything that survives
 
     def check(self) -> None:
         for kind, locations in self.sources.items():

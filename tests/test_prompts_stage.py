@@ -1,0 +1,75 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from salmon_lib.config import ConfigError
+from salmon_lib.io import DataError, read_jsonl
+from salmon_lib.prompts import PromptsConfig, run
+
+FIX = Path(__file__).parent / "fixtures" / "prompts"
+ALL_SOURCES = {"sharegpt": [str(FIX / "sharegpt.json")], "openorca": [str(FIX / "openorca.parquet")],
+               "dolly": [str(FIX / "dolly.jsonl")], "oasst1": [str(FIX / "oasst1.jsonl")]}
+
+
+def test_config_imports_without_torch():
+    code = "import sys, salmon_lib.prompts.stage as s; s.PromptsConfig(); sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parent.parent).returncode == 0
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"sources": {"alpaca": ["x.json"]}}, "unknown format 'alpaca'"),
+    ({"sources": {"dolly": ["missing.jsonl"]}}, "sources.dolly: missing.jsonl: file not found"),
+    ({"generators": ["seeds", "magic"]}, "generators: unknown magic"),
+    ({"min_tokens": 10, "max_tokens": 5}, "min_tokens <= max_tokens"),
+    ({"near_dup_threshold": 1.5}, "near_dup_threshold must be in"),
+    ({"decontaminate_against": ["nope.txt"]}, "nope.txt: file not found"),
+    ({"max_calls": 0}, "max_calls must be >= 1"),
+])
+def test_config_errors(params, message):
+    with pytest.raises(ConfigError, match=message):
+        PromptsConfig.from_dict(params)
+
+
+def test_default_generators_depend_on_sources():
+    assert PromptsConfig().active_generators() == ["seeds", "bootstrap", "tgrt"]
+    assert PromptsConfig.from_dict({"sources": ALL_SOURCES}).active_generators() == []
+    assert PromptsConfig.from_dict({"sources": ALL_SOURCES, "generators": ["seeds"]}).active_generators() == ["seeds"]
+
+
+def test_stage_on_all_four_fixtures(tmp_path):
+    evals = tmp_path / "evals.txt"
+    evals.write_text("Why is the sky blue?\n")
+    cfg = PromptsConfig.from_dict({"run_dir": str(tmp_path / "run"), "model": "tiny", "sources": ALL_SOURCES,
+                                   "openorca_bucket_cap": 2, "decontaminate_against": [str(evals)]})
+    stats = run(cfg)
+    records = read_jsonl(tmp_path / "run" / "prompts.jsonl", {"id": str, "prompt": str, "source": str,
+                                                              "question_type": str, "meta": dict})
+    assert len(records) == stats["total"] == 14 and len({r["id"] for r in records}) == 14
+    assert stats["by_source"] == {"sharegpt": 4, "dolly": 2, "oasst1": 3, "openorca": 5}
+    assert stats["malformed_skipped"] == 12 and stats["artefacts stripped"] == 3
+    removed = {f["name"]: f["removed"] for f in stats["filters"]}
+    assert removed["overlaps an evaluation prompt"] == {"dolly": 1}
+    assert removed["over bucket cap (2)"] == {"openorca": 2}
+    saved = json.loads((tmp_path / "run" / "prompts_stats.json").read_text())
+    assert saved["total"] == 14 and saved["inputs"][0]["first_errors"][0].endswith(
+        "sharegpt.json:37: expected a JSON object, got str")
+    assert (tmp_path / "run" / "figures" / "prompts_filters.png").stat().st_size > 1000
+    assert run(cfg)["by_source"] == stats["by_source"]  # same seed, same pool
+    assert read_jsonl(tmp_path / "run" / "prompts.jsonl") == records
+
+
+def test_seeds_only_and_a_bad_seed_file_leaves_outputs_alone(tmp_path):
+    cfg = PromptsConfig.from_dict({"run_dir": str(tmp_path), "model": "tiny", "generators": ["seeds"],
+                                   "max_prompts": 30})
+    stats = run(cfg)
+    assert stats["total"] == 30 and stats["by_source"] == {"seed": 30}
+    before = (tmp_path / "prompts.jsonl").read_bytes()
+    bad = tmp_path / "seeds.yaml"
+    bad.write_text("queries:\n  - fine\n  - {oops: 1}\n")
+    with pytest.raises(DataError, match=r"seeds.yaml: queries\[1\]"):
+        run(PromptsConfig.from_dict({"run_dir": str(tmp_path), "model": "tiny", "generators": ["seeds"],
+                                     "seed_file": str(bad)}))
+    assert (tmp_path / "prompts.jsonl").read_bytes() == before
