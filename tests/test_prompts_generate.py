@@ -167,3 +167,17 @@ def test_tgrt_topics_then_questions():
     assert len(got) == pairs - qstats["rejected: no line for this hint"]
     assert all(m["topic"] in q for q, m in got)
     assert {m["tgrt_type"] for _, m in got} <= {t.name for t in types}
+
+
+def test_resume_counts_earlier_prompts_and_saves_new_ones():
+    from salmon_lib.prompts.generate import Resume
+
+    first, _ = bootstrap(ScriptedGen(novel_query), FMT, SEEDS, 4, Sampling(batch_size=2, seed=1))
+    saved = []
+    resumed, stats = bootstrap(ScriptedGen(novel_query), FMT, SEEDS, 7, Sampling(batch_size=2, seed=1),
+                               resume=Resume(first, lambda t, m: saved.append(t)))
+    assert resumed[:4] == first and len(resumed) == 7 and saved == [q for q, _ in resumed[4:]]
+    assert stats["resumed with"] == 4
+    copies = ScriptedGen(lambda p, r: first[0][0])  # a resumed prompt is in the novelty pool
+    got, stats = bootstrap(copies, FMT, SEEDS, 6, Sampling(batch_size=2, max_calls=2), resume=Resume(first, print))
+    assert got == first and stats["rejected: ROUGE-L >= 0.7"] == 4

@@ -73,3 +73,31 @@ def test_seeds_only_and_a_bad_seed_file_leaves_outputs_alone(tmp_path):
         run(PromptsConfig.from_dict({"run_dir": str(tmp_path), "model": "tiny", "generators": ["seeds"],
                                      "seed_file": str(bad)}))
     assert (tmp_path / "prompts.jsonl").read_bytes() == before
+
+
+def test_generated_prompts_are_cached_for_resume(tmp_path):
+    import random
+
+    from salmon_lib.prompts.stage import GENERATED_CACHE, _generate_records
+
+    class Gen:
+        calls = 0
+
+        def generate(self, prompts, n=1, temperature=0.7, top_p=0.95, max_new_tokens=256, stop=(), seed=0):
+            Gen.calls += 1
+            rng = random.Random(seed)
+            return [[type("C", (), {"text": " ".join(f"w{rng.randrange(10**6)}" for _ in range(8)) + "?",
+                                    "finish_reason": "stop"})()] for _ in prompts]
+
+    params = {"run_dir": str(tmp_path), "generators": ["bootstrap"], "num_bootstrap": 5, "batch_size": 2}
+    stats = {"generation": {}}
+    first = _generate_records(PromptsConfig.from_dict(params), Gen(), stats)
+    assert len(first) == 5 and Gen.calls == 3
+    assert len(read_jsonl(tmp_path / GENERATED_CACHE)) == 1 + 5  # parameter line + prompts
+    Gen.calls = 0
+    again = _generate_records(PromptsConfig.from_dict({**params, "num_bootstrap": 6}), Gen(), stats)
+    assert again[:5] == first and len(again) == 6 and Gen.calls == 1
+    assert stats["generation"]["bootstrap"]["resumed with"] == 5
+    Gen.calls = 0
+    _generate_records(PromptsConfig.from_dict({**params, "temperature": 0.5}), Gen(), stats)
+    assert Gen.calls == 3  # other parameters: the cache is discarded

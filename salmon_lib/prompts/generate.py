@@ -35,6 +35,14 @@ Candidate = tuple[str | None, dict, str | None]
 
 
 @dataclasses.dataclass
+class Resume:
+    """What a method accepted before an interruption, and where to record each new acceptance."""
+
+    done: list[tuple[str, dict]]
+    save: Callable[[str, dict], None]
+
+
+@dataclasses.dataclass
 class Sampling:
     temperature: float = 1.0
     top_p: float = 0.95
@@ -74,19 +82,27 @@ def _generate(gen, prompts: list[str], sampling: Sampling, call: int, stop: Iter
 def novelty_loop(gen, name: str, target: int, build: Callable[[random.Random, list], tuple[str, object]],
                  parse: Callable[[object, object], list[Candidate]], check: Callable[[str], str | None],
                  novelty: NoveltyFilter, sampling: Sampling, stop: Iterable[str] = (), lines: int = 1,
-                 ) -> tuple[list[tuple[str, dict]], Counter]:
-    """Accepted (prompt, meta) pairs in order, and counts of what happened to every candidate."""
+                 resume: Resume | None = None) -> tuple[list[tuple[str, dict]], Counter]:
+    """Accepted (prompt, meta) pairs in order, and counts of what happened to every candidate.
+
+    With `resume`, its earlier accepted prompts count toward the target (and join the novelty
+    pool), and each new one is handed to its `save`. A resumed run draws other random numbers
+    than an uninterrupted one would (seeds shift by the number resumed with), so it does not
+    regenerate the same candidates; it is still deterministic for a given resume point."""
     from tqdm.auto import tqdm
 
-    rng = random.Random(f"{name}:{sampling.seed}")
-    accepted: list[tuple[str, dict]] = []
-    stats: Counter = Counter()
-    with tqdm(total=target, desc=f"generating ({name})", leave=False) as bar:
+    accepted: list[tuple[str, dict]] = list(resume.done) if resume else []
+    for text, _ in accepted:
+        novelty.add(text)
+    offset = 1000 * len(accepted)
+    rng = random.Random(f"{name}:{sampling.seed}:{len(accepted)}")
+    stats: Counter = Counter({"resumed with": len(accepted)} if accepted else {})
+    with tqdm(total=target, initial=min(len(accepted), target), desc=f"generating ({name})", leave=False) as bar:
         for call in range(sampling.max_calls):
             if len(accepted) >= target:
                 break
             batch = [build(rng, accepted) for _ in range(sampling.batch_size)]
-            outputs = _generate(gen, [p for p, _ in batch], sampling, call, stop, lines)
+            outputs = _generate(gen, [p for p, _ in batch], sampling, offset + call, stop, lines)
             stats["generate calls"] += 1
             for (_, context), completions in zip(batch, outputs):
                 for completion in completions:
@@ -100,6 +116,8 @@ def novelty_loop(gen, name: str, target: int, build: Callable[[random.Random, li
                         elif len(accepted) < target:
                             novelty.add(text)
                             accepted.append((text, meta))
+                            if resume:
+                                resume.save(text, meta)
                             bar.update(1)
     stats["accepted"] = len(accepted)
     stats["stopped at max_calls"] = int(len(accepted) < target)
@@ -129,7 +147,7 @@ _QUERY = re.compile(r"query\s*:", re.IGNORECASE)
 
 
 def bootstrap(gen, fmt: ChatFormat, seeds: list[str], target: int, sampling: Sampling, n_shot: int = 10,
-              rouge_threshold: float = 0.7) -> tuple[list[tuple[str, dict]], Counter]:
+              rouge_threshold: float = 0.7, resume: Resume | None = None) -> tuple[list[tuple[str, dict]], Counter]:
     """Each request shows `n_shot` queries drawn without replacement from the seeds plus the
     queries accepted so far; the first generated line is the candidate."""
     def build(rng: random.Random, accepted: list[tuple[str, dict]]):
@@ -145,7 +163,7 @@ def bootstrap(gen, fmt: ChatFormat, seeds: list[str], target: int, sampling: Sam
 
     novelty = NoveltyFilter(seeds, rouge_threshold)
     return novelty_loop(gen, "bootstrap", target, build, parse, check_length, novelty, sampling,
-                        stop=("\n", *fmt.stop))
+                        stop=("\n", *fmt.stop), resume=resume)
 
 
 # --- Self-Instruct (Dromedary-1's vanilla instructions) ------------------------------------------
@@ -181,7 +199,8 @@ def check_instruction(text: str) -> str | None:
 
 
 def self_instruct(gen, fmt: ChatFormat, seeds: list[str], target: int, sampling: Sampling, n_shot: int = 5,
-                  per_request: int = 5, rouge_threshold: float = 0.7) -> tuple[list[tuple[str, dict]], Counter]:
+                  per_request: int = 5, rouge_threshold: float = 0.7, resume: Resume | None = None,
+                  ) -> tuple[list[tuple[str, dict]], Counter]:
     """Each request shows `n_shot` seeds as a numbered list and asks for more; demos come from the
     seeds only (generated instructions are not fed back, as in the original)."""
 
@@ -204,4 +223,4 @@ def self_instruct(gen, fmt: ChatFormat, seeds: list[str], target: int, sampling:
 
     novelty = NoveltyFilter(seeds, rouge_threshold)
     return novelty_loop(gen, "self_instruct", target, build, parse, check_instruction, novelty, sampling,
-                        stop=fmt.stop, lines=per_request)
+                        stop=fmt.stop, lines=per_request, resume=resume)

@@ -12,6 +12,7 @@ starts a kernel.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import random
 import time
@@ -20,13 +21,19 @@ from pathlib import Path
 from typing import Callable, Literal
 
 from ..config import ConfigError, StageConfig
-from ..io import atomic_path, atomic_write_json, write_jsonl
+from ..io import RecordLog, atomic_path, atomic_write_json, write_jsonl
+from .generate import Resume
 from .readers import READERS, check_location
 
 log = logging.getLogger(__name__)
 
 GENERATORS = ("seeds", "bootstrap", "self_instruct", "tgrt")
 DEFAULT_GENERATORS = ["seeds", "bootstrap", "tgrt"]
+# Generated prompts are appended here as they are accepted, so an interrupted stage resumes
+# instead of regenerating; a first line records the parameters they were made with.
+GENERATED_CACHE = "prompts_generated.jsonl"
+_CACHE_KEYS = ("model", "chat_format", "seed", "seed_file", "question_types_file", "n_shot", "rouge_threshold",
+               "tgrt_rounds", "tgrt_topics_per_type", "temperature", "top_p", "max_new_tokens", "batch_size")
 
 
 @dataclasses.dataclass
@@ -95,6 +102,27 @@ class PromptsConfig(StageConfig):
         return list(self.generators)
 
 
+def _open_cache(cfg: PromptsConfig, seed_text: str) -> RecordLog:
+    """The resumable log of generated prompts; discarded when the parameters have changed."""
+    path = Path(cfg.run_dir) / GENERATED_CACHE
+    params = {k: getattr(cfg, k) for k in _CACHE_KEYS}
+    params["seed_queries_sha1"] = hashlib.sha1(seed_text.encode("utf-8")).hexdigest()
+    log = RecordLog(path)
+    header = next(iter(log.records()), None)
+    if header != {"id": "params", "params": params}:
+        path.unlink(missing_ok=True)
+        log = RecordLog(path)
+        log.append([{"id": "params", "params": params}])
+    return log
+
+
+def _resume(log: RecordLog, source: str, question_type: str = "general") -> Resume:
+    from .records import make_record
+
+    done = [(r["prompt"], r["meta"]) for r in log.records() if r.get("source") == source]
+    return Resume(done, lambda text, meta: log.append([make_record(text, source, question_type, **meta)]))
+
+
 def _generate_records(cfg: PromptsConfig, gen, stats: dict) -> list[dict]:
     from ..chat import get_format
     from .generate import SEED_QUERIES, Sampling, bootstrap, load_seed_queries, self_instruct
@@ -103,22 +131,28 @@ def _generate_records(cfg: PromptsConfig, gen, stats: dict) -> list[dict]:
 
     which = cfg.active_generators()
     fmt = get_format(cfg.chat_format)
-    seeds = load_seed_queries(cfg.seed_file or SEED_QUERIES)
+    seed_path = Path(cfg.seed_file or SEED_QUERIES)
+    seeds = load_seed_queries(seed_path)
     sampling = Sampling(cfg.temperature, cfg.top_p, cfg.max_new_tokens, cfg.batch_size, cfg.max_calls, cfg.seed)
     records = [make_record(q, "seed") for q in seeds] if "seeds" in which else []
+    if gen is None:
+        return records
+    log = _open_cache(cfg, seed_path.read_text(encoding="utf-8"))
     if "bootstrap" in which:
-        got, stats["generation"]["bootstrap"] = bootstrap(gen, fmt, seeds, cfg.num_bootstrap, sampling,
-                                                          cfg.n_shot, cfg.rouge_threshold)
+        got, stats["generation"]["bootstrap"] = bootstrap(gen, fmt, seeds, cfg.num_bootstrap, sampling, cfg.n_shot,
+                                                          cfg.rouge_threshold, _resume(log, "bootstrap"))
         records += [make_record(q, "bootstrap", **m) for q, m in got]
     if "self_instruct" in which:
         got, stats["generation"]["self_instruct"] = self_instruct(gen, fmt, seeds, cfg.num_self_instruct, sampling,
-                                                                  rouge_threshold=cfg.rouge_threshold)
+                                                                  rouge_threshold=cfg.rouge_threshold,
+                                                                  resume=_resume(log, "self_instruct"))
         records += [make_record(q, "self_instruct", **m) for q, m in got]
     if "tgrt" in which:
         types = load_question_types(cfg.question_types_file or QUESTION_TYPES)
         topics, stats["generation"]["tgrt_topics"] = brainstorm_topics(gen, fmt, types, sampling, cfg.tgrt_rounds,
                                                                        cfg.tgrt_topics_per_type)
-        got, stats["generation"]["tgrt_questions"] = tgrt_questions(gen, fmt, types, topics, sampling)
+        got, stats["generation"]["tgrt_questions"] = tgrt_questions(gen, fmt, types, topics, sampling,
+                                                                    resume=_resume(log, "tgrt", "red_team"))
         records += [make_record(q, "tgrt", "red_team", **m) for q, m in got]
     stats["generation"] = {k: dict(v) for k, v in stats["generation"].items()}
     return records

@@ -22,7 +22,7 @@ import yaml
 
 from ..chat import ChatFormat
 from ..io import DataError
-from .generate import DATA, Sampling, _generate, check_length
+from .generate import DATA, Resume, Sampling, _generate, check_length
 
 QUESTION_TYPES = DATA / "question_types.yaml"
 
@@ -137,14 +137,17 @@ def brainstorm_topics(gen, fmt: ChatFormat, types: list[QuestionType], sampling:
 
 def tgrt_questions(gen, fmt: ChatFormat, types: list[QuestionType], topics: dict[str, list[str]],
                    sampling: Sampling, n_examples: int = 5, hints_per_request: int = 5,
-                   ) -> tuple[list[tuple[str, dict]], Counter]:
-    """One question per (type, topic) pair beyond the seeds, as (question, meta) pairs."""
+                   resume: Resume | None = None) -> tuple[list[tuple[str, dict]], Counter]:
+    """One question per (type, topic) pair beyond the seeds, as (question, meta) pairs; pairs that
+    `resume` already has a question for are not asked again."""
     by_name = {t.name: t for t in types}
-    pairs = [(by_name[name], topic) for name, ts in topics.items() for topic in ts if topic != by_name[name].seed_topic]
+    done = {(m["tgrt_type"], m["topic"]) for _, m in resume.done} if resume else set()
+    pairs = [(by_name[name], topic) for name, ts in topics.items() for topic in ts
+             if topic != by_name[name].seed_topic and (name, topic) not in done]
     rng = random.Random(f"tgrt-questions:{sampling.seed}")
     groups = [pairs[i:i + hints_per_request] for i in range(0, len(pairs), hints_per_request)]
-    accepted: list[tuple[str, dict]] = []
-    stats: Counter = Counter()
+    accepted: list[tuple[str, dict]] = list(resume.done) if resume else []
+    stats: Counter = Counter({"resumed with": len(accepted)} if accepted else {})
 
     first = min(n_examples, len(types)) + 1  # number of the first new hint
     calls = 0
@@ -186,6 +189,8 @@ def tgrt_questions(gen, fmt: ChatFormat, types: list[QuestionType], topics: dict
                     stats[f"rejected: {reason}"] += 1
                 else:
                     accepted.append((question, {"tgrt_type": t.name, "topic": topic}))
+                    if resume:
+                        resume.save(*accepted[-1])
     stats["generate calls"] = calls
     stats["accepted"] = len(accepted)
     return accepted, stats
