@@ -144,6 +144,7 @@ BOOTSTRAP_TASK = (
     "on a single line, and do not answer it.\n\n{examples}"
 )
 _QUERY = re.compile(r"query\s*:", re.IGNORECASE)
+_LIST_MARK = re.compile(r"^\s*(?:\d+[.)]|[-*\u2022])\s+")  # "1. ", "- ": the model started a list
 
 
 def bootstrap(gen, fmt: ChatFormat, seeds: list[str], target: int, sampling: Sampling, n_shot: int = 10,
@@ -157,7 +158,7 @@ def bootstrap(gen, fmt: ChatFormat, seeds: list[str], target: int, sampling: Sam
         return fmt.prompt(BOOTSTRAP_TASK.format(examples=examples), prefill="Query:"), None
 
     def parse(completion, _context) -> list[Candidate]:
-        line = _QUERY.split(first_line(completion.text))[0].strip()
+        line = _LIST_MARK.sub("", _QUERY.split(first_line(completion.text))[0]).strip()
         truncated = completion.finish_reason == "length" and "\n" not in completion.text
         return [(line, {}, "truncated" if truncated else None)]
 

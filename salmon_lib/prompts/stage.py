@@ -49,7 +49,7 @@ class PromptsConfig(StageConfig):
     num_self_instruct: int = 40  # instructions to generate Self-Instruct style (Dromedary-1)
     n_shot: int = 10  # demonstrations per bootstrapping request
     rouge_threshold: float = 0.7  # a generated prompt this similar (ROUGE-L F) to one in the pool is dropped
-    tgrt_rounds: int = 1  # topic brainstorming rounds
+    tgrt_rounds: int = 2  # topic brainstorming requests per question type, at most
     tgrt_topics_per_type: int = 3  # most topics per question type (the seed topic included)
     temperature: float = 1.0  # sampling temperature of generation
     top_p: float = 0.95  # nucleus sampling of generation

@@ -99,7 +99,10 @@ def valid_topic(text: str) -> bool:
 
 def brainstorm_topics(gen, fmt: ChatFormat, types: list[QuestionType], sampling: Sampling, rounds: int = 2,
                       max_per_type: int = 10, shown: int = 5) -> tuple[dict[str, list[str]], Counter]:
-    """Topics per type name (the seed topic first), balanced to the smallest type's count."""
+    """Topics per type name (the seed topic first). Each round asks again for every type that has
+    fewer than `max_per_type`. Then the types that got new topics are cut to the smallest of them;
+    a type that got none keeps only its seed topic (and so gets no questions) rather than cutting
+    every other type down to nothing."""
     topics = {t.name: [t.seed_topic] for t in types}
     stats: Counter = Counter()
     rng = random.Random(f"tgrt-topics:{sampling.seed}")
@@ -129,7 +132,10 @@ def brainstorm_topics(gen, fmt: ChatFormat, types: list[QuestionType], sampling:
                     elif len(topics[t.name]) < max_per_type:
                         have.add(topic.casefold())
                         topics[t.name].append(topic)
-    smallest = min(len(v) for v in topics.values())
+                        stats["accepted"] += 1
+    grown = [len(v) for v in topics.values() if len(v) > 1]
+    smallest = min(grown, default=1)
+    stats["types without a new topic"] = len(topics) - len(grown)
     stats["topics per type (balanced)"] = smallest
     stats["generate calls"] = call
     return {name: v[:smallest] for name, v in topics.items()}, stats
