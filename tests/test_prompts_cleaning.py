@@ -129,7 +129,10 @@ def test_decontamination(tmp_path):
     path.write_text('{"prompt": "a"}\n{"instruction": "b"}\n"c"\n')
     assert read_eval_prompts(path) == ["a", "b", "c"]
     path.write_text('{"prompt": "a"}\n{"answer": 3}\n')
-    with pytest.raises(DataError, match="item 2"):
+    with pytest.raises(DataError, match=r"evals.jsonl:2: expected a string"):
+        read_eval_prompts(path)
+    path.write_text('{"prompt": "a"}\n{oops\n')
+    with pytest.raises(DataError, match=r"evals.jsonl:2: not valid JSON"):
         read_eval_prompts(path)
 
 

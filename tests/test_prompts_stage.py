@@ -78,7 +78,7 @@ def test_seeds_only_and_a_bad_seed_file_leaves_outputs_alone(tmp_path):
 def test_generated_prompts_are_cached_for_resume(tmp_path):
     import random
 
-    from salmon_lib.prompts.stage import GENERATED_CACHE, _generate_records
+    from salmon_lib.prompts.stage import GENERATED_CACHE, _generate_records, _load_inputs
 
     class Gen:
         calls = 0
@@ -91,13 +91,23 @@ def test_generated_prompts_are_cached_for_resume(tmp_path):
 
     params = {"run_dir": str(tmp_path), "generators": ["bootstrap"], "num_bootstrap": 5, "batch_size": 2}
     stats = {"generation": {}}
-    first = _generate_records(PromptsConfig.from_dict(params), Gen(), stats)
+    first = _generate_records(cfg := PromptsConfig.from_dict(params), Gen(), _load_inputs(cfg), stats)
     assert len(first) == 5 and Gen.calls == 3
     assert len(read_jsonl(tmp_path / GENERATED_CACHE)) == 1 + 5  # parameter line + prompts
     Gen.calls = 0
-    again = _generate_records(PromptsConfig.from_dict({**params, "num_bootstrap": 6}), Gen(), stats)
+    again = _generate_records(cfg := PromptsConfig.from_dict({**params, "num_bootstrap": 6}), Gen(), _load_inputs(cfg), stats)
     assert again[:5] == first and len(again) == 6 and Gen.calls == 1
     assert stats["generation"]["bootstrap"]["resumed with"] == 5
     Gen.calls = 0
-    _generate_records(PromptsConfig.from_dict({**params, "temperature": 0.5}), Gen(), stats)
+    _generate_records(cfg := PromptsConfig.from_dict({**params, "temperature": 0.5}), Gen(), _load_inputs(cfg), stats)
     assert Gen.calls == 3  # other parameters: the cache is discarded
+
+
+def test_input_files_are_checked_before_any_generation(tmp_path):
+    bad = tmp_path / "types.yaml"
+    bad.write_text("- name: x\n")
+    cfg = PromptsConfig.from_dict({"run_dir": str(tmp_path), "model": "tiny", "generators": ["bootstrap", "tgrt"],
+                                   "question_types_file": str(bad)})
+    with pytest.raises(DataError, match="types.yaml: item 0"):
+        run(cfg)
+    assert not (tmp_path / "prompts_generated.jsonl").exists()  # failed before a model was loaded

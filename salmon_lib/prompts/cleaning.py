@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from ..io import DataError
+from ..io import DataError, read_json
 from .records import normalise, prompt_id
 
 # Text the ShareGPT browser extension and the chat UI pasted into exported prompts. Stripped
@@ -111,10 +111,15 @@ def read_eval_prompts(path: str | Path) -> list[str]:
     if path.suffix == ".txt":
         return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     if path.suffix == ".jsonl":
-        items = [(n, json.loads(line)) for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
-                 if line.strip()]
+        items = []
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip():
+                try:
+                    items.append((n, json.loads(line)))
+                except json.JSONDecodeError as err:
+                    raise DataError(f"{path}:{n}: not valid JSON ({err.msg})") from None
     elif path.suffix == ".json":
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = read_json(path)
         if not isinstance(data, list):
             raise DataError(f"{path}: expected a JSON list of prompts")
         items = list(enumerate(data, 1))
@@ -125,7 +130,7 @@ def read_eval_prompts(path: str | Path) -> list[str]:
         if isinstance(item, dict):
             item = next((item[k] for k in ("prompt", "instruction", "question", "input") if k in item), None)
         if not isinstance(item, str):
-            raise DataError(f"{path}: item {n}: expected a string or an object with a 'prompt' field")
+            raise DataError(f"{path}:{n}: expected a string or an object with a 'prompt' field")
         prompts.append(item)
     return prompts
 

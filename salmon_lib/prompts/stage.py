@@ -123,21 +123,43 @@ def _resume(log: RecordLog, source: str, question_type: str = "general") -> Resu
     return Resume(done, lambda text, meta: log.append([make_record(text, source, question_type, **meta)]))
 
 
-def _generate_records(cfg: PromptsConfig, gen, stats: dict) -> list[dict]:
+@dataclasses.dataclass
+class _Inputs:
+    """Every file the stage reads besides the pools, loaded (and so checked) before any work."""
+
+    seeds: list[str]
+    seed_text: str
+    types: list
+    evals: list[str]
+
+
+def _load_inputs(cfg: PromptsConfig) -> _Inputs:
+    from .cleaning import read_eval_prompts
+    from .generate import SEED_QUERIES, load_seed_queries
+    from .tgrt import QUESTION_TYPES, load_question_types
+
+    which = cfg.active_generators()
+    seed_path = Path(cfg.seed_file or SEED_QUERIES)
+    seeds = load_seed_queries(seed_path) if which else []
+    types = load_question_types(cfg.question_types_file or QUESTION_TYPES) if "tgrt" in which else []
+    evals = [p for path in cfg.decontaminate_against for p in read_eval_prompts(path)]
+    return _Inputs(seeds, seed_path.read_text(encoding="utf-8") if which else "", types, evals)
+
+
+def _generate_records(cfg: PromptsConfig, gen, inputs: _Inputs, stats: dict) -> list[dict]:
     from ..chat import get_format
-    from .generate import SEED_QUERIES, Sampling, bootstrap, load_seed_queries, self_instruct
+    from .generate import Sampling, bootstrap, self_instruct
     from .records import make_record
-    from .tgrt import QUESTION_TYPES, brainstorm_topics, load_question_types, tgrt_questions
+    from .tgrt import brainstorm_topics, tgrt_questions
 
     which = cfg.active_generators()
     fmt = get_format(cfg.chat_format)
-    seed_path = Path(cfg.seed_file or SEED_QUERIES)
-    seeds = load_seed_queries(seed_path)
+    seeds, types = inputs.seeds, inputs.types
     sampling = Sampling(cfg.temperature, cfg.top_p, cfg.max_new_tokens, cfg.batch_size, cfg.max_calls, cfg.seed)
     records = [make_record(q, "seed") for q in seeds] if "seeds" in which else []
     if gen is None:
         return records
-    log = _open_cache(cfg, seed_path.read_text(encoding="utf-8"))
+    log = _open_cache(cfg, inputs.seed_text)
     if "bootstrap" in which:
         got, stats["generation"]["bootstrap"] = bootstrap(gen, fmt, seeds, cfg.num_bootstrap, sampling, cfg.n_shot,
                                                           cfg.rouge_threshold, _resume(log, "bootstrap"))
@@ -148,7 +170,6 @@ def _generate_records(cfg: PromptsConfig, gen, stats: dict) -> list[dict]:
                                                                   resume=_resume(log, "self_instruct"))
         records += [make_record(q, "self_instruct", **m) for q, m in got]
     if "tgrt" in which:
-        types = load_question_types(cfg.question_types_file or QUESTION_TYPES)
         topics, stats["generation"]["tgrt_topics"] = brainstorm_topics(gen, fmt, types, sampling, cfg.tgrt_rounds,
                                                                        cfg.tgrt_topics_per_type)
         got, stats["generation"]["tgrt_questions"] = tgrt_questions(gen, fmt, types, topics, sampling,
@@ -176,15 +197,16 @@ def build_pool(cfg: PromptsConfig) -> tuple[list[dict], dict]:
     stats: dict = {"inputs": [], "generation": {}, "filters": []}
     records: list[dict] = []
     which = cfg.active_generators()
+    inputs = _load_inputs(cfg)
     tokenizer = None
     if which and which != ["seeds"]:
         from ..generation import make_generator
 
         with make_generator(ModelConfig(spec=cfg.model), backend=cfg.backend) as gen:
-            records += _generate_records(cfg, gen, stats)
+            records += _generate_records(cfg, gen, inputs, stats)
             tokenizer = gen.tokenizer
     elif which:
-        records += _generate_records(cfg, None, stats)
+        records += _generate_records(cfg, None, inputs, stats)
     for kind, locations in cfg.sources.items():
         for location in locations:
             got, report = read_source(kind, location)
@@ -212,9 +234,8 @@ def build_pool(cfg: PromptsConfig) -> tuple[list[dict], dict]:
         records = _apply(stats, f"language not in {','.join(cfg.languages)}", records,
                          lambda r: cleaning.language_filter(r, cfg.languages))
     if cfg.decontaminate_against:
-        evals = [p for path in cfg.decontaminate_against for p in cleaning.read_eval_prompts(path)]
         records = _apply(stats, "overlaps an evaluation prompt", records,
-                         lambda r: cleaning.decontaminate(r, evals, cfg.decontam_ngram))
+                         lambda r: cleaning.decontaminate(r, inputs.evals, cfg.decontam_ngram))
     records = _apply(stats, f"over bucket cap ({cfg.openorca_bucket_cap})", records,
                      lambda r: sampling.cap_buckets(r, cfg.openorca_bucket_cap, rng))
     records = _apply(stats, "mix / max_prompts", records,
