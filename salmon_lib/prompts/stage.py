@@ -248,16 +248,20 @@ def build_pool(cfg: PromptsConfig) -> tuple[list[dict], dict]:
 
 
 def removals(stats: dict) -> dict[str, dict[str, int]]:
-    """{step: {source: removed}} for every step that removed something, reading included."""
+    """{step: {source: removed}}: generated candidates rejected (by method and reason), rows the
+    readers skipped, then every filter in order (zeros included, so the chart always lists them)."""
     steps: dict[str, dict[str, int]] = {}
+    for method, counts in stats["generation"].items():
+        for key, n in counts.items():
+            if key.startswith("rejected: ") and n:
+                steps[f"{method}: {key[len('rejected: '):]}"] = {method.removesuffix("_topics").removesuffix("_questions"): n}
     for report in stats["inputs"]:
         for label, n in (("malformed (skipped)", report["errors"]), ("not selected by reader", sum(report["skipped"].values()))):
             if n:
                 step = steps.setdefault(label, {})
                 step[report["source"]] = step.get(report["source"], 0) + n
     for f in stats["filters"]:
-        if f["removed"]:
-            steps[f["name"]] = dict(f["removed"])
+        steps[f["name"]] = dict(f["removed"])
     return steps
 
 
@@ -268,7 +272,7 @@ def plot_removals(stats: dict):
 
     steps = removals(stats)
     sources = sorted({s for v in steps.values() for s in v})
-    fig = Figure(figsize=(7, 0.5 * max(len(steps), 1) + 1.5))
+    fig = Figure(figsize=(8, 0.35 * len(steps) + 1.5))
     ax = fig.subplots()
     names = list(steps)
     left = [0] * len(names)
@@ -277,7 +281,7 @@ def plot_removals(stats: dict):
         ax.barh(names, vals, left=left, label=source)
         left = [a + b for a, b in zip(left, vals)]
     ax.invert_yaxis()
-    ax.set_xlabel("records removed")
+    ax.set_xlabel("records (or generated candidates) removed")
     ax.set_title(f"Prompt pool: {stats['read']} read, {stats['total']} kept")
     if sources:
         ax.legend(fontsize="small")
