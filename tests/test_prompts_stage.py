@@ -111,3 +111,19 @@ def test_input_files_are_checked_before_any_generation(tmp_path):
     with pytest.raises(DataError, match="types.yaml: item 0"):
         run(cfg)
     assert not (tmp_path / "prompts_generated.jsonl").exists()  # failed before a model was loaded
+
+
+def test_removals_lists_generation_rejections_reader_skips_and_every_filter():
+    from salmon_lib.prompts.stage import plot_removals, removals
+
+    stats = {"generation": {"bootstrap": {"accepted": 3, "rejected: too short": 2},
+                            "tgrt_topics": {"rejected: duplicate topic": 1, "rejected: truncated": 0}},
+             "inputs": [{"source": "dolly", "errors": 2, "skipped": {"has a context passage": 4}}],
+             "filters": [{"name": "exact duplicate", "kept": 5, "removed": {"dolly": 1}},
+                         {"name": "near duplicate", "kept": 5, "removed": {}}],
+             "read": 8, "total": 5}
+    assert removals(stats) == {"bootstrap: too short": {"bootstrap": 2}, "tgrt_topics: duplicate topic": {"tgrt": 1},
+                               "malformed (skipped)": {"dolly": 2}, "not selected by reader": {"dolly": 4},
+                               "exact duplicate": {"dolly": 1}, "near duplicate": {}}
+    ax = plot_removals(stats).axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()][-1] == "near duplicate"
