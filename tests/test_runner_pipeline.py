@@ -181,3 +181,27 @@ def test_only_code_changes_make_a_notebook_stale(finished, tmp_path):
     nbformat.write(nb, path)
     rows = stage_status(run_dir, stages)
     assert rows[0]["reasons"] == ["notebook changed"] and rows[1]["reasons"] == ["an earlier stage is stale"]
+
+
+def test_status_compares_records_with_the_latest_resolved_params(finished, tmp_path):
+    run_dir = copy_run(finished, tmp_path)
+    resolved = yaml.safe_load((run_dir / "run.yaml").read_text())
+    resolved["stages"]["double"]["factor"] = 7  # what `run ... -p double.factor=7 --only make` would leave
+    (run_dir / "run.yaml").write_text(yaml.safe_dump(resolved))
+    rows = stage_status(run_dir, STAGES)
+    assert rows[0]["reasons"] == [] and rows[1]["reasons"] == ["parameters changed: factor"]
+    shutil.rmtree(run_dir / "doubled")
+    assert stage_status(run_dir, STAGES)[1]["reasons"] == ["parameters changed: factor", "output(s) missing: doubled/"]
+
+
+def test_dry_run_reports_the_plan_and_writes_nothing(finished, preset, tmp_path):
+    run_dir = copy_run(finished, tmp_path)
+    before = (run_dir / "manifest.json").read_text(), (run_dir / "run.yaml").read_text()
+    summary = run(preset, run_dir, overrides=["double.factor=8"], dry_run=True)
+    assert [(s, a) for s, a, _ in summary] == [("make", "would skip"), ("double", "would run")]
+    summary = run(preset, run_dir, overrides=["make.n=9"], dry_run=True)
+    assert [(s, a) for s, a, _ in summary] == [("make", "would run"), ("double", "would run")]
+    assert ((run_dir / "manifest.json").read_text(), (run_dir / "run.yaml").read_text()) == before
+    fresh = tmp_path / "fresh"
+    assert [a for _, a, _ in run(preset, fresh, dry_run=True)] == ["would run", "would run"]
+    assert not fresh.exists()

@@ -1,6 +1,6 @@
 """The headless pipeline: presets -> validated stage configs -> one papermill kernel per stage.
 
-    python -m salmon_lib run --preset tiny [--run RUN] [--from S] [--to S] [--only S] [-p stage.key=value ...]
+    python -m salmon_lib run --preset tiny [--run RUN] [--from S] [--to S] [--only S] [-p stage.key=value ...] [--dry-run]
     python -m salmon_lib status --run RUN
 
 Modules: `presets` (YAML presets and -p overrides, validated before any kernel starts),

@@ -34,7 +34,7 @@ def _run(args) -> int:
     try:
         summary = run_pipeline(
             args.preset, run_dir_of(run), stages=load_registry(args.registry), start=args.start, stop=args.stop,
-            only=args.only, overrides=args.param, progress=not args.no_progress,
+            only=args.only, overrides=args.param, progress=not args.no_progress, dry_run=args.dry_run,
         )
     except (ConfigError, DataError, RunLocked) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -42,6 +42,9 @@ def _run(args) -> int:
     except StageFailed as err:
         print(f"error: {err} (see `python -m salmon_lib status --run {run}`)", file=sys.stderr)
         return 1
+    if args.dry_run:
+        print(f"dry run: parameters of every stage are valid; {run_dir_of(run)} left untouched")
+        return 0
     ran = sum(1 for _, action, _ in summary if action == "ran")
     total = sum(seconds for _, _, seconds in summary)
     print(f"done: {ran} stage(s) ran, {len(summary) - ran} skipped, {total:.1f} s in stages; run dir {run_dir_of(run)}")
@@ -76,6 +79,7 @@ def add_cli(sub) -> None:
                    help="override a parameter; VALUE is a YAML literal; common.KEY=VALUE sets it for every stage")
     p.add_argument("--registry", default="salmon_lib.stages:STAGES", help="stage list as module:attribute")
     p.add_argument("--no-progress", action="store_true", help="no per-cell progress bar")
+    p.add_argument("--dry-run", action="store_true", help="validate and say what would run; start nothing")
     p.set_defaults(func=_run)
     p = sub.add_parser("status", help="what ran in a run directory, what is stale, timings")
     p.add_argument("--run", required=True, help="run name (outputs/RUN) or folder")

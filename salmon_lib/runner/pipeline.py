@@ -221,12 +221,13 @@ def execute_stage(stage: Stage, params: dict, run_dir: Path, progress: bool = Tr
     import papermill
 
     extra = {"kernel_manager_class": _recording_kernel_manager(on_kernel_start)} if on_kernel_start else {}
-
     out = executed_notebook(stage, run_dir)
     partial = out.with_name(f"{out.stem}.partial.ipynb")
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
         with kernel_env():
+            # "python3", not the notebook's own kernelspec: jupyter_client starts it with this
+            # interpreter, so headless runs use the runner's venv whatever the notebook was saved with
             papermill.execute_notebook(
                 str(stage.notebook_path()), str(partial), parameters=params, kernel_name="python3",
                 cwd=str(PROJECT_ROOT), progress_bar=progress, start_timeout=180, **extra,
@@ -296,11 +297,13 @@ def run_pipeline(
     preset: str | Path | Preset, run_dir: str | Path, stages: list[Stage] | None = None,
     start: str | None = None, stop: str | None = None, only: list[str] | None = None,
     overrides: list[str] = (), progress: bool = True, log: Callable[[str], None] = print,
+    dry_run: bool = False,
 ) -> list[tuple[str, str, float]]:
     """Run the selected stages; return [(stage, "ran" | "skipped", seconds)].
 
     Raises ConfigError before any kernel starts when a parameter, stage name, notebook or input
     is wrong, and StageFailed (after recording it in the manifest) when a stage fails.
+    `dry_run` validates and reports what would run ("would run" | "would skip"), writing nothing.
     """
     stages = list(STAGES if stages is None else stages)
     if not stages:
@@ -321,20 +324,26 @@ def run_pipeline(
     params = {name: jsonable(cfg.to_dict()) for name, cfg in configs.items()}
 
     summary = []
-    with run_lock(run_dir):
+    with contextlib.nullcontext() if dry_run else run_lock(run_dir):
         manifest = Manifest(run_dir)
-        resolved = {"preset": str(preset.path), "overrides": list(overrides), "written": now(),
-                    "common": jsonable(preset.common), "stages": params}
-        atomic_write_text(run_dir / RUN_YAML, yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True))
-        manifest.data.update(preset=str(preset.path), overrides=list(overrides))
-        manifest.save()
+        if not dry_run:
+            resolved = {"preset": str(preset.path), "overrides": list(overrides), "written": now(),
+                        "common": jsonable(preset.common), "stages": params}
+            atomic_write_text(run_dir / RUN_YAML, yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True))
+            manifest.data.update(preset=str(preset.path), overrides=list(overrides))
+            manifest.save()
         ran = False
         order = [s.name for s in stages]
         for stage in selected:
             record = manifest.get(stage.name)
             upstream = [manifest.get(n) for n in order[: order.index(stage.name)]]
-            reasons = ["an earlier stage ran"] if ran else stale_reasons(
+            reasons = [f"an earlier stage {'would run' if dry_run else 'ran'}"] if ran else stale_reasons(
                 stage, record, params[stage.name], run_dir, upstream)
+            if dry_run:
+                log(f"[{stage.name}] would " + (f"run: {'; '.join(reasons)}" if reasons else "skip: up to date"))
+                summary.append((stage.name, "would run" if reasons else "would skip", 0.0))
+                ran = ran or bool(reasons)
+                continue
             if not reasons:
                 when = (record.get("ended") or "")[:19].replace("T", " ")
                 log(f"[{stage.name}] skipped: up to date (ran {record.get('wall_s') or 0:.1f} s, {when} UTC)")
