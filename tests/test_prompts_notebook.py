@@ -34,9 +34,12 @@ def test_committed_notebook_has_no_outputs():
 
 def test_notebook_parameters_are_the_config_defaults():
     import ast
+    import dataclasses
 
     from salmon_lib.prompts import PromptsConfig
 
     cell = nbformat.read("notebooks/00_prompts.ipynb", 4).cells[1].source
     values = {n.targets[0].id: ast.literal_eval(n.value) for n in ast.parse(cell).body}
-    assert values == PromptsConfig().to_dict()
+    defaults = {f.name: f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+                for f in dataclasses.fields(PromptsConfig)}
+    assert values == defaults

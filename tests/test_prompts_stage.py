@@ -127,3 +127,10 @@ def test_removals_lists_generation_rejections_reader_skips_and_every_filter():
                                "exact duplicate": {"dolly": 1}, "near duplicate": {}}
     ax = plot_removals(stats).axes[0]
     assert [t.get_text() for t in ax.get_yticklabels()][-1] == "near duplicate"
+
+
+def test_relative_files_resolve_against_the_project_root(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # as a JupyterLab kernel started in notebooks/ would be elsewhere
+    cfg = PromptsConfig.from_dict({"sources": {"dolly": ["tests/fixtures/prompts/dolly.jsonl"],
+                                               "oasst1": ["OpenAssistant/oasst1"]}})
+    assert cfg.sources["dolly"] == [str(FIX / "dolly.jsonl")] and cfg.sources["oasst1"] == ["OpenAssistant/oasst1"]

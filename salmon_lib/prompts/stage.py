@@ -36,6 +36,13 @@ _CACHE_KEYS = ("model", "chat_format", "seed", "seed_file", "question_types_file
                "tgrt_rounds", "tgrt_topics_per_type", "temperature", "top_p", "max_new_tokens", "batch_size")
 
 
+def _project_path(location: str) -> str:
+    root = Path(__file__).resolve().parents[2]
+    if location and not Path(location).expanduser().is_absolute() and (root / location).exists():
+        return str(root / location)
+    return location
+
+
 @dataclasses.dataclass
 class PromptsConfig(StageConfig):
     model: str = "default"  # its tokenizer measures prompt length; it also writes the generated prompts
@@ -67,6 +74,14 @@ class PromptsConfig(StageConfig):
     openorca_bucket_cap: int = 10000  # most prompts per OpenOrca bucket (niv/flan/t0/cot); 0 for no cap
     source_mix: dict[str, float] = dataclasses.field(default_factory=dict)  # relative share per source; {} keeps the proportions as read
     max_prompts: int = 0  # size of the final pool; 0 keeps everything that survives
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        # Like run_dir: a relative file means the project's, whether the kernel runs in the project
+        # root (runner) or in notebooks/ (JupyterLab). Dataset ids are left alone.
+        self.sources = {kind: [_project_path(loc) for loc in locs] for kind, locs in self.sources.items()}
+        self.seed_file, self.question_types_file = _project_path(self.seed_file), _project_path(self.question_types_file)
+        self.decontaminate_against = [_project_path(p) for p in self.decontaminate_against]
 
     def check(self) -> None:
         for kind, locations in self.sources.items():
