@@ -93,9 +93,11 @@ def detect_language(text: str) -> str:
 def language_filter(records: list[dict], languages: Iterable[str]) -> list[dict]:
     """Keep prompts whose detected language (py3langid, offline) is in `languages`; the detected
     code goes into `meta.lang_detected` so a wrong call can be inspected."""
+    from tqdm.auto import tqdm
+
     wanted = set(languages)
     out = []
-    for rec in records:
+    for rec in tqdm(records, desc="language", leave=False, disable=len(records) < 5000):
         lang = detect_language(rec["prompt"])
         if lang in wanted:
             out.append({**rec, "meta": {**rec["meta"], "lang_detected": lang}})

@@ -13,6 +13,7 @@ import zlib
 from functools import lru_cache
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from .records import normalise
 
@@ -79,7 +80,7 @@ def near_dedup(records: list[dict], threshold: float = 0.8, ngram: int = 3, num_
     buckets: list[dict[bytes, list[int]]] = [{} for _ in range(bands)]
     kept_grams: list[frozenset] = []
     out = []
-    for rec in records:
+    for rec in tqdm(records, desc="near-duplicates", leave=False, disable=len(records) < 5000):
         grams = shingles(rec["prompt"], ngram)
         sig = hasher.signature(grams)
         keys = [sig[i * rows:(i + 1) * rows].tobytes() for i in range(bands)]

@@ -150,7 +150,9 @@ def iter_rows(location: str, report: SourceReport, parquet_columns: list[str] | 
         rows = ((f"{path}:{n}", rec) for n, rec in iter_jsonl(path, errors=report.errors))
     else:
         rows = _json_array_rows(path, report)
-    for item in rows:
+    from tqdm.auto import tqdm
+
+    for item in tqdm(rows, desc=f"reading {location}", unit=" rows", leave=False, mininterval=2):
         report.rows += 1
         yield item
 
