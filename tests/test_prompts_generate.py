@@ -158,12 +158,15 @@ def test_tgrt_topics_then_questions():
         lines = [f" What is the deal with {hints[first - 1][2]} today?"]
         lines += [f"{n}. type: {t}, topic: {p}, instruction: Tell me about {p} in detail."
                   for n, t, p in hints[first:]][:-1]  # the last hint gets no line
+        if len(lines) > 1:  # a garbled copy of the hint still counts by its number
+            lines[1] = re.sub(r"type: [^,]+, topic: ([^,]+),", r"typo: whatever \1,", lines[1])
         return "\n".join(lines)
 
     gen = ScriptedGen(question_reply)
     got, qstats = tgrt_questions(gen, FMT, types, topics, Sampling(batch_size=2), hints_per_request=3)
     pairs = sum(len(v) - 1 for v in topics.values())
-    assert qstats["pairs"] == pairs and qstats["rejected: no line for this hint"] >= 1
+    assert pairs == 8 and qstats["pairs"] == pairs
+    assert qstats["rejected: no line for this hint"] == 3  # groups of 3, 3, 2: each misses its last hint
     assert len(got) == pairs - qstats["rejected: no line for this hint"]
     assert all(m["topic"] in q for q, m in got)
     assert {m["tgrt_type"] for _, m in got} <= {t.name for t in types}

@@ -2,11 +2,11 @@
 
 1. Topics: for each question type the model continues a numbered list of existing topics of
    that type. Kept lines are short capitalised noun phrases (<= 3 words, no end punctuation),
-   deduplicated per type without regard to case; after the last round every type is cut to the
-   size of the smallest, so no type dominates.
+   deduplicated per type without regard to case; after the last round the types are cut to the
+   same size, so no type dominates.
 2. Questions: each request lists (type, topic) hints, fills the first few with the types' seed
    questions as worked examples and asks the model to continue; a line is taken as the question
-   for a hint only when it starts with that hint's exact prefix.
+   for the hint with the number it starts with.
 The questions get no ROUGE-L filter (as in the original); (type, topic) pairs are unique instead.
 """
 
@@ -48,6 +48,9 @@ QUESTION_TASK = (
     "Hints:\n{hints}"
 )
 _NUMBERED = re.compile(r"^\s*\d+\s*[.)]\s*")
+# "7. type: ..., topic: ..., instruction: <question>": small models often garble the type or topic
+# text they copy, so a line is matched to its hint by number.
+_HINT_LINE = re.compile(r"^\s*(\d+)\.\s.*?\binstruction:(.*)$", re.IGNORECASE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,10 +183,10 @@ def tgrt_questions(gen, fmt: ChatFormat, types: list[QuestionType], topics: dict
             lines = completions[0].text.split("\n")
             found = {0: lines[0].strip()}
             for line in lines[1:]:
-                for k, (t, topic) in enumerate(group[1:], 1):
-                    p = prefix(first + k, t, topic)
-                    if line.strip().startswith(p) and k not in found:
-                        found[k] = line.strip()[len(p):].strip()
+                m = _HINT_LINE.match(line)
+                k = int(m.group(1)) - first if m else -1
+                if 0 < k < len(group) and k not in found:
+                    found[k] = m.group(2).strip()
             # A completion cut off by the token limit may have cut its last question short.
             cut = max(found) if completions[0].finish_reason == "length" else None
             for k, (t, topic) in enumerate(group):
