@@ -42,4 +42,6 @@ class Stage:
 
 # Stage authors: one line per stage, in pipeline order; the steps are in salmon_lib/runner/__init__.py.
 STAGES: list[Stage] = [
+    Stage("prompts", "notebooks/00_prompts.ipynb", config="salmon_lib.prompts.stage:PromptsConfig",
+          outputs=["prompts.jsonl", "prompts_stats.json"]),
 ]
