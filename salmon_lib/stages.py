@@ -44,4 +44,8 @@ class Stage:
 STAGES: list[Stage] = [
     Stage("prompts", "notebooks/00_prompts.ipynb", config="salmon_lib.prompts.stage:PromptsConfig",
           outputs=["prompts.jsonl", "prompts_stats.json"]),
+    Stage("self_align", "notebooks/01_self_align.ipynb", config="salmon_lib.self_align:SelfAlignConfig",
+          inputs=["prompts.jsonl"], outputs=["self_align.jsonl", "self_align_stats.json"]),
+    Stage("engrave", "notebooks/02_engrave.ipynb", config="salmon_lib.engrave:EngraveConfig",
+          inputs=["self_align.jsonl", "self_align_stats.json"], outputs=["sft/", "engrave_stats.json"]),
 ]
