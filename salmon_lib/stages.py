@@ -48,4 +48,7 @@ STAGES: list[Stage] = [
           inputs=["prompts.jsonl"], outputs=["self_align.jsonl", "self_align_stats.json"]),
     Stage("engrave", "notebooks/02_engrave.ipynb", config="salmon_lib.engrave:EngraveConfig",
           inputs=["self_align.jsonl", "self_align_stats.json"], outputs=["sft/", "engrave_stats.json"]),
+    Stage("preferences", "notebooks/03_preferences.ipynb", config="salmon_lib.preferences.stage:PreferencesConfig",
+          inputs=["prompts.jsonl", "sft/?"],
+          outputs=["preferences.jsonl", "preferences_stats.json", "pairs.jsonl?", "judgements.jsonl?"]),
 ]
