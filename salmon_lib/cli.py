@@ -9,7 +9,8 @@ import logging
 import sys
 
 # Modules that contribute a subcommand; a new command is one line here.
-COMMAND_MODULES = ["salmon_lib.smoke"]
+COMMAND_MODULES = ["salmon_lib.smoke",
+                   "salmon_lib.reward.score"]
 
 
 def main(argv: list[str] | None = None) -> int:
