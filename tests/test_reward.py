@@ -123,9 +123,11 @@ def test_evaluation_and_plots(trained, tmp_path, monkeypatch):
     for kind in flip["by_kind"].values():
         assert 0 <= kind["flip_rate"] <= 1 and kind["n"] == 3
     assert json.loads((Path(cfg.run_dir) / "rm_eval.json").read_text())["flip"]["overall"]["n"] == 24
-    hhh = hhh_accuracy(rm, str(FIXTURES / "hhh_like.json"))
+    hhh = hhh_accuracy(rm, str(FIXTURES / "hhh_like.json"), {"helpful": "Be helpful.", "honest": "Be honest."})
     assert set(hhh["by_type"]) == {"helpful", "honest", "other"} and hhh["by_type"]["helpful"]["n"] == 1
-    assert "skipped" in hhh_accuracy(rm, str(tmp_path / "absent.json"))
+    assert "accuracy_principle" in hhh["by_type"]["honest"] and "accuracy_principle" not in hhh["by_type"]["other"]
+    assert 0 <= hhh["accuracy_no_principle"] <= 1
+    assert "skipped" in hhh_accuracy(rm, str(tmp_path / "absent.json"), {})
 
     responses = plots.responses_from_run(cfg.run_dir, limit=4)
     df = plots.score_matrix(rm, responses, {"polite": "Be polite.", "brief": "Be brief."})

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import yaml
 
@@ -83,30 +83,51 @@ def read_hhh(source: str) -> list[tuple[str, Pair]]:
     return out
 
 
-def hhh_accuracy(rm, source: str | None, batch_size: int = 16, progress: bool = False) -> dict:
-    """Accuracy per type under the matching principle and under no principle."""
+def project_path(path: str | Path) -> Path:
+    """A relative path that does not exist from the current folder is taken from the project root
+    (notebooks run from notebooks/, the CLI from anywhere)."""
+    path = Path(path).expanduser()
+    if not path.exists() and not path.is_absolute() and (REPO / path).exists():
+        return REPO / path
+    return path
+
+
+def hhh_principle_texts(path: str | Path) -> dict[str, str]:
+    """{HHH type: text of the first principle with that `hhh_type`} from a principle file."""
+    from ..principles import load_principles
+
+    out: dict[str, str] = {}
+    for p in load_principles(project_path(path)).principles:
+        if p.hhh_type in HHH_TYPES:
+            out.setdefault(p.hhh_type, p.text())
+    return out
+
+
+def hhh_accuracy(rm, source: str | None, principles: Mapping[str, str], batch_size: int = 16,
+                 progress: bool = False) -> dict:
+    """Accuracy per type under the matching principle (`principles`: type -> text) and under none."""
     if source is None:
         return {"skipped": "no HHH evaluation file: set hhh_eval to a {chosen, rejected, type} JSON file "
                            "(e.g. ../shared/data/hhh_eval.json) or to HuggingFaceH4/hhh_alignment"}
     if Path(source).suffix == ".json" and not Path(source).expanduser().is_file():
         return {"skipped": f"{source}: file not found"}
-    principles = yaml.safe_load((DATA / "hhh_principles.yaml").read_text())
     rows = read_hhh(source)
-    result = {"source": str(source), "by_type": {}}
-    all_match, all_none = [], []
+    result: dict = {"source": str(source), "by_type": {}}
+    pooled: dict[str, list[float]] = {"principle": [], "none": []}
     for kind in sorted({k for k, _ in rows}):
         pairs = [p for k, p in rows if k == kind]
-        text = principles.get(kind, principles["other"])
-        match = pair_margins(rm, pairs, [text], batch_size, progress)
         none = pair_margins(rm, pairs, [], batch_size, progress)
-        all_match += match
-        all_none += none
-        m, n = _accuracy(match), _accuracy(none)
-        result["by_type"][kind] = {"n": m["n"], "principle": text, "accuracy_principle": m["accuracy"],
-                                   "accuracy_no_principle": n["accuracy"],
-                                   "gain": m["accuracy"] - n["accuracy"]}
-    result["accuracy_principle"] = _accuracy(all_match)["accuracy"]
-    result["accuracy_no_principle"] = _accuracy(all_none)["accuracy"]
+        pooled["none"] += none
+        entry = {"n": len(pairs), "principle": principles.get(kind),
+                 "accuracy_no_principle": _accuracy(none)["accuracy"]}
+        if kind in principles:
+            match = pair_margins(rm, pairs, [principles[kind]], batch_size, progress)
+            pooled["principle"] += match
+            entry["accuracy_principle"] = _accuracy(match)["accuracy"]
+            entry["gain"] = entry["accuracy_principle"] - entry["accuracy_no_principle"]
+        result["by_type"][kind] = entry
+    result["accuracy_no_principle"] = _accuracy(pooled["none"])["accuracy"]
+    result["accuracy_principle"] = _accuracy(pooled["principle"])["accuracy"]  # over types with a principle
     return result
 
 
@@ -173,10 +194,11 @@ def evaluate_reward_model(rm, cfg, progress: bool = True) -> dict:
     run = Path(cfg.run_dir)
     _, held = split_held_out(read_preferences(run / cfg.preferences), cfg.eval_fraction, cfg.seed)
     bs = cfg.score_batch_size
+    hhh = find_hhh(cfg.hhh_eval)
     result = {
         "held_out": _accuracy(pair_margins(rm, held, None, bs, progress)) if held
         else {"skipped": "eval_fraction is 0: no held-out pairs"},
-        "hhh": hhh_accuracy(rm, find_hhh(cfg.hhh_eval), bs, progress),
+        "hhh": hhh_accuracy(rm, hhh, hhh_principle_texts(cfg.hhh_principles) if hhh else {}, bs, progress),
         "flip": flip_rates(rm, read_flip_probes(cfg.flip_probes or None), bs, progress),
     }
     atomic_write_json(run / "rm_eval.json", result)

@@ -27,7 +27,6 @@ log = logging.getLogger(__name__)
 @dataclasses.dataclass
 class RewardConfig(StageConfig):
     model: str = "default"  # the BASE model spec (not the SFT adapter): SALMON's RM starts from the base
-    chat_format: str = "chatml"  # shared preset key; the RM template is plain text and does not use it
     quantization: Literal["none", "4bit"] = "none"  # "4bit" trains QLoRA on an NF4 base
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
     preferences: str = "preferences.jsonl"  # stage 03's pairs, relative to run_dir
@@ -58,7 +57,10 @@ class RewardConfig(StageConfig):
     pmp_learning_rate: float = 5e-5  # pre-training learning rate
     score_batch_size: int = 16  # sequences per forward pass when scoring/evaluating
     hhh_eval: str = "auto"  # HHH pairs {chosen, rejected, type}: a .json path, a dataset id, "auto" (../shared/data) or "" to skip
+    hhh_principles: str = "principles/judge.yaml"  # each HHH type is scored under the first principle with that hhh_type
     flip_probes: str = ""  # principle-flip probes YAML ("" = the set shipped in salmon_lib/reward/data)
+    plot_principles: str = "principles/judge.yaml"  # principles shown as columns of the per-principle plots
+    plot_responses: int = 12  # (prompt, response) rows taken from preferences.jsonl for the plots
 
     def check(self) -> None:
         if not 0 <= self.eval_fraction < 1:
