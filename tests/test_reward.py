@@ -11,7 +11,7 @@ import pytest
 from salmon_lib.io import DataError
 from salmon_lib.reward import RewardModel
 from salmon_lib.reward.pairs import read_human_pairs, read_preferences, split_held_out
-from salmon_lib.reward.train import RewardConfig, train_reward_model
+from salmon_lib.reward.train import RewardConfig, train, train_reward_model
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -171,8 +171,19 @@ def test_pmp_then_principles_continue_one_adapter(tmp_path):
     shutil.copy(FIXTURES / "preferences_separable.jsonl", tmp_path / "preferences.jsonl")
     cfg = quick_config(tmp_path, pmp_data=[str(FIXTURES / "hh_pairs.jsonl"), str(FIXTURES / "shp_pairs.json")],
                        max_steps=2, eval_fraction=0.0)
-    rm, stats = train_reward_model(cfg, progress=False)
+    stats = train(cfg.to_dict())  # the multi-GPU launch entry point, here in-process
     assert stats["pmp_pairs"] == 5 and stats["phases"]["pmp"]["steps"] == 2
     assert stats["phases"]["principles"]["steps"] == 2
+    rm = RewardModel.load(tmp_path / "rm")
     assert list(rm.model.peft_config) == ["default"]  # one adapter, trained in both phases
-    assert RewardModel.load(tmp_path / "rm").score([("q", "r", [])]) == pytest.approx(rm.score([("q", "r", [])]), abs=1e-5)
+    assert stats["head_weight_change"] > 0
+
+
+@pytest.mark.slow
+def test_qlora_head_trained_saved_and_reloaded(tmp_path):
+    shutil.copy(FIXTURES / "preferences_separable.jsonl", tmp_path / "preferences.jsonl")
+    rm, stats = train_reward_model(quick_config(tmp_path, quantization="4bit", max_steps=3), progress=False)
+    assert stats["head_weight_change"] > 0 and stats["base_model"]["dtype"] == "bfloat16"
+    items = [("q", "Happy to help!", ["Be kind."]), ("q", "Go away.", [])]
+    # bf16 activations: equal to bf16 precision, not to fp32's.
+    assert RewardModel.load(tmp_path / "rm").score(items) == pytest.approx(rm.score(items), abs=2e-2)

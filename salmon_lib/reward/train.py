@@ -3,8 +3,8 @@ QLoRA), Bradley-Terry loss through TRL's RewardTrainer, optionally pre-trained o
 first (PMP), then fine-tuned on stage 03's principle-labelled pairs with the same adapter and head.
 
 Writes `<run>/rm/` (adapter + score head + tokenizer + template.json + rm_info.json) and
-`<run>/reward_stats.json`. `python -m salmon_lib.reward.train CONFIG.yaml [SECTION]` runs the same
-function, which is the entry point a multi-GPU `accelerate launch` starts in every process.
+`<run>/reward_stats.json`. `train(config_dict)` is the entry point the runner's multi-GPU launch
+helper starts in every process.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -78,7 +77,12 @@ class RewardConfig(StageConfig):
     def model_config(self):
         from ..models import ModelConfig
 
-        return ModelConfig(spec=self.model, quantization=self.quantization, dtype=self.dtype)
+        dtype = self.dtype
+        if self.quantization == "4bit" and dtype == "auto":
+            # TRL keeps a quantized model's trainable weights (LoRA and the head) in bf16, so the
+            # activations must be bf16 too (QLoRA's usual compute dtype).
+            dtype = "bfloat16"
+        return ModelConfig(spec=self.model, quantization=self.quantization, dtype=dtype)
 
 
 def train_reward_model(cfg: RewardConfig, progress: bool = True):
@@ -128,6 +132,8 @@ def train_reward_model(cfg: RewardConfig, progress: bool = True):
         "template": template.to_dict(), "base_model": cfg.model_config().to_dict(),
         "seconds": round(time.perf_counter() - start, 1),
     }
+    log.info("trained on %d pairs (%d held out, %d human pairs first); %d pairs had text truncated to the "
+             "template's limits", len(train), len(held), len(pmp), stats["truncated_pairs"])
     if trainer.is_world_process_zero():
         save_reward_model(model, tok, template, cfg, run / "rm")
         atomic_write_json(run / "reward_stats.json", stats)
@@ -226,16 +232,14 @@ def save_reward_model(model, tok, template, cfg: RewardConfig, folder: Path) -> 
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv or len(argv) > 2:
-        print("usage: python -m salmon_lib.reward.train CONFIG.yaml [SECTION]", file=sys.stderr)
-        return 2
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    cfg = RewardConfig.from_yaml(argv[0], argv[1] if len(argv) > 1 else None)
-    train_reward_model(cfg)
-    return 0
+def train(config: dict) -> dict:
+    """Entry point for `salmon_lib.runner.launch`: runs once per GPU under `accelerate launch` (or
+    in-process on one device) and returns the stats; the model is read back from `<run>/rm`."""
+    import os
 
+    import torch
 
-if __name__ == "__main__":
-    sys.exit(main())
+    if torch.cuda.is_available() and "LOCAL_RANK" in os.environ:
+        # load_model puts the model on "cuda", i.e. the current device: make that this rank's GPU.
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+    return train_reward_model(RewardConfig.from_dict(config, where="reward_model launch config"))[1]
