@@ -9,8 +9,11 @@ import logging
 import sys
 
 # Modules that contribute a subcommand; a new command is one line here.
-COMMAND_MODULES = ["salmon_lib.smoke",
-                   "salmon_lib.reward.score"]
+COMMAND_MODULES = [
+    "salmon_lib.smoke",
+    "salmon_lib.principles.cli",
+    "salmon_lib.reward.score",
+]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -273,7 +273,8 @@ def load_adapter(model, adapter: str | Path, trainable: bool = False):
         return PeftModel.from_pretrained(model, path, is_trainable=trainable)
     except (RuntimeError, ValueError, KeyError) as err:
         base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
-        first = str(err).strip().splitlines()[0][:300]
+        lines = [ln.strip() for ln in str(err).strip().splitlines()]
+        first = next((ln for ln in lines if "size mismatch" in ln), lines[0] if lines else "")[:300]
         raise ModelLoadError(
             f"adapter {path} does not fit this base model (it was made for {base!r}): {first}"
         ) from None
