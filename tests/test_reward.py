@@ -1,6 +1,7 @@
 """Stage 04 on the tiny model: training (Bradley-Terry, head trained and saved), scoring with and
 without shared prefixes, reload, the `score` command, evaluation and plots."""
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -113,11 +114,18 @@ def test_evaluation_and_plots(trained, tmp_path, monkeypatch):
     matplotlib.use("Agg")
     from salmon_lib.reward import plots
     from salmon_lib.reward.evaluate import evaluate_reward_model, hhh_accuracy
+    from salmon_lib.reward.plots import principle_texts
 
     cfg, rm, stats = trained
     result = evaluate_reward_model(rm, cfg, progress=False)
     assert result["held_out"]["accuracy"] >= 0.9
     assert "skipped" in result["hhh"]
+    judge = result["flip_judge_wording"]
+    assert judge["overall"]["n"] == 24 and set(judge["by_kind"]) == set(result["flip"]["by_kind"])
+    with_hhh = evaluate_reward_model(rm, dataclasses.replace(cfg, hhh_eval=str(FIXTURES / "hhh_like.json")))
+    honest = with_hhh["hhh"]["by_type"]["honest"]
+    assert honest["principle"] == principle_texts("principles/judge.yaml")["Honest and Accurate"]
+    assert {"accuracy_principle", "accuracy_no_principle", "gain"} <= set(honest)
     flip = result["flip"]
     assert set(flip["by_kind"]) >= {"concise", "comprehensive", "honest", "harmless"}
     for kind in flip["by_kind"].values():

@@ -3,7 +3,8 @@
 Three questions: does it rank held-out synthetic pairs right; does it rank the human-written HHH
 pairs right, with and without the principle matching each pair's type; and does it follow the
 principle text (prefer the obeying response under a principle and the violating one under its
-negation: the principle-flip probes in `data/flip_probes.yaml`)."""
+negation: the principle-flip probes in `data/flip_probes.yaml`, once in the probes' own wording
+and once in the wording of the principle file the RM was trained on)."""
 
 from __future__ import annotations
 
@@ -147,12 +148,29 @@ def read_flip_probes(path: str | Path | None = None) -> dict:
         where = f"{path}: kinds.{kind}"
         if not isinstance(spec, dict) or not all(isinstance(spec.get(k), str) for k in ("principle", "negation")):
             raise DataError(f"{where}: needs string fields 'principle' and 'negation'")
+        if not isinstance(spec.get("judge_principle", ""), str):
+            raise DataError(f"{where}: 'judge_principle' should be a principle name")
         if not isinstance(spec.get("probes"), list) or not spec["probes"]:
             raise DataError(f"{where}: needs a non-empty 'probes' list")
         for i, probe in enumerate(spec["probes"]):
             if not isinstance(probe, dict) or not all(isinstance(probe.get(k), str) for k in ("prompt", "obeys", "violates")):
                 raise DataError(f"{where}.probes[{i}]: needs string fields prompt, obeys and violates")
     return data["kinds"]
+
+
+def with_judge_wording(kinds: dict, principles_path: str | Path) -> dict:
+    """The same probes under the definitions of the principle file (`judge_principle` per kind)."""
+    from ..principles import load_principles
+
+    ps = load_principles(project_path(principles_path))
+    out = {}
+    for kind, spec in kinds.items():
+        name = spec.get("judge_principle")
+        if name:
+            p = ps.by_name(name)
+            if p.negative_definition:
+                out[kind] = dict(spec, principle=p.text(), negation=p.text(negated=True))
+    return out
 
 
 def flip_rates(rm, kinds: dict, batch_size: int = 16, progress: bool = False) -> dict:
@@ -195,11 +213,16 @@ def evaluate_reward_model(rm, cfg, progress: bool = True) -> dict:
     _, held = split_held_out(read_preferences(run / cfg.preferences), cfg.eval_fraction, cfg.seed)
     bs = cfg.score_batch_size
     hhh = find_hhh(cfg.hhh_eval)
+    kinds = read_flip_probes(cfg.flip_probes or None)
     result = {
         "held_out": _accuracy(pair_margins(rm, held, None, bs, progress)) if held
         else {"skipped": "eval_fraction is 0: no held-out pairs"},
         "hhh": hhh_accuracy(rm, hhh, hhh_principle_texts(cfg.hhh_principles) if hhh else {}, bs, progress),
-        "flip": flip_rates(rm, read_flip_probes(cfg.flip_probes or None), bs, progress),
+        "flip": flip_rates(rm, kinds, bs, progress),
     }
+    if cfg.flip_principles:
+        judge = with_judge_wording(kinds, cfg.flip_principles)
+        result["flip_judge_wording"] = flip_rates(rm, judge, bs, progress) if judge else {
+            "skipped": f"no probe kind names a negatable principle of {cfg.flip_principles}"}
     atomic_write_json(run / "rm_eval.json", result)
     return result
