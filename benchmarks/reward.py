@@ -25,12 +25,19 @@ from salmon_lib.io import atomic_write_json  # noqa: E402
 from salmon_lib.reward.evaluate import read_flip_probes  # noqa: E402
 
 
-def workload(n_responses: int, k: int, seed: int = 0):
-    """n (prompt, response) pairs from the flip probes, each under k principle sets of 1-3 principles."""
+def workload(n_responses: int, k: int, seed: int = 0, min_words: int = 0):
+    """n (prompt, response) pairs from the flip probes, each under k principle sets of 1-3 principles.
+    `min_words` lengthens each response (by chaining other probe replies) to RL-like lengths."""
     kinds = read_flip_probes()
     pool = [(p["prompt"], p[side]) for spec in kinds.values() for p in spec["probes"] for side in ("obeys", "violates")]
     rng = random.Random(seed)
     pairs = rng.sample(pool, n_responses)
+    if min_words:
+        replies = [r for _, r in pool]
+        for i, (prompt, response) in enumerate(pairs):
+            while len(response.split()) < min_words:
+                response += "\n\n" + rng.choice(replies)
+            pairs[i] = (prompt, response)
     principles = [spec["principle"] for spec in kinds.values()] + [spec["negation"] for spec in kinds.values()]
     sets = [rng.sample(principles, rng.randint(1, 3)) for _ in range(k)]
     return [(p, r, s) for p, r in pairs for s in sets]
@@ -53,6 +60,8 @@ def main() -> int:
     ap.add_argument("--responses", type=int, default=16)
     ap.add_argument("--pad-to", type=int, default=1024, help="the original code's fixed input length")
     ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--min-words", type=int, default=0,
+                    help="lengthen responses to at least this many words (0: the probes' own short replies)")
     ap.add_argument("--repeats", type=int, default=2, help="best of this many runs (the padded run is done once)")
     ap.add_argument("--original-responses", type=int, default=0,
                     help="time the padded method on only this many responses and scale up linearly (every padded "
@@ -70,13 +79,16 @@ def main() -> int:
         torch.manual_seed(0)
         tok, model = load_model(args.model, head="score")
         rm = RewardModel(tok, model, RMTemplate())
-    k1, k8 = workload(args.responses, 1), workload(args.responses, 8)
+    k1, k8 = workload(args.responses, 1, min_words=args.min_words), workload(args.responses, 8, min_words=args.min_words)
     rm.score(k1[:2])  # warm-up
     lens = [len(rm.template.encode(rm.tokenizer, *it)) for it in k8]
+    prefix = [len(rm.template.encode_prefix(rm.tokenizer, p, r)[0]) for p, r, _ in k1]
+    suffix = [len(rm.template.encode_suffix(rm.tokenizer, s)) for _, _, s in k8]
     res = {
         "model": args.reward_model or args.model, "device": str(rm.device), "torch_threads": torch.get_num_threads(),
         "responses": args.responses, "batch_size": args.batch_size, "pad_to": args.pad_to,
-        "mean_input_tokens": sum(lens) / len(lens), "max_input_tokens": max(lens),
+        "min_words": args.min_words, "mean_input_tokens": sum(lens) / len(lens), "max_input_tokens": max(lens),
+        "mean_prefix_tokens": sum(prefix) / len(prefix), "mean_suffix_tokens": sum(suffix) / len(suffix),
         "k1_s": timed(lambda: rm.score(k1, batch_size=args.batch_size), args.repeats),
         "k8_s": timed(lambda: rm.score(k8, batch_size=args.batch_size), args.repeats),
         "k8_unshared_s": timed(lambda: rm.score(k8, batch_size=args.batch_size, share_prefix=False), args.repeats),

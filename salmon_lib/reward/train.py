@@ -57,8 +57,8 @@ class RewardConfig(StageConfig):
     score_batch_size: int = 16  # sequences per forward pass when scoring/evaluating
     hhh_eval: str = "auto"  # HHH pairs {chosen, rejected, type}: a .json path, a dataset id, "auto" (../shared/data) or "" to skip
     hhh_principles: str = "principles/judge.yaml"  # each HHH type is scored under the first principle with that hhh_type
-    flip_probes: str = ""  # principle-flip probes YAML ("" = the set shipped in salmon_lib/reward/data)
-    flip_principles: str = "principles/judge.yaml"  # probes are also run in this file's wording ("" = only their own)
+    flip_probes: str = ""  # principle-flip probes YAML (empty: the set shipped in salmon_lib/reward/data)
+    flip_principles: str = "principles/judge.yaml"  # the probes are also run in the wording of this principle file (empty: skip)
     plot_principles: str = "principles/judge.yaml"  # principles shown as columns of the per-principle plots
     plot_responses: int = 12  # (prompt, response) rows taken from preferences.jsonl for the plots
 
