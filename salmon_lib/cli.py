@@ -12,6 +12,7 @@ import sys
 COMMAND_MODULES = [
     "salmon_lib.smoke",
     "salmon_lib.principles.cli",
+    "salmon_lib.runner.cli",
     "salmon_lib.reward.score",
 ]
 

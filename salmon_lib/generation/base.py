@@ -1,0 +1,144 @@
+"""The generation interface every stage codes against, and the choice of backend.
+
+A `Generator` turns fully rendered prompt strings (see `salmon_lib.chat`) into completions, and
+scores given continuations by their log-probability. Two backends implement it: Hugging Face
+(`hf.HFGenerator`, always available) and vLLM (`vllm_backend.VLLMGenerator`, when installed).
+
+Tokenization is the same in both: a prompt is tokenized on its own (with the tokenizer's default
+special tokens), an option or continuation on its own without special tokens, and the two id lists
+are concatenated. Scoring therefore never depends on how a tokenizer would merge across the seam
+(the judge's "Output (" + "a" would otherwise become one "(a" token in some vocabularies).
+
+Adapters: `adapter=None` means the model as configured (`ModelConfig.adapter` when set, else the
+bare base); a path means the base with that LoRA adapter instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import TYPE_CHECKING, Literal, Sequence
+
+if TYPE_CHECKING:
+    from ..models import ModelConfig
+
+log = logging.getLogger(__name__)
+
+FinishReason = Literal["stop", "length"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Completion:
+    text: str  # generated text, cut before the first stop string (which is not included)
+    token_ids: list[int]  # generated ids, up to and including the token that completed a stop string or EOS
+    finish_reason: FinishReason  # "stop": a stop string or EOS ended it; "length": max_new_tokens did
+    num_tokens: int  # len(token_ids)
+
+
+class GenerationError(ValueError):
+    """Bad arguments to a generator; the message names the argument and the offending value."""
+
+
+def check_generate_args(prompts, n, temperature, top_p, max_new_tokens, stop) -> tuple[str, ...]:
+    if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
+        raise GenerationError("prompts must be a list of strings (fully rendered prompts)")
+    _check_nonempty(prompts, "prompts")
+    if n < 1:
+        raise GenerationError(f"n must be >= 1, got {n}")
+    if temperature < 0:
+        raise GenerationError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+    if not 0 < top_p <= 1:
+        raise GenerationError(f"top_p must be in (0, 1], got {top_p}")
+    if max_new_tokens < 1:
+        raise GenerationError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if isinstance(stop, str):
+        stop = (stop,)
+    stop = tuple(stop)
+    if any(not isinstance(s, str) or not s for s in stop):
+        raise GenerationError(f"stop strings must be non-empty strings, got {stop!r}")
+    return stop
+
+
+def check_pairs(prompts, others, what: str, same_length: bool = False) -> None:
+    if isinstance(prompts, str) or isinstance(others, str):
+        raise GenerationError(f"prompts and {what} must be lists of strings, not a single string")
+    if not all(isinstance(p, str) for p in prompts) or not all(isinstance(o, str) for o in others):
+        raise GenerationError(f"prompts and {what} must be lists of strings")
+    if same_length and len(prompts) != len(others):
+        raise GenerationError(f"{len(prompts)} prompts but {len(others)} {what}: one each")
+    _check_nonempty(prompts, "prompts")
+    _check_nonempty(others, what)
+
+
+def _check_nonempty(texts, what: str) -> None:
+    empty = [i for i, t in enumerate(texts) if not t]
+    if empty:
+        raise GenerationError(f"{what} {empty[:5]} are empty strings: each needs at least one token")
+
+
+class Generator:
+    """Base class: the interface, plus the context manager and tokenization shared by backends."""
+
+    backend: str = ""
+    tokenizer = None
+
+    def generate(self, prompts: list[str], n: int = 1, temperature: float = 0.7, top_p: float = 0.95,
+                 max_new_tokens: int = 256, stop: Sequence[str] = (), seed: int = 0,
+                 adapter: str | None = None) -> list[list[Completion]]:
+        raise NotImplementedError
+
+    def score_options(self, prompts: list[str], options: list[str], adapter: str | None = None) -> list[list[float]]:
+        """For each prompt, the log-probability of each option's tokens as its continuation
+        (summed over the option's tokens)."""
+        raise NotImplementedError
+
+    def sequence_logprobs(self, prompts: list[str], continuations: list[str], adapter: str | None = None) -> list[float]:
+        """Summed log-probability of `continuations[i]` after `prompts[i]`."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the model (and for vLLM, the engine and its workers)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # Shared tokenization, so both backends score exactly the same token sequences.
+    def encode_prompts(self, prompts: Sequence[str]) -> list[list[int]]:
+        return [list(ids) for ids in self.tokenizer(list(prompts))["input_ids"]]
+
+    def encode_pieces(self, pieces: Sequence[str]) -> list[list[int]]:
+        return [list(ids) for ids in self.tokenizer(list(pieces), add_special_tokens=False)["input_ids"]]
+
+
+def vllm_support(model_cfg: ModelConfig) -> tuple[bool, str]:
+    """Whether vLLM can serve this model here, and why (not)."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        return False, "vLLM is not installed (`make vllm` installs it)"
+    if model_cfg.quantization != "none":
+        return False, f"quantization={model_cfg.quantization!r} (bitsandbytes) is served by the HF backend"
+    from .vllm_backend import model_architecture_supported
+
+    return model_architecture_supported(model_cfg)
+
+
+def make_generator(model_cfg: ModelConfig, backend: Literal["auto", "hf", "vllm"] = "auto", **kwargs) -> Generator:
+    """A generator for `model_cfg`. `auto` picks vLLM when it is importable and supports the
+    model, HF otherwise, and logs the choice and why. Extra keyword arguments go to the backend."""
+    if backend not in ("auto", "hf", "vllm"):
+        raise GenerationError(f"backend must be 'auto', 'hf' or 'vllm', got {backend!r}")
+    if backend == "auto":
+        ok, reason = vllm_support(model_cfg)
+        backend = "vllm" if ok else "hf"
+        log.info("generation backend: %s (%s)", backend, reason)
+    if backend == "vllm":
+        from .vllm_backend import VLLMGenerator
+
+        return VLLMGenerator(model_cfg, **kwargs)
+    from .hf import HFGenerator
+
+    return HFGenerator(model_cfg, **kwargs)

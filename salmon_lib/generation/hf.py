@@ -1,0 +1,217 @@
+"""Hugging Face backend: `model.generate` in length-sorted, per-batch padded batches, and
+log-prob scoring through `prefix.score_rows` (shared prefixes computed once)."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from tqdm.auto import tqdm
+from transformers import StoppingCriteria, StoppingCriteriaList
+
+from ..models import ModelConfig, ModelLoadError, load_model
+from .base import Completion, Generator, check_generate_args, check_pairs
+from .prefix import ScoreRow, score_rows
+
+log = logging.getLogger(__name__)
+
+
+class _StopWatch(StoppingCriteria):
+    """Ends each row at its first stop string or EOS token and remembers where: `lengths[row]` is
+    the number of generated tokens up to and including the one that completed the stop."""
+
+    def __init__(self, tokenizer, prompt_len: int, stop: tuple[str, ...], eos_ids: set[int], rows: int):
+        self.tokenizer, self.prompt_len, self.stop, self.eos_ids = tokenizer, prompt_len, stop, eos_ids
+        # A stop string that just appeared ends within the last len(stop) tokens (tokens are >= 1 char);
+        # a few more tokens of context keep byte-level pieces decoding as they do in the full text.
+        self.window = max((len(s) for s in stop), default=0) + 4
+        self.lengths: list[int | None] = [None] * rows
+        self.by_string = [False] * rows
+
+    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+        generated = input_ids[:, self.prompt_len:]
+        n = generated.shape[1]
+        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        for row in range(input_ids.shape[0]):
+            if self.lengths[row] is not None:
+                done[row] = True
+                continue
+            if int(generated[row, -1]) in self.eos_ids:
+                self.lengths[row] = n
+            elif self.stop:
+                tail = self.tokenizer.decode(generated[row, max(0, n - self.window):].tolist(), skip_special_tokens=False)
+                if any(s in tail for s in self.stop):
+                    self.lengths[row], self.by_string[row] = n, True
+            done[row] = self.lengths[row] is not None
+        return done
+
+
+def _cut_at_stop(text: str, stop: tuple[str, ...]) -> str:
+    cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=len(text))
+    return text[:cut]
+
+
+class HFGenerator(Generator):
+    backend = "hf"
+
+    def __init__(self, model_cfg: ModelConfig | str, batch_size: int = 16, score_batch_size: int = 16,
+                 score_max_tokens: int = 8192, min_shared_prefix: int = 16, share_prefix: bool = True,
+                 progress: bool = True):
+        """batch_size: sequences per generation batch (prompts x n); score_batch_size and
+        score_max_tokens: rows and padded tokens per scoring batch; min_shared_prefix: shortest
+        token prefix worth computing once for several rows."""
+        if isinstance(model_cfg, str):
+            model_cfg = ModelConfig(spec=model_cfg)
+        self.cfg = model_cfg
+        self.batch_size, self.score_batch_size, self.score_max_tokens = batch_size, score_batch_size, score_max_tokens
+        self.min_shared_prefix, self.share_prefix, self.progress = min_shared_prefix, share_prefix, progress
+        # The configured adapter is loaded as a named adapter like any other, so that
+        # `adapter=<another path>` swaps it rather than stacking on it.
+        self.tokenizer, self.model = load_model(dataclasses.replace(model_cfg, adapter=None))
+        self._adapters: dict[str, str] = {}
+        self.device = next(self.model.parameters()).device
+        eos = self.model.generation_config.eos_token_id
+        self.eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        self.eos_ids.add(self.tokenizer.eos_token_id)
+        self.pad_id = self.tokenizer.pad_token_id
+
+    # -- adapters ---------------------------------------------------------------------------------
+    def _adapter_name(self, path: str) -> str:
+        key = str(Path(path).expanduser().resolve())
+        if key not in self._adapters:
+            from peft import PeftModel
+
+            if not (Path(key) / "adapter_config.json").is_file():
+                raise ModelLoadError(f"{path} is not a LoRA adapter folder: expected adapter_config.json")
+            name = f"adapter{len(self._adapters)}"
+            try:
+                if isinstance(self.model, PeftModel):
+                    self.model.load_adapter(key, adapter_name=name)
+                else:
+                    self.model = PeftModel.from_pretrained(self.model, key, adapter_name=name)
+            except (RuntimeError, ValueError, KeyError) as err:
+                first = str(err).strip().splitlines()[0][:300]
+                raise ModelLoadError(f"adapter {path} does not fit the model {self.cfg.spec!r}: {first}") from None
+            self.model.eval()
+            self._adapters[key] = name
+        return self._adapters[key]
+
+    @contextlib.contextmanager
+    def _active(self, adapter: str | None):
+        adapter = adapter or self.cfg.adapter
+        if adapter is not None:
+            name = self._adapter_name(adapter)  # may wrap self.model in a PeftModel: look it up after
+            self.model.set_adapter(name)
+            yield
+        elif self._adapters:
+            with self.model.disable_adapter():
+                yield
+        else:
+            yield
+
+    # -- generation -------------------------------------------------------------------------------
+    def generate(self, prompts: list[str], n: int = 1, temperature: float = 0.7, top_p: float = 0.95,
+                 max_new_tokens: int = 256, stop: Sequence[str] = (), seed: int = 0,
+                 adapter: str | None = None) -> list[list[Completion]]:
+        stop = check_generate_args(prompts, n, temperature, top_p, max_new_tokens, stop)
+        encoded = self.encode_prompts(prompts)
+        # Longest first: a batch holds prompts of similar length, so little padding, and a batch
+        # that does not fit in memory fails at the start rather than at the end.
+        order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]), reverse=True)
+        per_batch = max(1, self.batch_size // n)
+        results: list[list[Completion] | None] = [None] * len(prompts)
+        greedy = temperature == 0
+        # top_k=0: no top-k cut (the HF default is 50), as in vLLM, so the backends sample alike.
+        sampling = dict(do_sample=False, temperature=None, top_p=None, top_k=None) if greedy \
+            else dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
+        rng_devices = [self.device] if self.device.type == "cuda" else []
+        # A private RNG stream: the same seed gives the same samples, and the caller's RNG is untouched.
+        with torch.random.fork_rng(devices=rng_devices), self._active(adapter), \
+                tqdm(total=len(prompts), desc="generate", unit="prompt", disable=not self.progress) as bar:
+            torch.manual_seed(seed)
+            for b in range(0, len(order), per_batch):
+                batch = order[b:b + per_batch]
+                # Greedy decoding gives n identical completions: decode once, copy.
+                comps = self._generate_batch([encoded[i] for i in batch], 1 if greedy else n, max_new_tokens,
+                                             stop, sampling)
+                for i, c in zip(batch, comps):
+                    results[i] = c * n if greedy else c
+                bar.update(len(batch))
+        return results
+
+    @torch.no_grad()
+    def _generate_batch(self, encoded: list[list[int]], n: int, max_new_tokens: int, stop: tuple[str, ...],
+                        sampling: dict) -> list[list[Completion]]:
+        width = max(len(e) for e in encoded)
+        ids = torch.full((len(encoded), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for r, e in enumerate(encoded):  # left padding: every row's next token goes at the same column
+            ids[r, width - len(e):] = torch.tensor(e)
+            mask[r, width - len(e):] = 1
+        watch = _StopWatch(self.tokenizer, width, stop, self.eos_ids, len(encoded) * n)
+        out = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                                  max_new_tokens=max_new_tokens, num_return_sequences=n, pad_token_id=self.pad_id,
+                                  stopping_criteria=StoppingCriteriaList([watch]), **sampling)
+        generated = out[:, width:].tolist()
+        completions = []
+        for row, toks in enumerate(generated):
+            length = watch.lengths[row]
+            if length is None:
+                toks = toks[:max_new_tokens]
+                text = self.tokenizer.decode(toks, skip_special_tokens=False)
+                completions.append(Completion(text, toks, "length", len(toks)))
+                continue
+            toks = toks[:length]
+            if watch.by_string[row]:
+                text = _cut_at_stop(self.tokenizer.decode(toks, skip_special_tokens=False), stop)
+            else:  # ended by EOS: the EOS token is no part of the text
+                text = _cut_at_stop(self.tokenizer.decode(toks[:-1], skip_special_tokens=False), stop)
+            completions.append(Completion(text, toks, "stop", len(toks)))
+        return [completions[i * n:(i + 1) * n] for i in range(len(encoded))]
+
+    # -- scoring ----------------------------------------------------------------------------------
+    def _score(self, rows: list[ScoreRow], adapter: str | None, desc: str) -> list[list[float]]:
+        with self._active(adapter), tqdm(total=len(rows), desc=desc, unit="row", disable=not self.progress) as bar:
+            return score_rows(self.model, rows, self.pad_id, share_prefix=self.share_prefix,
+                              min_shared=self.min_shared_prefix, max_rows=self.score_batch_size,
+                              max_tokens=self.score_max_tokens, progress=bar)
+
+    def score_options(self, prompts: list[str], options: list[str], adapter: str | None = None) -> list[list[float]]:
+        check_pairs(prompts, options, "options")
+        prompt_ids, option_ids = self.encode_prompts(prompts), self.encode_pieces(options)
+        rows, owner = [], []  # owner[r] = (prompt index, option index or None for all single-token ones)
+        single = [k for k, o in enumerate(option_ids) if len(o) == 1]
+        multi = [k for k, o in enumerate(option_ids) if len(o) > 1]
+        for i, p in enumerate(prompt_ids):
+            if single:  # all one-token options read the same next-token distribution: one row
+                rows.append(ScoreRow(p, [(len(p), option_ids[k][0]) for k in single]))
+                owner.append((i, None))
+            for k in multi:
+                seq = p + option_ids[k]
+                rows.append(ScoreRow(seq, [(t, seq[t]) for t in range(len(p), len(seq))]))
+                owner.append((i, k))
+        scores = self._score(rows, adapter, "score options")
+        result = [[0.0] * len(options) for _ in prompts]
+        for (i, k), s in zip(owner, scores):
+            if k is None:
+                for kk, v in zip(single, s):
+                    result[i][kk] = v
+            else:
+                result[i][k] = sum(s)
+        return result
+
+    def sequence_logprobs(self, prompts: list[str], continuations: list[str], adapter: str | None = None) -> list[float]:
+        check_pairs(prompts, continuations, "continuations", same_length=True)
+        rows = []
+        for p, c in zip(self.encode_prompts(prompts), self.encode_pieces(continuations)):
+            seq = p + c
+            rows.append(ScoreRow(seq, [(t, seq[t]) for t in range(len(p), len(seq))]))
+        return [sum(s) for s in self._score(rows, adapter, "sequence log-probs")]
+
+    def close(self) -> None:
+        self.model = None
+        self._adapters.clear()

@@ -1,0 +1,132 @@
+"""The run manifest (`outputs/<run>/manifest.json`): what each stage ran with and produced.
+
+Per stage it records status, parameters, content hashes of the inputs and the notebook, the
+outputs (hash, size, file count), start/end, wall time and the versions of the key packages. The
+runner decides from it whether a stage can be skipped; `status` reads it to say what is stale.
+Every save is atomic, so a killed runner leaves the previous manifest, never half of one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import os
+import platform
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ..io import DataError, atomic_write_json, read_json
+from ..stages import PROJECT_ROOT
+
+KEY_PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "vllm", "papermill")
+MANIFEST = "manifest.json"
+
+
+def artifact_path(run_dir: Path, name: str) -> tuple[Path, bool]:
+    """(path, optional) of a declared artifact; a trailing "?" marks it optional."""
+    optional = name.endswith("?")
+    return run_dir / name.rstrip("?").rstrip("/"), optional
+
+
+def hash_path(path: Path) -> dict[str, Any] | None:
+    """Content hash of a file or a folder (relative names + bytes of every file); None if absent.
+
+    Timestamps never enter the hash: a copied or touched artifact is the same artifact.
+    """
+    if path.is_file():
+        with open(path, "rb") as f:
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
+        return {"sha256": digest, "bytes": path.stat().st_size}
+    if not path.is_dir():
+        return None
+    h = hashlib.sha256()
+    total = files = 0
+    for sub in sorted(p for p in path.rglob("*") if p.is_file()):
+        rel = sub.relative_to(path)
+        # hidden names are in-flight temp files of atomic writes (or VCS debris), not content
+        if any(part.startswith(".") for part in rel.parts):
+            continue
+        with open(sub, "rb") as f:
+            h.update(f"{rel.as_posix()}\0".encode())
+            h.update(hashlib.file_digest(f, "sha256").digest())
+        total += sub.stat().st_size
+        files += 1
+    return {"sha256": h.hexdigest(), "bytes": total, "files": files}
+
+
+def hash_artifacts(run_dir: Path, names: list[str]) -> dict[str, Any]:
+    return {name.rstrip("?"): hash_path(artifact_path(run_dir, name)[0]) for name in names}
+
+
+def missing_artifacts(run_dir: Path, names: list[str]) -> list[str]:
+    out = []
+    for name in names:
+        path, optional = artifact_path(run_dir, name)
+        if not optional and not path.exists():
+            out.append(name)
+    return out
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in KEY_PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(PROJECT_ROOT), "describe", "--always", "--dirty"],
+            capture_output=True, text=True, timeout=10,
+        )
+        if commit.returncode == 0:
+            versions["salmon_lib"] = commit.stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    return versions
+
+
+def now() -> str:
+    # UTC with milliseconds: the runner orders stages by comparing these strings
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Manifest:
+    """manifest.json of one run directory: {"run", "stages": {name: record}}."""
+
+    def __init__(self, run_dir: str | Path):
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / MANIFEST
+        self.data: dict[str, Any] = {"run": self.run_dir.name, "stages": {}}
+        if self.path.exists():
+            data = read_json(self.path)
+            if not isinstance(data, dict) or not isinstance(data.get("stages"), dict):
+                raise DataError(f"{self.path}: not a run manifest (no 'stages' mapping)")
+            self.data = data
+
+    @property
+    def stages(self) -> dict[str, dict[str, Any]]:
+        return self.data["stages"]
+
+    def get(self, stage: str) -> dict[str, Any] | None:
+        return self.stages.get(stage)
+
+    def put(self, stage: str, record: dict[str, Any]) -> None:
+        self.stages[stage] = record
+        self.save()
+
+    def save(self) -> None:
+        self.data["updated"] = now()
+        atomic_write_json(self.path, self.data)

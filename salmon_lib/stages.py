@@ -1,0 +1,45 @@
+"""The pipeline's stages, in run order: each is one notebook plus the config class that validates
+its parameters. A stage joins the pipeline with one `Stage(...)` line in `STAGES`.
+
+This module must stay importable without torch: the runner validates every stage's parameters
+against these config classes before it starts any kernel.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from pathlib import Path
+
+# Where notebooks named by a relative path live: the folder holding the salmon_lib package.
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclasses.dataclass
+class Stage:
+    name: str  # the key of this stage's section in a preset and its name on the command line
+    notebook: str  # the stage notebook, relative to the project root (or absolute)
+    config: str  # "module:ConfigClass", a StageConfig subclass importable without torch
+    inputs: list[str] = dataclasses.field(default_factory=list)  # artifacts read from the run dir; "name?" = optional
+    outputs: list[str] = dataclasses.field(default_factory=list)  # artifacts written to the run dir; "name?" = optional
+
+    def notebook_path(self) -> Path:
+        path = Path(self.notebook)
+        return path if path.is_absolute() else PROJECT_ROOT / path
+
+    def config_class(self) -> type:
+        from .config import ConfigError, StageConfig
+
+        module_name, _, attr = self.config.partition(":")
+        try:
+            cls = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as err:
+            raise ConfigError(f"stage {self.name!r}: cannot import config class {self.config!r} ({err})") from None
+        if not (isinstance(cls, type) and issubclass(cls, StageConfig)):
+            raise ConfigError(f"stage {self.name!r}: {self.config!r} is not a StageConfig subclass")
+        return cls
+
+
+# Stage authors: one line per stage, in pipeline order; the steps are in salmon_lib/runner/__init__.py.
+STAGES: list[Stage] = [
+]

@@ -1,0 +1,110 @@
+"""The vLLM backend against real vLLM (`make vllm`), checked against the HF backend on the
+default model in fp32. One engine serves the whole module: starting it takes ~30-140 s on 2 cores."""
+
+import pytest
+import torch
+
+from salmon_lib.chat import get_format
+from salmon_lib.generation import make_generator, vllm_support
+from salmon_lib.models import ModelConfig, load_model
+
+pytestmark = pytest.mark.vllm
+CHATML = get_format("chatml")
+DEFAULT = ModelConfig(spec="default", dtype="float32")
+PROMPTS = [CHATML.prompt("What is the capital of France? One word."), CHATML.prompt("Count from 1 to 50."),
+           CHATML.prompt("Write one sentence about rivers.")]
+
+
+def judge_prompts():
+    head = ("Question: how do plants make food?\nOutput (a): From sunlight, water and carbon dioxide.\n"
+            "Output (b): By eating soil.\n")
+    return [CHATML.prompt(head + f"Judge by this principle: {p}", prefill="Output (")
+            for p in ("be accurate.", "be honest about what you know.", "be helpful and concise.")]
+
+
+@pytest.fixture(scope="module")
+def lora_dir(tmp_path_factory):
+    """A LoRA adapter on the default model with small random B (peft starts B at zero, which
+    would change nothing)."""
+    from peft import LoraConfig, get_peft_model
+
+    path = tmp_path_factory.mktemp("lora") / "adapter"
+    _, model = load_model(DEFAULT)
+    peft_model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"]))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.02)
+    peft_model.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def hf():
+    with make_generator(DEFAULT, backend="hf", progress=False) as gen:
+        yield gen
+
+
+@pytest.fixture(scope="module")
+def vllm_gen():
+    pytest.importorskip("vllm")
+    with make_generator(DEFAULT, backend="vllm", enable_lora=True, progress=False) as gen:
+        yield gen
+
+
+def test_auto_picks_vllm_for_a_supported_model():
+    pytest.importorskip("vllm")
+    ok, reason = vllm_support(DEFAULT)
+    assert ok and "LlamaForCausalLM" in reason
+    assert not vllm_support(ModelConfig(spec="default", quantization="4bit"))[0]
+
+
+def test_option_logprobs_agree_with_hf(vllm_gen, hf):
+    options = ["a", "b", "a) is"]
+    got, want = vllm_gen.score_options(judge_prompts(), options), hf.score_options(judge_prompts(), options)
+    for g_row, w_row in zip(got, want):
+        assert g_row == pytest.approx(w_row, abs=1e-3)
+
+
+def test_sequence_logprobs_agree_with_hf(vllm_gen, hf):
+    conts = ["Paris.", "1, 2, 3, 4", "Rivers carry water to the sea."]
+    assert vllm_gen.sequence_logprobs(PROMPTS, conts) == pytest.approx(hf.sequence_logprobs(PROMPTS, conts), abs=1e-3)
+
+
+def test_greedy_generations_agree_with_hf(vllm_gen, hf):
+    got = vllm_gen.generate(PROMPTS, temperature=0, max_new_tokens=16, stop=CHATML.stop)
+    want = hf.generate(PROMPTS, temperature=0, max_new_tokens=16, stop=CHATML.stop)
+    for g, w in zip(got, want):
+        assert g[0].token_ids[:16] == w[0].token_ids[:16]
+        assert (g[0].text, g[0].finish_reason, g[0].num_tokens) == (w[0].text, w[0].finish_reason, w[0].num_tokens)
+    assert got[0][0].finish_reason == "stop" and "<|im_end|>" not in got[0][0].text
+
+
+def test_sampling_n_seed_and_stop_strings(vllm_gen):
+    a = vllm_gen.generate(PROMPTS[1:], n=3, temperature=1.0, max_new_tokens=12, seed=3)
+    b = vllm_gen.generate(PROMPTS[1:], n=3, temperature=1.0, max_new_tokens=12, seed=3)
+    assert a == b and [len(x) for x in a] == [3, 3]
+    assert len({tuple(c.token_ids) for c in a[0]}) > 1
+    free = vllm_gen.generate(PROMPTS[1:2], temperature=0, max_new_tokens=24)[0][0]
+    stop = free.text[len(free.text) // 2:len(free.text) // 2 + 3]
+    cut = vllm_gen.generate(PROMPTS[1:2], temperature=0, max_new_tokens=24, stop=[stop])[0][0]
+    assert cut.finish_reason == "stop" and cut.text == free.text[:free.text.find(stop)]
+
+
+def test_lora_outputs_agree_with_hf_peft(vllm_gen, hf, lora_dir):
+    options = ["a", "b"]
+    base = vllm_gen.score_options(judge_prompts(), options)
+    got = vllm_gen.score_options(judge_prompts(), options, adapter=lora_dir)
+    want = hf.score_options(judge_prompts(), options, adapter=lora_dir)
+    assert max(abs(g - b) for gr, br in zip(got, base) for g, b in zip(gr, br)) > 1e-2  # the adapter matters
+    for g_row, w_row in zip(got, want):
+        assert g_row == pytest.approx(w_row, abs=1e-3)
+    conts = ["Paris.", "1, 2, 3", "Rivers flow."]
+    assert vllm_gen.sequence_logprobs(PROMPTS, conts, adapter=lora_dir) == pytest.approx(
+        hf.sequence_logprobs(PROMPTS, conts, adapter=lora_dir), abs=1e-3)
+    g = vllm_gen.generate(PROMPTS, temperature=0, max_new_tokens=16, adapter=lora_dir)
+    w = hf.generate(PROMPTS, temperature=0, max_new_tokens=16, adapter=lora_dir)
+    assert [c[0].token_ids for c in g] == [c[0].token_ids for c in w]
+    # adapter=None is the bare base again
+    assert vllm_gen.score_options(judge_prompts(), options)[0] == pytest.approx(base[0], abs=1e-5)
