@@ -42,4 +42,6 @@ class Stage:
 
 # Stage authors: one line per stage, in pipeline order; the steps are in salmon_lib/runner/__init__.py.
 STAGES: list[Stage] = [
+    Stage("reward_model", "notebooks/04_reward_model.ipynb", config="salmon_lib.reward.train:RewardConfig",
+          inputs=["preferences.jsonl"], outputs=["rm/", "rm_eval.json", "reward_stats.json"]),
 ]

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 from ..config import ConfigError, StageConfig
+from ..runner.launch import Distributed
 from .pairs import Pair, PmpFormat
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 @dataclasses.dataclass
 class RewardConfig(StageConfig):
     model: str = "default"  # the BASE model spec (not the SFT adapter): SALMON's RM starts from the base
+    distributed: Distributed = "ddp"  # strategy when several GPUs are visible (accelerate launch); unused otherwise
     quantization: Literal["none", "4bit"] = "none"  # "4bit" trains QLoRA on an NF4 base
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
     preferences: str = "preferences.jsonl"  # stage 03's pairs, relative to run_dir
