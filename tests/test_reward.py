@@ -195,3 +195,16 @@ def test_qlora_head_trained_saved_and_reloaded(tmp_path):
     items = [("q", "Happy to help!", ["Be kind."]), ("q", "Go away.", [])]
     # bf16 activations: equal to bf16 precision, not to fp32's.
     assert RewardModel.load(tmp_path / "rm").score(items) == pytest.approx(rm.score(items), abs=2e-2)
+
+
+@pytest.mark.slow
+def test_two_process_ddp_through_the_launch_helper(tmp_path):
+    from salmon_lib.runner.launch import launch
+
+    shutil.copy(FIXTURES / "preferences_separable.jsonl", tmp_path / "preferences.jsonl")
+    cfg = quick_config(tmp_path, max_steps=4, batch_size=4)
+    stats = launch("salmon_lib.reward.train:train", cfg.to_dict(), num_processes=2, cpu=True)
+    assert stats["phases"]["principles"]["steps"] == 4 and stats["head_weight_change"] > 0
+    rm = RewardModel.load(tmp_path / "rm")
+    assert len(rm.score([("q", "Happy to help!", ["Be kind."])])) == 1
+    assert not list(tmp_path.glob(".rm.*"))  # no staging folder left behind

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Literal
@@ -137,8 +136,8 @@ def train_reward_model(cfg: RewardConfig, progress: bool = True):
     }
     log.info("trained on %d pairs (%d held out, %d human pairs first); %d pairs had text truncated to the "
              "template's limits", len(train), len(held), len(pmp), stats["truncated_pairs"])
+    save_reward_model(trainer, template, cfg, run / "rm")
     if trainer.is_world_process_zero():
-        save_reward_model(model, tok, template, cfg, run / "rm")
         atomic_write_json(run / "reward_stats.json", stats)
     return RewardModel(tok, model, template), stats
 
@@ -205,34 +204,46 @@ def _head_weight(model):
     return score.weight.detach()
 
 
-def save_reward_model(model, tok, template, cfg: RewardConfig, folder: Path) -> None:
-    """Write adapter + head + tokenizer + template + info into a temporary folder, check that the
-    head really is in the saved weights, then swap it into place."""
+def save_reward_model(trainer, template, cfg: RewardConfig, folder: Path) -> None:
+    """Write adapter + head + tokenizer + template + info into a staging folder, check that the
+    head really is in the saved weights, then swap it into place. Every process calls this: under
+    FSDP or ZeRO-3 saving gathers the sharded weights; only the main process writes."""
     from safetensors.torch import load_file
 
     from .score import save_info
 
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    main = trainer.is_world_process_zero()
+    staging = folder.with_name(f".{folder.name}.staging")
+    if main:
+        shutil.rmtree(staging, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
+    trainer.save_model(str(staging))  # adapter + modules_to_save (the head) + tokenizer
+    trainer.accelerator.wait_for_everyone()
+    if not main:
+        return
     try:
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        template.save(tmp)
-        save_info(tmp, cfg.model_config().to_dict(), {"trained_by": "salmon_lib.reward.train", "config": cfg.to_dict()})
-        saved = load_file(tmp / "adapter_model.safetensors")
-        head_keys = [k for k in saved if "score" in k]
+        template.save(staging)
+        save_info(staging, cfg.model_config().to_dict(), {"trained_by": "salmon_lib.reward.train", "config": cfg.to_dict()})
+        (staging / "training_args.bin").unlink(missing_ok=True)
+        saved = load_file(staging / "adapter_model.safetensors")
+        head_keys = [k for k in saved if ".score." in f".{k}"]
         if not head_keys:
             raise RuntimeError(f"the score head is missing from the saved adapter (keys: {list(saved)[:5]}...)")
-        if not (saved[head_keys[0]].float().cpu() == _head_weight(model).float().cpu()).all():
+        sharded = trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled  # in-memory weights are shards there
+        if not sharded and not torch_equal(saved[head_keys[0]], _head_weight(trainer.model)):
             raise RuntimeError("the saved score head differs from the trained one")
         old = folder.with_name(f".{folder.name}.old")
         shutil.rmtree(old, ignore_errors=True)
         if folder.exists():
             folder.rename(old)
-        tmp.rename(folder)
+        staging.rename(folder)
         shutil.rmtree(old, ignore_errors=True)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def torch_equal(a, b) -> bool:
+    return a.shape == b.shape and bool((a.float().cpu() == b.float().cpu()).all())
 
 
 def train(config: dict) -> dict:
