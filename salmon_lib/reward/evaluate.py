@@ -26,12 +26,21 @@ HHH_TYPES = ("harmless", "helpful", "honest", "other")
 def pair_margins(rm, pairs: Sequence[Pair], principles: Sequence[str] | None = None, batch_size: int = 16,
                  progress: bool = False) -> list[float]:
     """score(chosen) - score(rejected) per pair, under each pair's own principles or `principles`."""
+    return margins_under(rm, pairs, [principles], batch_size, progress)[0]
+
+
+def margins_under(rm, pairs: Sequence[Pair], principle_sets: Sequence[Sequence[str] | None], batch_size: int = 16,
+                  progress: bool = False) -> list[list[float]]:
+    """pair_margins under each principle set, scored in one call so that each response's prefix
+    is run once for all the sets (None = each pair's own principles)."""
     items = []
-    for p in pairs:
-        ps = p.principles if principles is None else principles
-        items += [(p.prompt, p.chosen, ps), (p.prompt, p.rejected, ps)]
+    for ps in principle_sets:
+        for p in pairs:
+            shown = p.principles if ps is None else ps
+            items += [(p.prompt, p.chosen, shown), (p.prompt, p.rejected, shown)]
     s = rm.score(items, batch_size=batch_size, progress=progress)
-    return [s[2 * i] - s[2 * i + 1] for i in range(len(pairs))]
+    n = len(pairs)
+    return [[s[2 * (k * n + i)] - s[2 * (k * n + i) + 1] for i in range(n)] for k in range(len(principle_sets))]
 
 
 def _accuracy(margins: Sequence[float]) -> dict:
@@ -117,12 +126,13 @@ def hhh_accuracy(rm, source: str | None, principles: Mapping[str, str], batch_si
     pooled: dict[str, list[float]] = {"principle": [], "none": []}
     for kind in sorted({k for k, _ in rows}):
         pairs = [p for k, p in rows if k == kind]
-        none = pair_margins(rm, pairs, [], batch_size, progress)
+        sets = [[]] + ([[principles[kind]]] if kind in principles else [])
+        none, *matched = margins_under(rm, pairs, sets, batch_size, progress)
         pooled["none"] += none
         entry = {"n": len(pairs), "principle": principles.get(kind),
                  "accuracy_no_principle": _accuracy(none)["accuracy"]}
-        if kind in principles:
-            match = pair_margins(rm, pairs, [principles[kind]], batch_size, progress)
+        if matched:
+            match = matched[0]
             pooled["principle"] += match
             entry["accuracy_principle"] = _accuracy(match)["accuracy"]
             entry["gain"] = entry["accuracy_principle"] - entry["accuracy_no_principle"]
@@ -179,8 +189,7 @@ def flip_rates(rm, kinds: dict, batch_size: int = 16, progress: bool = False) ->
     result, totals = {"by_kind": {}}, {"n": 0, "principle": 0, "negation": 0, "flip": 0, "both": 0}
     for kind, spec in kinds.items():
         pairs = [Pair(f"{kind}-{i}", p["prompt"], p["obeys"], p["violates"], []) for i, p in enumerate(spec["probes"])]
-        pos = pair_margins(rm, pairs, [spec["principle"]], batch_size, progress)
-        neg = pair_margins(rm, pairs, [spec["negation"]], batch_size, progress)
+        pos, neg = margins_under(rm, pairs, [[spec["principle"]], [spec["negation"]]], batch_size, progress)
         counts = {"n": len(pairs), "principle": sum(m > 0 for m in pos), "negation": sum(m < 0 for m in neg),
                   "flip": sum((a > 0) != (b > 0) for a, b in zip(pos, neg)),
                   "both": sum(a > 0 > b for a, b in zip(pos, neg))}
