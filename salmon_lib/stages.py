@@ -51,4 +51,6 @@ STAGES: list[Stage] = [
     Stage("preferences", "notebooks/03_preferences.ipynb", config="salmon_lib.preferences.stage:PreferencesConfig",
           inputs=["prompts.jsonl", "sft/?"],
           outputs=["preferences.jsonl", "preferences_stats.json", "pairs.jsonl?", "judgements.jsonl?"]),
+    Stage("reward_model", "notebooks/04_reward_model.ipynb", config="salmon_lib.reward.train:RewardConfig",
+          inputs=["preferences.jsonl"], outputs=["rm/", "rm_eval.json", "reward_stats.json"]),
 ]
