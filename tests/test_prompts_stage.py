@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import subprocess
 import sys
@@ -59,6 +60,11 @@ def test_stage_on_all_four_fixtures(tmp_path):
     assert (tmp_path / "run" / "figures" / "prompts_filters.png").stat().st_size > 1000
     assert run(cfg)["by_source"] == stats["by_source"]  # same seed, same pool
     assert read_jsonl(tmp_path / "run" / "prompts.jsonl") == records
+    sources = [r["source"] for r in records]
+    assert sources != sorted(sources, key=list(ALL_SOURCES).index)  # shuffled (seeded)
+    run(dataclasses.replace(cfg, shuffle=False))
+    in_order = [r["source"] for r in read_jsonl(tmp_path / "run" / "prompts.jsonl")]
+    assert in_order == sorted(in_order, key=list(ALL_SOURCES).index)
 
 
 def test_seeds_only_and_a_bad_seed_file_leaves_outputs_alone(tmp_path):

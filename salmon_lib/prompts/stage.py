@@ -3,7 +3,8 @@ what each filter removed (`figures/prompts_filters.png`) into the run directory.
 
 Order: seeds and generated prompts (when asked for), then every source in the order given; then
 ShareGPT artefacts, token length, exact dedup, near dedup, language, decontamination, bucket cap,
-mix and size. Earlier records win dedup, so list the sources you trust most first.
+mix and size. Earlier records win dedup, so list the sources you trust most first. The result is
+written in a seeded random order (`shuffle`), since later stages may take the first N.
 
 This module imports no torch at import time: the runner validates `PromptsConfig` before it
 starts a kernel.
@@ -74,6 +75,7 @@ class PromptsConfig(StageConfig):
     openorca_bucket_cap: int = 10000  # most prompts per OpenOrca bucket (niv/flan/t0/cot); 0 for no cap
     source_mix: dict[str, float] = dataclasses.field(default_factory=dict)  # relative share per source; {} keeps the proportions as read
     max_prompts: int = 0  # size of the final pool; 0 keeps everything that survives
+    shuffle: bool = True  # write the pool in a seeded random order, so a later stage taking its first N gets every source
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -255,6 +257,8 @@ def build_pool(cfg: PromptsConfig) -> tuple[list[dict], dict]:
                      lambda r: sampling.cap_buckets(r, cfg.openorca_bucket_cap, rng))
     records = _apply(stats, "mix / max_prompts", records,
                      lambda r: sampling.subsample(r, cfg.max_prompts, cfg.source_mix, rng))
+    if cfg.shuffle:
+        rng.shuffle(records)
     stats["total"] = len(records)
     stats["by_source"] = dict(Counter(r["source"] for r in records))
     stats["by_question_type"] = dict(Counter(r["question_type"] for r in records))
