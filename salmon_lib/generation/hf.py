@@ -98,6 +98,7 @@ class HFGenerator(Generator):
                 raise ModelLoadError(f"adapter {path} does not fit the model {self.cfg.spec!r}: {first}") from None
             self.model.eval()
             self._adapters[key] = name
+            log.info("LoRA adapter %s loaded as %r", key, name)
         return self._adapters[key]
 
     @contextlib.contextmanager

@@ -1,0 +1,249 @@
+"""Stage 02: principle engraving, i.e. supervised fine-tuning of the base model on its own
+self-aligned answers with the rules and exemplars removed from the prompt.
+
+TRL's `SFTTrainer` does the work: the records are prompt-completion pairs rendered with the
+project's one chat format (`format.ChatSpec`), so TRL masks the prompt and only the answer tokens
+carry loss. Checkpoints go to `sft_checkpoints/` (resume point); the finished adapter (or model,
+for a full fine-tune), its tokenizer and `chat_format.json` are moved into `sft/` in one rename.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from ..io import DataError, atomic_write_json, iter_jsonl, read_json
+from ..models import ModelConfig
+from .config import EngraveConfig
+from .format import ChatSpec, make_chat_spec, save_chat_spec
+from .report import before_after, plot_loss
+
+log = logging.getLogger(__name__)
+
+INPUT = "self_align.jsonl"
+OUTPUT = "sft"
+CHECKPOINTS = "sft_checkpoints"
+SELF_ALIGN_STATS = "self_align_stats.json"
+
+
+def load_kept(path: str | Path) -> list[dict]:
+    """The kept (prompt, response) records of stage 01; bad lines name file, line and field."""
+    required = {"id": (str, int), "prompt": str, "response": str, "kept": bool}
+    kept = [rec for _, rec in iter_jsonl(path, required) if rec["kept"]]
+    if not kept:
+        raise DataError(f"{path}: no kept records to train on (every record has kept=false)")
+    return kept
+
+
+def split_heldout(records: list[dict], heldout: int, seed: int) -> tuple[list[dict], list[dict]]:
+    """Seeded split: `heldout` records for the before/after table, the rest for training. At least
+    one record always stays in training."""
+    order = list(records)
+    random.Random(seed).shuffle(order)
+    n = min(heldout, len(order) - 1)
+    return order[n:], order[:n]
+
+
+def assistant_identity(cfg: EngraveConfig) -> tuple[str, str]:
+    """The name and maker the system prompt states: the config's, else those stage 01 used for
+    its identity examples (self_align_stats.json), so the two stages cannot disagree."""
+    name, creator = cfg.assistant_name, cfg.assistant_creator
+    if name is None or creator is None:
+        path = Path(cfg.run_dir) / SELF_ALIGN_STATS
+        try:
+            stats = read_json(path)
+        except DataError:
+            raise DataError(f"{path}: not found; set assistant_name and assistant_creator, or run stage 01 "
+                            "(self_align) first") from None
+        for key in ("assistant_name", "assistant_creator"):
+            if not isinstance(stats.get(key), str):
+                raise DataError(f"{path}: field {key!r} missing or not a string")
+        name, creator = name or stats["assistant_name"], creator or stats["assistant_creator"]
+    return name, creator
+
+
+def build_dataset(records: list[dict], spec: ChatSpec):
+    from datasets import Dataset
+
+    rows = [spec.example(i, r["prompt"], r["response"]) for i, r in enumerate(records)]
+    return Dataset.from_list(rows)
+
+
+def model_config(cfg: EngraveConfig) -> ModelConfig:
+    return ModelConfig(spec=cfg.model, quantization="4bit" if cfg.method == "qlora" else "none")
+
+
+def _lora_config(cfg: EngraveConfig):
+    from peft import LoraConfig
+
+    targets: Any = cfg.lora_target_modules
+    if targets != "all-linear":
+        targets = [t.strip() for t in targets.split(",") if t.strip()]
+    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=targets, task_type="CAUSAL_LM")
+
+
+def last_checkpoint(folder: str | Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    folder = Path(folder)
+    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+
+
+def make_trainer(cfg: EngraveConfig, train_records: list[dict], callbacks: list | None = None):
+    """Build (trainer, spec) for the records; separate from `run_engrave` so tests can inspect the
+    tokenized data and the loss masks."""
+    import torch
+    from trl import SFTConfig, SFTTrainer
+
+    from ..models import load_model
+
+    name, creator = assistant_identity(cfg)
+    local_rank = int(os.environ.get("LOCAL_RANK", "-1"))
+    if local_rank >= 0 and torch.cuda.is_available():
+        # Under `accelerate launch` each process loads onto its own GPU ("cuda" means the current one).
+        torch.cuda.set_device(local_rank)
+    tok, model = load_model(model_config(cfg))
+    model.train()
+    spec = make_chat_spec(cfg.chat_format, tok.eos_token, name, creator, cfg.system_variants)
+    if cfg.method == "qlora":
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+    cuda = torch.cuda.is_available()
+    args = SFTConfig(
+        output_dir=str(Path(cfg.run_dir) / CHECKPOINTS),
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler,
+        warmup_steps=cfg.warmup_ratio,  # a value below 1 is read as a fraction of the steps
+        weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm,
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        max_length=cfg.max_length,
+        completion_only_loss=True,
+        eos_token=tok.eos_token,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        # bf16 autocast is slower than fp32 on CPUs and not needed for correctness there.
+        bf16=cuda and torch.cuda.is_bf16_supported(),
+        logging_steps=cfg.logging_steps,
+        save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit,
+        report_to=[] if cfg.report_to == "none" else [cfg.report_to],
+        dataset_num_proc=None,
+        disable_tqdm=False,
+    )
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=build_dataset(train_records, spec),
+        processing_class=tok,
+        peft_config=None if cfg.method == "full" else _lora_config(cfg),
+        callbacks=callbacks,
+    )
+    return trainer, spec
+
+
+def _save_final(trainer, spec: ChatSpec, out_dir: Path) -> None:
+    """Adapter (or full model) + tokenizer + chat spec, renamed into place so a half-saved `sft/`
+    never exists."""
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    trainer.save_model(str(tmp))
+    trainer.processing_class.save_pretrained(str(tmp))
+    save_chat_spec(spec, tmp)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(tmp, out_dir)
+
+
+# Settings that do not change what is learned: a checkpoint made under other values is still valid.
+_RESUME_NEUTRAL = {"run_dir", "resume", "logging_steps", "report_to", "save_steps", "save_total_limit",
+                   "heldout_max_new_tokens", "distributed"}
+
+
+def reset_stale_checkpoints(cfg: EngraveConfig) -> bool:
+    """Delete `sft_checkpoints/` when it was made with different training settings (the runner
+    reruns a stage whose parameters changed; resuming the old run would mix two configs). Returns
+    whether it deleted anything."""
+    folder = Path(cfg.run_dir) / CHECKPOINTS
+    path = folder / "engrave_config.json"
+    settings = {k: v for k, v in cfg.to_dict().items() if k not in _RESUME_NEUTRAL}
+    stale = folder.is_dir() and (not path.exists() or read_json(path) != settings)
+    if stale:
+        log.warning("%s was made with other settings; training starts from scratch", folder)
+        shutil.rmtree(folder)
+    atomic_write_json(path, settings)
+    return stale
+
+
+def engrave(cfg: EngraveConfig) -> dict:
+    """What the notebook calls: drop stale checkpoints, then train in this process, or with one
+    process per GPU under `accelerate launch` when several are visible; returns the summary."""
+    from ..runner.launch import launch
+
+    reset_stale_checkpoints(cfg)
+    return launch("salmon_lib.engrave.train:engrave_entry", cfg.to_dict(), distributed=cfg.distributed)
+
+
+def engrave_entry(config: dict) -> dict:
+    """Entry point for `salmon_lib.runner.launch` (one call per process on several GPUs)."""
+    return run_engrave(EngraveConfig.from_dict(config))
+
+
+def run_engrave(cfg: EngraveConfig, callbacks: list | None = None) -> dict:
+    """Train on `run_dir/self_align.jsonl`, write `run_dir/sft/` and return the training summary
+    (also written to `engrave_stats.json`)."""
+    return train_and_save(cfg, callbacks)[1]
+
+
+def train_and_save(cfg: EngraveConfig, callbacks: list | None = None):
+    """`run_engrave`, also returning the trainer (whose model is the engraved one, in memory)."""
+    run_dir = Path(cfg.run_dir)
+    records = load_kept(run_dir / INPUT)
+    train, heldout = split_heldout(records, cfg.heldout, cfg.seed)
+    if cfg.max_examples is not None:
+        train = train[: cfg.max_examples]
+    trainer, spec = make_trainer(cfg, train, callbacks=callbacks)
+    resume_from = last_checkpoint(run_dir / CHECKPOINTS) if cfg.resume else None
+    if resume_from:
+        log.info("resuming from %s", resume_from)
+    n_trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    n_total = sum(p.numel() for p in trainer.model.parameters())
+    start = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=resume_from)
+    seconds = time.perf_counter() - start
+    out_dir = run_dir / OUTPUT
+    summary = {
+        "examples": len(trainer.train_dataset),
+        # TRL cuts at max_length from the end, so an over-long prompt leaves no answer and is dropped.
+        "dropped_too_long": len(train) - len(trainer.train_dataset),
+        "heldout": [{k: r[k] for k in ("id", "prompt", "response")} for r in heldout],
+        "method": cfg.method,
+        "steps": trainer.state.global_step,
+        "resumed_from": resume_from,
+        "train_seconds": round(seconds, 2),
+        "train_loss": result.training_loss,
+        "trainable_params": n_trainable,
+        "total_params": n_total,
+        "log_history": trainer.state.log_history,
+        "chat_spec": spec.to_dict(),
+        "output": str(out_dir),
+    }
+    if trainer.is_world_process_zero():
+        _save_final(trainer, spec, out_dir)
+        import matplotlib.pyplot as plt
+
+        plt.close(plot_loss(trainer.state.log_history, run_dir / "figures" / "engrave_loss.png"))
+        summary["before_after"] = before_after(cfg.model, out_dir, heldout, cfg.heldout_max_new_tokens, cfg.seed)
+        atomic_write_json(run_dir / "engrave_stats.json", summary)
+    return trainer, summary

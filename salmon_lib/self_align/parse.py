@@ -1,0 +1,157 @@
+"""Parse a self-aligned completion into thoughts, cited rules and answer, and decide whether to keep it.
+
+The filter chain follows the original where it is sound and replaces its blunt parts:
+- truncation is read from the generator's finish reason, not guessed from a missing terminator;
+- exemplar leakage is measured as word n-gram overlap with the exemplar answers, instead of a
+  keyword blacklist that also drops every honest answer about the weather or birthdays;
+- a new turn inside the answer (role markers, the thoughts label) is caught structurally.
+Every dropped record keeps its text and names the first check it failed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Callable, Iterable, Sequence
+
+from ..chat import ChatFormat
+from .prompt import answer_label, thoughts_label
+
+# Why a record is dropped, in the order the checks run.
+DROP_REASONS = ("no_answer", "truncated", "empty", "too_short", "format_leak", "exemplar_leak", "echoes_prompt",
+                "no_rules_cited")
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+# Sentence- or line-sized pieces for the repetition cut: text up to and including . ! ? ; or a newline.
+_SEGMENT = re.compile(r"[^.!?;\n]*(?:[.!?;]+|\n+|$)")
+
+
+@dataclasses.dataclass(frozen=True)
+class FilterSettings:
+    min_chars: int = 40  # answers shorter than this are dropped
+    keep_truncated: bool = False  # keep answers cut by the token limit (their last, partial word removed)
+    leak_ngram: int = 6  # word n-gram length for the exemplar-leakage check
+    leak_threshold: float = 0.3  # drop when this fraction of the answer's n-grams occurs in one exemplar answer
+    echo_min_chars: int = 16  # drop answers that repeat a prompt of at least this many characters verbatim (0: off)
+    require_cited_rules: bool = False  # drop records whose thoughts cite no existing rule
+    cut_repetition: bool = True  # end the answer where a sentence it already said comes back
+    repetition_min_words: int = 4  # shorter sentences ("Yes.", "1.") may repeat without a cut
+
+
+@dataclasses.dataclass
+class Parsed:
+    thoughts: str
+    answer: str | None  # None: the completion never reached the answer label
+    cited_rules: list[int]
+
+
+def split_completion(text: str, name: str) -> tuple[str, str | None]:
+    """(thoughts, answer) of a completion that starts right after "<name> (internal thoughts):"."""
+    thoughts, sep, answer = text.partition(f"\n{answer_label(name)}")
+    return thoughts.strip(), (answer.strip() if sep else None)
+
+
+def cut_repetition(answer: str, min_words: int) -> str:
+    """Cut the answer before the first sentence or line that repeats an earlier one (a small
+    base model's looping). Short pieces like list numbers or "Yes." are allowed to repeat."""
+    seen: set[str] = set()
+    end = 0
+    for m in _SEGMENT.finditer(answer):
+        piece = m.group(0)
+        if not piece:
+            break
+        words = _WORD.findall(piece.lower())
+        key = " ".join(words)
+        if len(words) >= min_words:
+            if key in seen:
+                return answer[:end].rstrip()
+            seen.add(key)
+        end = m.end()
+    return answer
+
+
+def ngrams(text: str, n: int) -> set[tuple[str, ...]]:
+    words = _WORD.findall(text.lower())
+    return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
+
+
+class LeakDetector:
+    """Fraction of an answer's word n-grams found in the most similar exemplar answer."""
+
+    def __init__(self, exemplar_answers: Iterable[str], n: int):
+        self.n = n
+        self.exemplars = [g for g in (ngrams(a, n) for a in exemplar_answers) if g]
+
+    def overlap(self, answer: str) -> float:
+        grams = ngrams(answer, self.n)
+        if not grams or not self.exemplars:
+            return 0.0
+        return max(len(grams & ex) / len(grams) for ex in self.exemplars)
+
+
+def turn_markers(fmt: ChatFormat, name: str) -> tuple[str, ...]:
+    """Strings that mean the model opened a new turn inside its answer."""
+    role_markers = {t.split("{content}")[0].strip() for t in (fmt.system, fmt.user)} | {fmt.assistant.strip()}
+    return tuple(m for m in role_markers if m) + (thoughts_label(name), f"\n{answer_label(name)}", "\nUser:")
+
+
+@dataclasses.dataclass
+class Verdict:
+    thoughts: str
+    cited_rules: list[int]
+    response: str
+    kept: bool
+    drop_reason: str | None
+    edits: list[str]
+    leak_overlap: float
+
+
+class SelfAlignFilter:
+    """Parse and filter completions for one prompt layout (format, name, exemplars)."""
+
+    def __init__(self, settings: FilterSettings, fmt: ChatFormat, name: str, exemplar_answers: Sequence[str],
+                 cited_rules: Callable[[str], list[int]]):
+        self.s = settings
+        self.name = name
+        self.markers = turn_markers(fmt, name)
+        self.leaks = LeakDetector(exemplar_answers, settings.leak_ngram)
+        self.cited_rules = cited_rules
+
+    def __call__(self, prompt: str, text: str, finish_reason: str) -> Verdict:
+        thoughts, answer = split_completion(text, self.name)
+        cited = self.cited_rules(thoughts)
+        edits: list[str] = []
+        response = answer or ""
+        if answer is not None and self.s.cut_repetition:
+            cut = cut_repetition(response, self.s.repetition_min_words)
+            if cut != response:
+                edits.append("repetition_cut")
+                response = cut
+        if answer is not None and finish_reason == "length" and self.s.keep_truncated and "repetition_cut" not in edits:
+            # The last word may be cut in the middle.
+            response = response.rsplit(None, 1)[0] if " " in response else response
+            edits.append("partial_word_removed")
+        overlap = self.leaks.overlap(response)
+        reason = self._first_failure(prompt, answer, response, finish_reason, cited, edits, overlap)
+        return Verdict(thoughts, cited, response, reason is None, reason, edits, round(overlap, 4))
+
+    def _first_failure(self, prompt, answer, response, finish_reason, cited, edits, overlap) -> str | None:
+        if answer is None:
+            return "no_answer"
+        # A repetition cut ends a looping answer, so hitting the token limit no longer matters.
+        if finish_reason == "length" and not self.s.keep_truncated and "repetition_cut" not in edits:
+            return "truncated"
+        if not response:
+            return "empty"
+        if len(response) < self.s.min_chars:
+            return "too_short"
+        if any(m in response for m in self.markers):
+            return "format_leak"
+        if overlap >= self.s.leak_threshold:
+            return "exemplar_leak"
+        p = prompt.strip()
+        if self.s.echo_min_chars and len(p) >= self.s.echo_min_chars and p in response:
+            return "echoes_prompt"
+        if self.s.require_cited_rules and not cited:
+            return "no_rules_cited"
+        return None

@@ -1,0 +1,192 @@
+"""Stage 01: principle-driven self-alignment.
+
+The base model answers every prompt of `prompts.jsonl` under the Self-Align prompt (rules +
+exemplars with internal thoughts), one sample per prompt, stopping at the end of its turn. Each
+completion is parsed and filtered (`parse.py`), identity examples are added (`identity.py`), and
+everything, kept or dropped, is appended to `self_align.jsonl` as it is produced, so an interrupted
+run resumes where it stopped. Stats and plots are rebuilt from the whole file at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import time
+from collections import Counter
+from pathlib import Path
+
+from ..io import DataError, RecordLog, atomic_write_json, iter_jsonl, read_json, write_jsonl
+from ..models import ModelConfig
+from .config import SelfAlignConfig
+from .identity import identity_records
+from .parse import DROP_REASONS, SelfAlignFilter
+from .prompt import build_prompt
+from .shared_prefix import PrefixGenerator
+
+log = logging.getLogger(__name__)
+
+INPUT = "prompts.jsonl"
+OUTPUT = "self_align.jsonl"
+STATS = "self_align_stats.json"
+GENERATION = "self_align_generation.json"  # how the records were generated (resume only if unchanged)
+
+
+def read_prompts(path: str | Path, limit: int | None = None) -> list[dict]:
+    prompts, lines = [], {}
+    for lineno, rec in iter_jsonl(path, {"id": (str, int), "prompt": str}):
+        if rec["id"] in lines:
+            raise DataError(f"{path}:{lineno}: duplicate id {rec['id']!r} (first on line {lines[rec['id']]})")
+        lines[rec["id"]] = lineno
+        prompts.append(rec)
+        if limit is not None and len(prompts) >= limit:
+            break
+    return prompts
+
+
+def run_self_align(cfg: SelfAlignConfig, generator=None) -> dict:
+    """Answer, parse and filter every prompt (resuming from what `self_align.jsonl` holds), add the
+    identity examples, write stats and figures; return the stats. `generator` (a
+    salmon_lib.generation Generator) is made from `cfg.model` when not given."""
+    from tqdm.auto import tqdm
+
+    from ..principles import load_self_align
+
+    run_dir = Path(cfg.run_dir)
+    prompts = read_prompts(run_dir / INPUT, cfg.max_prompts)
+    sa = load_self_align(cfg.principles)
+    layout = build_prompt(sa, cfg.chat_format, cfg.assistant_name, cfg.knowledge_cutoff, cfg.max_exemplars)
+    check = SelfAlignFilter(cfg.filter_settings(), layout.fmt, layout.name, layout.exemplar_answers, sa.cited_rules)
+    _start_over_if_generation_changed(cfg, layout.prefix, run_dir)
+    records = RecordLog(run_dir / OUTPUT)
+
+    todo = [(i, p) for i, p in enumerate(prompts) if p["id"] not in records]
+    generated_tokens, seconds = 0, 0.0
+    if todo:
+        if generator is None:
+            from ..generation import make_generator
+
+            owner = make_generator(ModelConfig(spec=cfg.model), backend=cfg.backend)
+        else:
+            owner = contextlib.nullcontext(generator)
+        with owner as gen, tqdm(total=len(todo), desc="self-align", unit="prompt") as bar:
+            shared = PrefixGenerator(gen, layout.prefix)
+            for start in range(0, len(todo), cfg.batch_size):
+                batch = todo[start:start + cfg.batch_size]
+                t0 = time.perf_counter()
+                # Seeded by the position of the batch's first prompt in prompts.jsonl.
+                outs = shared.generate([layout.render(p["prompt"]) for _, p in batch], temperature=cfg.temperature,
+                                       top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, stop=layout.stop,
+                                       seed=cfg.seed + batch[0][0])
+                seconds += time.perf_counter() - t0
+                generated_tokens += sum(c.num_tokens for c in outs)
+                records.append(_record(p, c.text, c.finish_reason, c.num_tokens, check) for (_, p), c in zip(batch, outs))
+                bar.update(len(batch))
+    # Verdicts are recomputed from the raw text on every run, so the file always reflects the
+    # current filter settings, and the identity examples the current name.
+    answered = [_record(r, r["raw"], r["finish_reason"], r["num_tokens"], check)
+                for r in records.records() if r["source"] != "identity"]
+    everything = answered + identity_records(cfg.identity_examples, layout.name, cfg.assistant_creator, cfg.seed)
+    write_jsonl(run_dir / OUTPUT, everything)
+    stats = summarize(everything, [r.number for r in sa.rules])
+    stats.update(assistant_name=layout.name, assistant_creator=cfg.assistant_creator, chat_format=cfg.chat_format,
+                 prompt_prefix_chars=len(layout.prefix), generated_this_run=len(todo),
+                 generation_seconds=round(seconds, 2), generated_tokens=generated_tokens,
+                 tokens_per_second=round(generated_tokens / seconds, 1) if seconds else None)
+    atomic_write_json(run_dir / STATS, stats)
+    import matplotlib.pyplot as plt
+
+    for fig in plot_stats(stats, everything, run_dir / "figures").values():
+        plt.close(fig)
+    return stats
+
+
+def _record(p: dict, raw: str, finish_reason: str, num_tokens: int, check: SelfAlignFilter) -> dict:
+    v = check(p["prompt"], raw, finish_reason)
+    return {"id": p["id"], "source": "self_align", "prompt": p["prompt"], "thoughts": v.thoughts,
+            "cited_rules": v.cited_rules, "response": v.response, "raw": raw, "finish_reason": finish_reason,
+            "num_tokens": num_tokens, "kept": v.kept, "drop_reason": v.drop_reason, "edits": v.edits,
+            "leak_overlap": v.leak_overlap}
+
+
+def _start_over_if_generation_changed(cfg: SelfAlignConfig, prefix: str, run_dir: Path) -> None:
+    """Records in self_align.jsonl are only reused if they were generated the same way (model,
+    prompt, sampling); otherwise they are removed and every prompt is answered again."""
+    signature = {"model": cfg.model, "prompt_sha256": hashlib.sha256(prefix.encode()).hexdigest(),
+                 "temperature": cfg.temperature, "top_p": cfg.top_p, "max_new_tokens": cfg.max_new_tokens,
+                 "seed": cfg.seed}
+    path = run_dir / GENERATION
+    if path.exists() and (run_dir / OUTPUT).exists() and read_json(path) != signature:
+        log.warning("%s: generation settings changed since the existing records were made; answering again",
+                    run_dir / OUTPUT)
+        (run_dir / OUTPUT).unlink()
+    atomic_write_json(path, signature)
+
+
+def summarize(records: list[dict], rule_numbers: list[int]) -> dict:
+    answered = [r for r in records if r.get("source") != "identity"]
+    kept = [r for r in records if r["kept"]]
+    drops = Counter(r["drop_reason"] for r in records if not r["kept"])
+    cited = Counter(n for r in answered for n in r.get("cited_rules", []))
+    edits = Counter(e for r in records for e in r.get("edits", []))
+    lengths = sorted(len(r["response"]) for r in kept)
+
+    def quantile(q: float) -> int:
+        return lengths[min(len(lengths) - 1, int(q * len(lengths)))] if lengths else 0
+
+    return {
+        "records": len(records),
+        "answered": len(answered),
+        "identity": len(records) - len(answered),
+        "kept": len(kept),
+        "kept_answered": sum(r["kept"] for r in answered),
+        "dropped": {reason: drops.get(reason, 0) for reason in DROP_REASONS},
+        "edits": dict(edits),
+        "finish_reasons": dict(Counter(r["finish_reason"] for r in answered)),
+        "rules_cited": {str(n): cited.get(n, 0) for n in rule_numbers},
+        "records_citing_rules": sum(bool(r.get("cited_rules")) for r in answered),
+        "kept_response_chars": {"p10": quantile(0.1), "median": quantile(0.5), "p90": quantile(0.9),
+                                "max": lengths[-1] if lengths else 0},
+    }
+
+
+def plot_stats(stats: dict, records: list[dict], figures_dir: str | Path | None = None) -> dict:
+    """Three figures: kept/dropped by reason, rule-citation frequency, answer lengths of the
+    records. Saved under `figures_dir` when given; returned by name for a notebook to show."""
+    import matplotlib.pyplot as plt
+
+    figs = {}
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    labels = ["kept"] + list(stats["dropped"])
+    values = [stats["kept"]] + list(stats["dropped"].values())
+    ax.barh(labels[::-1], values[::-1], color=["tab:red"] * (len(labels) - 1) + ["tab:green"])
+    ax.set_xlabel("records")
+    ax.set_title(f"Self-align: kept vs dropped by reason ({stats['records']} records)")
+    figs["self_align_filter"] = fig
+
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    rules = list(stats["rules_cited"])
+    ax.bar(rules, [stats["rules_cited"][r] for r in rules], color="tab:blue")
+    ax.set_xlabel("rule number")
+    ax.set_ylabel("answers citing it")
+    ax.set_title(f"Rules cited in the internal thoughts ({stats['records_citing_rules']} of {stats['answered']} cite any)")
+    figs["self_align_rules"] = fig
+
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for name, color in (("kept", "tab:green"), ("dropped", "tab:red")):
+        values = [len(r["response"]) for r in records if r["kept"] == (name == "kept")]
+        if values:
+            ax.hist(values, bins=30, alpha=0.6, label=f"{name} ({len(values)})", color=color)
+    ax.set_xlabel("answer length (characters)")
+    ax.set_ylabel("records")
+    ax.set_title("Answer lengths")
+    ax.legend()
+    figs["self_align_lengths"] = fig
+
+    for fig in figs.values():
+        fig.tight_layout()
+    if figures_dir is not None:
+        Path(figures_dir).mkdir(parents=True, exist_ok=True)
+        for name, fig in figs.items():
+            fig.savefig(Path(figures_dir) / f"{name}.png", dpi=120)
+    return figs

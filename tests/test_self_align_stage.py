@@ -1,0 +1,139 @@
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from salmon_lib.config import ConfigError
+from salmon_lib.generation import Completion
+from salmon_lib.io import DataError, read_jsonl
+from salmon_lib.self_align import SelfAlignConfig, run_self_align
+from salmon_lib.self_align.parse import DROP_REASONS
+
+FIXTURE = str(Path(__file__).parent / "fixtures" / "self_align_small.yaml")
+GOOD = ("Knead the dough for about ten minutes, let it rise until it has doubled, shape it and bake it "
+        "in a hot oven until the crust is brown.")
+PROMPTS = ["How do I bake bread?", "Tell me a joke.", "What is 2+2?", "Who wrote Hamlet?", "Name a colour."]
+
+
+class FakeGenerator:
+    """Answers by prompt position: good, too short, no answer, truncated, good. Optionally fails
+    after `fail_after` calls, like a killed run."""
+
+    backend = "fake"
+
+    def __init__(self, fail_after=None):
+        self.calls, self.fail_after = [], fail_after
+
+    def generate(self, prompts, n=1, temperature=0.7, top_p=0.95, max_new_tokens=256, stop=(), seed=0, adapter=None):
+        if self.fail_after is not None and len(self.calls) >= self.fail_after:
+            raise KeyboardInterrupt
+        self.calls.append(dict(prompts=prompts, temperature=temperature, top_p=top_p, stop=stop, n=n))
+        out = []
+        for p in prompts:
+            q = p.rsplit("<|im_start|>user\n", 1)[1].split("<|im_end|>")[0]
+            i = PROMPTS.index(q)
+            thoughts = " The user asks something. I should follow rules 2 (helpful) and 3 (careful)."
+            text, finish = [(f"{thoughts}\n\nNori: {GOOD}", "stop"), (f"{thoughts}\n\nNori: Four.", "stop"),
+                            (thoughts, "stop"), (f"{thoughts}\n\nNori: {GOOD[:50]}", "length"),
+                            (f" Colours.\n\nNori: {GOOD}", "stop")][i]
+            out.append([Completion(text, [0] * 7, finish, 7)])
+        return out
+
+
+def setup_run(tmp_path, prompts=PROMPTS):
+    (tmp_path / "prompts.jsonl").write_text(
+        "".join(json.dumps({"id": f"p{i}", "prompt": p, "source": "test"}) + "\n" for i, p in enumerate(prompts)))
+    return SelfAlignConfig(run_dir=str(tmp_path), principles=FIXTURE, assistant_name="Nori",
+                           assistant_creator="the test lab", batch_size=2, identity_examples=3, max_new_tokens=64)
+
+
+def test_stage_writes_records_stats_and_figures(tmp_path):
+    cfg = setup_run(tmp_path)
+    gen = FakeGenerator()
+    stats = run_self_align(cfg, generator=gen)
+    assert [len(c["prompts"]) for c in gen.calls] == [2, 2, 1]
+    call = gen.calls[0]
+    assert call["temperature"] == 0.7 and call["top_p"] == 0.95 and call["stop"] == ("<|im_end|>", "<|im_start|>")
+    assert all(p.endswith("<|im_start|>assistant\nNori (internal thoughts):") for p in call["prompts"])
+    recs = {r["id"]: r for r in read_jsonl(tmp_path / "self_align.jsonl")}
+    assert set(recs) == {f"p{i}" for i in range(5)} | {f"identity-{i}" for i in range(3)}
+    for r in recs.values():
+        assert {"id", "prompt", "thoughts", "cited_rules", "response", "finish_reason", "kept",
+                "drop_reason"} <= set(r)
+    assert recs["p0"]["kept"] and recs["p0"]["cited_rules"] == [2, 3] and recs["p0"]["response"] == GOOD
+    assert [recs[f"p{i}"]["drop_reason"] for i in (1, 2, 3)] == ["too_short", "no_answer", "truncated"]
+    assert recs["p4"]["kept"] and recs["p4"]["cited_rules"] == []
+    identity = [r for r in recs.values() if r["id"].startswith("identity-")]
+    assert all(r["kept"] and "Nori" in r["response"] for r in identity)
+    assert any("the test lab" in r["response"] or "The test lab" in r["response"] for r in identity)
+    assert stats["kept"] == 5 and stats["answered"] == 5 and stats["identity"] == 3
+    assert set(stats["dropped"]) == set(DROP_REASONS) and stats["dropped"]["truncated"] == 1
+    assert stats["rules_cited"] == {"1": 0, "2": 4, "3": 4, "4": 0}
+    assert json.loads((tmp_path / "self_align_stats.json").read_text())["kept"] == 5
+    for name in ("self_align_filter", "self_align_rules", "self_align_lengths"):
+        assert (tmp_path / "figures" / f"{name}.png").is_file()
+
+
+def test_interrupted_stage_resumes_without_redoing(tmp_path):
+    cfg = setup_run(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        run_self_align(cfg, generator=FakeGenerator(fail_after=1))
+    assert len(read_jsonl(tmp_path / "self_align.jsonl")) == 2
+    gen = FakeGenerator()
+    stats = run_self_align(cfg, generator=gen)
+    assert [len(c["prompts"]) for c in gen.calls] == [2, 1]
+    assert stats["records"] == 8 and stats["generated_this_run"] == 3
+    gen = FakeGenerator()
+    run_self_align(cfg, generator=gen)
+    assert gen.calls == []
+
+
+def test_changed_filters_refilter_and_changed_sampling_regenerates(tmp_path):
+    cfg = setup_run(tmp_path)
+    run_self_align(cfg, generator=FakeGenerator())
+    gen = FakeGenerator()
+    stats = run_self_align(dataclasses.replace(cfg, min_chars=1, keep_truncated=True, identity_examples=1), generator=gen)
+    assert gen.calls == [] and stats["records"] == 6
+    recs = {r["id"]: r for r in read_jsonl(tmp_path / "self_align.jsonl")}
+    assert recs["p1"]["kept"] and recs["p3"]["kept"] and not recs["p2"]["kept"]
+    gen = FakeGenerator()
+    run_self_align(dataclasses.replace(cfg, temperature=0.5), generator=gen)
+    assert sum(len(c["prompts"]) for c in gen.calls) == 5 and gen.calls[0]["temperature"] == 0.5
+
+
+def test_bad_inputs_are_named(tmp_path):
+    cfg = setup_run(tmp_path, prompts=["a", "b"])
+    with open(tmp_path / "prompts.jsonl", "a") as f:
+        f.write(json.dumps({"id": "p0", "prompt": "again"}) + "\n")
+    with pytest.raises(DataError, match=r"prompts.jsonl:3: duplicate id 'p0' \(first on line 1\)"):
+        run_self_align(cfg, generator=FakeGenerator())
+    (tmp_path / "prompts.jsonl").write_text('{"id": "x"}\n')
+    with pytest.raises(DataError, match=r"prompts.jsonl:1: missing field 'prompt'"):
+        run_self_align(cfg, generator=FakeGenerator())
+    with pytest.raises(ConfigError, match="top_p"):
+        SelfAlignConfig.from_dict({"top_p": 1.5})
+    assert not (tmp_path / "self_align.jsonl").exists()
+
+
+def test_shared_prefix_generation_matches_plain_generation():
+    """The prefix computed once and copied into each batch (with padding between prefix and tail,
+    and grouped-KV attention under a mask) gives the same greedy tokens as running every full
+    prompt from scratch."""
+    from salmon_lib.generation import make_generator
+    from salmon_lib.models import ModelConfig
+    from salmon_lib.principles import load_self_align
+    from salmon_lib.self_align.prompt import build_prompt
+    from salmon_lib.self_align.shared_prefix import PrefixGenerator
+
+    layout = build_prompt(load_self_align(FIXTURE), "chatml", "Nori")
+    prompts = [layout.render(q) for q in ("Hi", "How do I bake a loaf of rye bread at home?", "2+2?")]
+    with make_generator(ModelConfig(spec="tiny"), backend="hf") as gen:
+        plain = [c[0] for c in gen.generate(prompts, temperature=0.0, max_new_tokens=8, stop=layout.stop)]
+        shared = PrefixGenerator(gen, layout.prefix)
+        first = shared.generate(prompts, temperature=0.0, top_p=1.0, max_new_tokens=8, stop=layout.stop, seed=0)
+        again = shared.generate(prompts[1:], temperature=0.0, top_p=1.0, max_new_tokens=8, stop=layout.stop, seed=0)
+        assert gen.model.config._attn_implementation == "sdpa", "the GQA attention is only swapped in while generating"
+    assert [c.token_ids for c in first] == [c.token_ids for c in plain]
+    assert [c.text for c in first] == [c.text for c in plain]
+    assert [c.token_ids for c in again] == [c.token_ids for c in plain[1:]]
