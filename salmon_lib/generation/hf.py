@@ -98,6 +98,7 @@ class HFGenerator(Generator):
                 raise ModelLoadError(f"adapter {path} does not fit the model {self.cfg.spec!r}: {first}") from None
             self.model.eval()
             self._adapters[key] = name
+            log.info("LoRA adapter %s loaded as %r", key, name)
         return self._adapters[key]
 
     @contextlib.contextmanager
@@ -118,6 +119,8 @@ class HFGenerator(Generator):
                  max_new_tokens: int = 256, stop: Sequence[str] = (), seed: int = 0,
                  adapter: str | None = None) -> list[list[Completion]]:
         stop = check_generate_args(prompts, n, temperature, top_p, max_new_tokens, stop)
+        if not prompts:
+            return []
         encoded = self.encode_prompts(prompts)
         # Longest first: a batch holds prompts of similar length, so little padding, and a batch
         # that does not fit in memory fails at the start rather than at the end.
@@ -175,6 +178,8 @@ class HFGenerator(Generator):
 
     # -- scoring ----------------------------------------------------------------------------------
     def _score(self, rows: list[ScoreRow], adapter: str | None, desc: str) -> list[list[float]]:
+        if not rows:
+            return []
         with self._active(adapter), tqdm(total=len(rows), desc=desc, unit="row", disable=not self.progress) as bar:
             return score_rows(self.model, rows, self.pad_id, share_prefix=self.share_prefix,
                               min_shared=self.min_shared_prefix, max_rows=self.score_batch_size,

@@ -123,6 +123,9 @@ class VLLMGenerator(Generator):
     def _run(self, token_prompts: list[list[int]], params, adapter: str | None):
         from vllm import TokensPrompt
 
+        if not token_prompts:
+            return []
+
         return self.llm.generate([TokensPrompt(prompt_token_ids=ids) for ids in token_prompts], params,
                                  lora_request=self._lora(adapter), use_tqdm=self.progress)
 

@@ -1,0 +1,321 @@
+"""Stage 00: build the prompt pool and write `prompts.jsonl`, `prompts_stats.json` and a chart of
+what each filter removed (`figures/prompts_filters.png`) into the run directory.
+
+Order: seeds and generated prompts (when asked for), then every source in the order given; then
+ShareGPT artefacts, token length, exact dedup, near dedup, language, decontamination, bucket cap,
+mix and size. Earlier records win dedup, so list the sources you trust most first. The result is
+written in a seeded random order (`shuffle`), since later stages may take the first N.
+
+This module imports no torch at import time: the runner validates `PromptsConfig` before it
+starts a kernel.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import random
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Callable, Literal
+
+from ..config import ConfigError, StageConfig
+from ..io import RecordLog, atomic_path, atomic_write_json, write_jsonl
+from .generate import Resume
+from .readers import READERS, check_location
+
+log = logging.getLogger(__name__)
+
+GENERATORS = ("seeds", "bootstrap", "self_instruct", "tgrt")
+DEFAULT_GENERATORS = ["seeds", "bootstrap", "tgrt"]
+# Generated prompts are appended here as they are accepted, so an interrupted stage resumes
+# instead of regenerating; a first line records the parameters they were made with.
+GENERATED_CACHE = "prompts_generated.jsonl"
+_CACHE_KEYS = ("model", "chat_format", "seed", "seed_file", "question_types_file", "n_shot", "rouge_threshold",
+               "tgrt_rounds", "tgrt_topics_per_type", "temperature", "top_p", "max_new_tokens", "batch_size")
+
+
+def _project_path(location: str) -> str:
+    root = Path(__file__).resolve().parents[2]
+    if location and not Path(location).expanduser().is_absolute() and (root / location).exists():
+        return str(root / location)
+    return location
+
+
+@dataclasses.dataclass
+class PromptsConfig(StageConfig):
+    model: str = "default"  # its tokenizer measures prompt length; it also writes the generated prompts
+    chat_format: str = "chatml"  # how generation requests are rendered (salmon_lib.chat)
+    backend: Literal["auto", "hf", "vllm"] = "auto"  # generation engine
+    sources: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # {sharegpt|openorca|dolly|oasst1: [file or dataset id]}; {} means no pool: generate from seeds
+    generators: list[str] | None = None  # any of seeds, bootstrap, self_instruct, tgrt; None: seeds+bootstrap+tgrt when `sources` is empty, else none
+    seed_file: str = ""  # YAML of seed queries; "" means the ~100 shipped with salmon_lib
+    question_types_file: str = ""  # YAML of red-teaming question types; "" means the shipped 20
+    num_bootstrap: int = 40  # prompts to bootstrap from the seeds (ALMoST)
+    num_self_instruct: int = 40  # instructions to generate Self-Instruct style (Dromedary-1)
+    n_shot: int = 10  # demonstrations per bootstrapping request
+    rouge_threshold: float = 0.7  # a generated prompt this similar (ROUGE-L F) to one in the pool is dropped
+    tgrt_rounds: int = 2  # topic brainstorming requests per question type, at most
+    tgrt_topics_per_type: int = 3  # most topics per question type (the seed topic included)
+    temperature: float = 1.0  # sampling temperature of generation
+    top_p: float = 0.95  # nucleus sampling of generation
+    max_new_tokens: int = 48  # tokens per generated prompt (list-style requests get a multiple)
+    batch_size: int = 8  # generation requests per call
+    max_calls: int = 40  # most generate calls per method, so a stuck model cannot loop forever
+    min_tokens: int = 2  # shortest prompt kept, counted in tokens of the model tokenizer
+    max_tokens: int = 256  # longest prompt kept
+    near_dup: bool = True  # drop near-duplicates (MinHash LSH on word n-grams)
+    near_dup_threshold: float = 0.8  # Jaccard similarity at which a later prompt counts as a near-duplicate
+    near_dup_ngram: int = 3  # words per shingle for near-duplicate detection
+    languages: list[str] = dataclasses.field(default_factory=list)  # keep only these ISO 639-1 codes (py3langid); [] keeps all
+    decontaminate_against: list[str] = dataclasses.field(default_factory=list)  # files of evaluation prompts to keep out
+    decontam_ngram: int = 8  # a shared word n-gram of this length with an evaluation prompt drops a prompt
+    openorca_bucket_cap: int = 10000  # most prompts per OpenOrca bucket (niv/flan/t0/cot); 0 for no cap
+    source_mix: dict[str, float] = dataclasses.field(default_factory=dict)  # relative share per source; {} keeps the proportions as read
+    max_prompts: int = 0  # size of the final pool; 0 keeps everything that survives
+    shuffle: bool = True  # write the pool in a seeded random order, so a later stage taking its first N gets every source
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        # Like run_dir: a relative file means the project's, whether the kernel runs in the project
+        # root (runner) or in notebooks/ (JupyterLab). Dataset ids are left alone.
+        self.sources = {kind: [_project_path(loc) for loc in locs] for kind, locs in self.sources.items()}
+        self.seed_file, self.question_types_file = _project_path(self.seed_file), _project_path(self.question_types_file)
+        self.decontaminate_against = [_project_path(p) for p in self.decontaminate_against]
+
+    def check(self) -> None:
+        for kind, locations in self.sources.items():
+            if kind not in READERS:
+                raise ConfigError(f"sources: unknown format {kind!r}; known: {', '.join(READERS)}")
+            for loc in locations:
+                problem = check_location(loc)
+                if problem:
+                    raise ConfigError(f"sources.{kind}: {problem}")
+        unknown = set(self.generators or ()) - set(GENERATORS)
+        if unknown:
+            raise ConfigError(f"generators: unknown {', '.join(sorted(unknown))}; known: {', '.join(GENERATORS)}")
+        for name, path in (("seed_file", self.seed_file), ("question_types_file", self.question_types_file)):
+            if path and not Path(path).is_file():
+                raise ConfigError(f"{name}: {path}: file not found")
+        for path in self.decontaminate_against:
+            if not Path(path).is_file():
+                raise ConfigError(f"decontaminate_against: {path}: file not found")
+        if not 0 < self.min_tokens <= self.max_tokens:
+            raise ConfigError(f"need 0 < min_tokens <= max_tokens, got {self.min_tokens} and {self.max_tokens}")
+        for name in ("rouge_threshold", "near_dup_threshold"):
+            if not 0.0 < getattr(self, name) <= 1.0:
+                raise ConfigError(f"{name} must be in (0, 1], got {getattr(self, name)}")
+        if any(w < 0 for w in self.source_mix.values()):
+            raise ConfigError("source_mix: weights must be >= 0")
+        for name in ("batch_size", "max_calls", "n_shot", "near_dup_ngram", "decontam_ngram", "max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+    def active_generators(self) -> list[str]:
+        if self.generators is None:
+            return [] if self.sources else list(DEFAULT_GENERATORS)
+        return list(self.generators)
+
+
+def _open_cache(cfg: PromptsConfig, seed_text: str) -> RecordLog:
+    """The resumable log of generated prompts; discarded when the parameters have changed."""
+    path = Path(cfg.run_dir) / GENERATED_CACHE
+    params = {k: getattr(cfg, k) for k in _CACHE_KEYS}
+    params["seed_queries_sha1"] = hashlib.sha1(seed_text.encode("utf-8")).hexdigest()
+    log = RecordLog(path)
+    header = next(iter(log.records()), None)
+    if header != {"id": "params", "params": params}:
+        path.unlink(missing_ok=True)
+        log = RecordLog(path)
+        log.append([{"id": "params", "params": params}])
+    return log
+
+
+def _resume(log: RecordLog, source: str, question_type: str = "general") -> Resume:
+    from .records import make_record
+
+    done = [(r["prompt"], r["meta"]) for r in log.records() if r.get("source") == source]
+    return Resume(done, lambda text, meta: log.append([make_record(text, source, question_type, **meta)]))
+
+
+@dataclasses.dataclass
+class _Inputs:
+    """Every file the stage reads besides the pools, loaded (and so checked) before any work."""
+
+    seeds: list[str]
+    seed_text: str
+    types: list
+    evals: list[str]
+
+
+def _load_inputs(cfg: PromptsConfig) -> _Inputs:
+    from .cleaning import read_eval_prompts
+    from .generate import SEED_QUERIES, load_seed_queries
+    from .tgrt import QUESTION_TYPES, load_question_types
+
+    which = cfg.active_generators()
+    seed_path = Path(cfg.seed_file or SEED_QUERIES)
+    seeds = load_seed_queries(seed_path) if which else []
+    types = load_question_types(cfg.question_types_file or QUESTION_TYPES) if "tgrt" in which else []
+    evals = [p for path in cfg.decontaminate_against for p in read_eval_prompts(path)]
+    return _Inputs(seeds, seed_path.read_text(encoding="utf-8") if which else "", types, evals)
+
+
+def _generate_records(cfg: PromptsConfig, gen, inputs: _Inputs, stats: dict) -> list[dict]:
+    from ..chat import get_format
+    from .generate import Sampling, bootstrap, self_instruct
+    from .records import make_record
+    from .tgrt import brainstorm_topics, tgrt_questions
+
+    which = cfg.active_generators()
+    fmt = get_format(cfg.chat_format)
+    seeds, types = inputs.seeds, inputs.types
+    sampling = Sampling(cfg.temperature, cfg.top_p, cfg.max_new_tokens, cfg.batch_size, cfg.max_calls, cfg.seed)
+    records = [make_record(q, "seed") for q in seeds] if "seeds" in which else []
+    if gen is None:
+        return records
+    log = _open_cache(cfg, inputs.seed_text)
+    if "bootstrap" in which:
+        got, stats["generation"]["bootstrap"] = bootstrap(gen, fmt, seeds, cfg.num_bootstrap, sampling, cfg.n_shot,
+                                                          cfg.rouge_threshold, _resume(log, "bootstrap"))
+        records += [make_record(q, "bootstrap", **m) for q, m in got]
+    if "self_instruct" in which:
+        got, stats["generation"]["self_instruct"] = self_instruct(gen, fmt, seeds, cfg.num_self_instruct, sampling,
+                                                                  rouge_threshold=cfg.rouge_threshold,
+                                                                  resume=_resume(log, "self_instruct"))
+        records += [make_record(q, "self_instruct", **m) for q, m in got]
+    if "tgrt" in which:
+        topics, stats["generation"]["tgrt_topics"] = brainstorm_topics(gen, fmt, types, sampling, cfg.tgrt_rounds,
+                                                                       cfg.tgrt_topics_per_type)
+        got, stats["generation"]["tgrt_questions"] = tgrt_questions(gen, fmt, types, topics, sampling,
+                                                                    resume=_resume(log, "tgrt", "red_team"))
+        records += [make_record(q, "tgrt", "red_team", **m) for q, m in got]
+    stats["generation"] = {k: dict(v) for k, v in stats["generation"].items()}
+    return records
+
+
+def _apply(stats: dict, name: str, records: list[dict], fn: Callable[[list[dict]], list[dict]]) -> list[dict]:
+    before = Counter(r["source"] for r in records)
+    out = fn(records)
+    after = Counter(r["source"] for r in out)
+    stats["filters"].append({"name": name, "kept": len(out),
+                             "removed": {s: before[s] - after[s] for s in before if before[s] > after[s]}})
+    return out
+
+
+def build_pool(cfg: PromptsConfig) -> tuple[list[dict], dict]:
+    """The cleaned pool and its statistics (nothing is written)."""
+    from ..models import ModelConfig, load_tokenizer
+    from . import cleaning, dedup, sampling
+    from .readers import read_source
+
+    stats: dict = {"inputs": [], "generation": {}, "filters": []}
+    records: list[dict] = []
+    which = cfg.active_generators()
+    inputs = _load_inputs(cfg)
+    tokenizer = None
+    if which and which != ["seeds"]:
+        from ..generation import make_generator
+
+        with make_generator(ModelConfig(spec=cfg.model), backend=cfg.backend) as gen:
+            records += _generate_records(cfg, gen, inputs, stats)
+            tokenizer = gen.tokenizer
+    elif which:
+        records += _generate_records(cfg, None, inputs, stats)
+    for kind, locations in cfg.sources.items():
+        for location in locations:
+            got, report = read_source(kind, location)
+            if report.errors:
+                log.warning("%s: skipped %d malformed record(s), e.g. %s", location, len(report.errors),
+                            "; ".join(report.errors[:3]))
+            stats["inputs"].append(report.to_dict())
+            records += got
+    stats["read"] = len(records)
+    tokenizer = tokenizer or load_tokenizer(ModelConfig(spec=cfg.model))
+    rng = random.Random(cfg.seed)
+
+    def strip(recs):
+        out, stats["artefacts stripped"] = cleaning.strip_artifacts(recs)
+        return out
+
+    records = _apply(stats, "ShareGPT artefacts / empty", records, strip)
+    records = _apply(stats, f"length outside {cfg.min_tokens}..{cfg.max_tokens} tokens", records,
+                     lambda r: cleaning.length_filter(r, tokenizer, cfg.min_tokens, cfg.max_tokens))
+    records = _apply(stats, "exact duplicate", records, dedup.exact_dedup)
+    if cfg.near_dup:
+        records = _apply(stats, f"near duplicate (Jaccard >= {cfg.near_dup_threshold})", records,
+                         lambda r: dedup.near_dedup(r, cfg.near_dup_threshold, cfg.near_dup_ngram, seed=cfg.seed))
+    if cfg.languages:
+        records = _apply(stats, f"language not in {','.join(cfg.languages)}", records,
+                         lambda r: cleaning.language_filter(r, cfg.languages))
+    if cfg.decontaminate_against:
+        records = _apply(stats, "overlaps an evaluation prompt", records,
+                         lambda r: cleaning.decontaminate(r, inputs.evals, cfg.decontam_ngram))
+    records = _apply(stats, f"over bucket cap ({cfg.openorca_bucket_cap})", records,
+                     lambda r: sampling.cap_buckets(r, cfg.openorca_bucket_cap, rng))
+    records = _apply(stats, "mix / max_prompts", records,
+                     lambda r: sampling.subsample(r, cfg.max_prompts, cfg.source_mix, rng))
+    if cfg.shuffle:
+        rng.shuffle(records)
+    stats["total"] = len(records)
+    stats["by_source"] = dict(Counter(r["source"] for r in records))
+    stats["by_question_type"] = dict(Counter(r["question_type"] for r in records))
+    stats["malformed_skipped"] = sum(i["errors"] for i in stats["inputs"])
+    return records, stats
+
+
+def removals(stats: dict) -> dict[str, dict[str, int]]:
+    """{step: {source: removed}}: generated candidates rejected (by method and reason), rows the
+    readers skipped, then every filter in order (zeros included, so the chart always lists them)."""
+    steps: dict[str, dict[str, int]] = {}
+    for method, counts in stats["generation"].items():
+        for key, n in counts.items():
+            if key.startswith("rejected: ") and n:
+                steps[f"{method}: {key[len('rejected: '):]}"] = {method.removesuffix("_topics").removesuffix("_questions"): n}
+    for report in stats["inputs"]:
+        for label, n in (("malformed (skipped)", report["errors"]), ("not selected by reader", sum(report["skipped"].values()))):
+            if n:
+                step = steps.setdefault(label, {})
+                step[report["source"]] = step.get(report["source"], 0) + n
+    for f in stats["filters"]:
+        steps[f["name"]] = dict(f["removed"])
+    return steps
+
+
+def plot_removals(stats: dict):
+    """Horizontal stacked bars: records removed per step, coloured by source."""
+    # A bare Figure needs no GUI backend, and notebooks still display it inline.
+    from matplotlib.figure import Figure
+
+    steps = removals(stats)
+    sources = sorted({s for v in steps.values() for s in v})
+    fig = Figure(figsize=(8, 0.35 * len(steps) + 1.5))
+    ax = fig.subplots()
+    names = list(steps)
+    left = [0] * len(names)
+    for source in sources:
+        vals = [steps[n].get(source, 0) for n in names]
+        ax.barh(names, vals, left=left, label=source)
+        left = [a + b for a, b in zip(left, vals)]
+    ax.invert_yaxis()
+    ax.set_xlabel("records (or generated candidates) removed")
+    ax.set_title(f"Prompt pool: {stats['read']} read, {stats['total']} kept")
+    if sources:
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def run(cfg: PromptsConfig) -> dict:
+    """Build the pool and write the stage's artifacts; returns the statistics."""
+    start = time.perf_counter()
+    records, stats = build_pool(cfg)
+    stats["seconds"] = round(time.perf_counter() - start, 1)
+    run_dir = Path(cfg.run_dir)
+    write_jsonl(run_dir / "prompts.jsonl", records)
+    atomic_write_json(run_dir / "prompts_stats.json", stats)
+    with atomic_path(run_dir / "figures" / "prompts_filters.png") as tmp:
+        plot_removals(stats).savefig(tmp, format="png", dpi=120)
+    return stats

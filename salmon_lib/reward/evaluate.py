@@ -1,0 +1,237 @@
+"""Evaluate a principle-following reward model -> `<run>/rm_eval.json`.
+
+Three questions: does it rank held-out synthetic pairs right; does it rank the human-written HHH
+pairs right, with and without the principle matching each pair's type; and does it follow the
+principle text (prefer the obeying response under a principle and the violating one under its
+negation: the principle-flip probes in `data/flip_probes.yaml`, once in the probes' own wording
+and once in the wording of the principle file the RM was trained on)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import yaml
+
+from ..io import DataError, atomic_write_json
+from .pairs import Pair, split_transcript
+
+DATA = Path(__file__).parent / "data"
+REPO = Path(__file__).resolve().parents[2]
+HHH_TYPES = ("harmless", "helpful", "honest", "other")
+
+
+def pair_margins(rm, pairs: Sequence[Pair], principles: Sequence[str] | None = None, batch_size: int = 16,
+                 progress: bool = False) -> list[float]:
+    """score(chosen) - score(rejected) per pair, under each pair's own principles or `principles`."""
+    return margins_under(rm, pairs, [principles], batch_size, progress)[0]
+
+
+def margins_under(rm, pairs: Sequence[Pair], principle_sets: Sequence[Sequence[str] | None], batch_size: int = 16,
+                  progress: bool = False) -> list[list[float]]:
+    """pair_margins under each principle set, scored in one call so that each response's prefix
+    is run once for all the sets (None = each pair's own principles)."""
+    items = []
+    for ps in principle_sets:
+        for p in pairs:
+            shown = p.principles if ps is None else ps
+            items += [(p.prompt, p.chosen, shown), (p.prompt, p.rejected, shown)]
+    s = rm.score(items, batch_size=batch_size, progress=progress)
+    n = len(pairs)
+    return [[s[2 * (k * n + i)] - s[2 * (k * n + i) + 1] for i in range(n)] for k in range(len(principle_sets))]
+
+
+def _accuracy(margins: Sequence[float]) -> dict:
+    n = len(margins)
+    return {"n": n, "accuracy": sum(m > 0 for m in margins) / n if n else None,
+            "ties": sum(m == 0 for m in margins), "mean_margin": sum(margins) / n if n else None}
+
+
+# ---------------------------------------------------------------------------- HHH
+def find_hhh(setting: str) -> str | None:
+    """Resolve the `hhh_eval` setting: "" = skip, "auto" = look beside the project, else as given."""
+    if not setting:
+        return None
+    if setting != "auto":
+        return setting
+    candidates = [os.environ.get("SALMON_HHH_EVAL", "")] + [
+        str(base / "shared" / "data" / "hhh_eval.json") for base in (REPO.parent, REPO.parent.parent)]
+    return next((c for c in candidates if c and Path(c).is_file()), None)
+
+
+def read_hhh(source: str) -> list[tuple[str, Pair]]:
+    """(type, pair) from a local {chosen, rejected, type} JSON list (the ALMoST/BIG-bench packaging)
+    or the `HuggingFaceH4/hhh_alignment` dataset (one config per type)."""
+    path = Path(source).expanduser()
+    out = []
+    if path.suffix == ".json":
+        try:
+            rows = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise DataError(f"{path}: file not found") from None
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
+        if not isinstance(rows, list):
+            raise DataError(f"{path}: expected a JSON list of {{chosen, rejected, type}}")
+        for i, row in enumerate(rows):
+            where = f"{path}[{i}]"
+            if not isinstance(row, dict) or not all(isinstance(row.get(k), str) for k in ("chosen", "rejected", "type")):
+                raise DataError(f"{where}: needs string fields chosen, rejected and type")
+            prompt, chosen, rejected = split_transcript(row["chosen"], row["rejected"], where)
+            out.append((row["type"], Pair(f"hhh-{i}", prompt, chosen, rejected, [], source="hhh")))
+        return out
+    import datasets
+
+    for kind in HHH_TYPES:
+        ds = datasets.load_dataset(source, kind, split="test")
+        for i, row in enumerate(ds):
+            choices, labels = row["targets"]["choices"], row["targets"]["labels"]
+            good, bad = choices[labels.index(1)], choices[labels.index(0)]
+            out.append((kind, Pair(f"hhh-{kind}-{i}", row["input"].strip(), good, bad, [], source="hhh")))
+    return out
+
+
+def project_path(path: str | Path) -> Path:
+    """A relative path that does not exist from the current folder is taken from the project root
+    (notebooks run from notebooks/, the CLI from anywhere)."""
+    path = Path(path).expanduser()
+    if not path.exists() and not path.is_absolute() and (REPO / path).exists():
+        return REPO / path
+    return path
+
+
+def hhh_principle_texts(path: str | Path) -> dict[str, str]:
+    """{HHH type: text of the first principle with that `hhh_type`} from a principle file."""
+    from ..principles import load_principles
+
+    out: dict[str, str] = {}
+    for p in load_principles(project_path(path)).principles:
+        if p.hhh_type in HHH_TYPES:
+            out.setdefault(p.hhh_type, p.text())
+    return out
+
+
+def hhh_accuracy(rm, source: str | None, principles: Mapping[str, str], batch_size: int = 16,
+                 progress: bool = False) -> dict:
+    """Accuracy per type under the matching principle (`principles`: type -> text) and under none."""
+    if source is None:
+        return {"skipped": "no HHH evaluation file: set hhh_eval to a {chosen, rejected, type} JSON file "
+                           "(e.g. ../shared/data/hhh_eval.json) or to HuggingFaceH4/hhh_alignment"}
+    if Path(source).suffix == ".json" and not Path(source).expanduser().is_file():
+        return {"skipped": f"{source}: file not found"}
+    rows = read_hhh(source)
+    result: dict = {"source": str(source), "by_type": {}}
+    pooled: dict[str, list[float]] = {"principle": [], "none": []}
+    for kind in sorted({k for k, _ in rows}):
+        pairs = [p for k, p in rows if k == kind]
+        sets = [[]] + ([[principles[kind]]] if kind in principles else [])
+        none, *matched = margins_under(rm, pairs, sets, batch_size, progress)
+        pooled["none"] += none
+        entry = {"n": len(pairs), "principle": principles.get(kind),
+                 "accuracy_no_principle": _accuracy(none)["accuracy"]}
+        if matched:
+            match = matched[0]
+            pooled["principle"] += match
+            entry["accuracy_principle"] = _accuracy(match)["accuracy"]
+            entry["gain"] = entry["accuracy_principle"] - entry["accuracy_no_principle"]
+        result["by_type"][kind] = entry
+    result["accuracy_no_principle"] = _accuracy(pooled["none"])["accuracy"]
+    result["accuracy_principle"] = _accuracy(pooled["principle"])["accuracy"]  # over types with a principle
+    return result
+
+
+# ---------------------------------------------------------------------------- flip probes
+def read_flip_probes(path: str | Path | None = None) -> dict:
+    """{kind: {principle, negation, probes: [{prompt, obeys, violates}]}}, checked field by field."""
+    path = Path(path) if path else DATA / "flip_probes.yaml"
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise DataError(f"{path}: not valid YAML ({err})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("kinds"), dict):
+        raise DataError(f"{path}: expected a mapping with a 'kinds' mapping")
+    for kind, spec in data["kinds"].items():
+        where = f"{path}: kinds.{kind}"
+        if not isinstance(spec, dict) or not all(isinstance(spec.get(k), str) for k in ("principle", "negation")):
+            raise DataError(f"{where}: needs string fields 'principle' and 'negation'")
+        if not isinstance(spec.get("judge_principle", ""), str):
+            raise DataError(f"{where}: 'judge_principle' should be a principle name")
+        if not isinstance(spec.get("probes"), list) or not spec["probes"]:
+            raise DataError(f"{where}: needs a non-empty 'probes' list")
+        for i, probe in enumerate(spec["probes"]):
+            if not isinstance(probe, dict) or not all(isinstance(probe.get(k), str) for k in ("prompt", "obeys", "violates")):
+                raise DataError(f"{where}.probes[{i}]: needs string fields prompt, obeys and violates")
+    return data["kinds"]
+
+
+def with_judge_wording(kinds: dict, principles_path: str | Path) -> dict:
+    """The same probes under the definitions of the principle file (`judge_principle` per kind)."""
+    from ..principles import load_principles
+
+    ps = load_principles(project_path(principles_path))
+    out = {}
+    for kind, spec in kinds.items():
+        name = spec.get("judge_principle")
+        if name:
+            p = ps.by_name(name)
+            if p.negative_definition:
+                out[kind] = dict(spec, principle=p.text(), negation=p.text(negated=True))
+    return out
+
+
+def flip_rates(rm, kinds: dict, batch_size: int = 16, progress: bool = False) -> dict:
+    """Per kind: how often the obeying response wins under the principle, how often the violating
+    one wins under the negation, and the flip rate (the preference reverses between the two)."""
+    result, totals = {"by_kind": {}}, {"n": 0, "principle": 0, "negation": 0, "flip": 0, "both": 0}
+    for kind, spec in kinds.items():
+        pairs = [Pair(f"{kind}-{i}", p["prompt"], p["obeys"], p["violates"], []) for i, p in enumerate(spec["probes"])]
+        pos, neg = margins_under(rm, pairs, [[spec["principle"]], [spec["negation"]]], batch_size, progress)
+        counts = {"n": len(pairs), "principle": sum(m > 0 for m in pos), "negation": sum(m < 0 for m in neg),
+                  "flip": sum((a > 0) != (b > 0) for a, b in zip(pos, neg)),
+                  "both": sum(a > 0 > b for a, b in zip(pos, neg))}
+        for k in totals:
+            totals[k] += counts[k]
+        result["by_kind"][kind] = _flip_summary(counts, pos, neg)
+    result["overall"] = _flip_summary(totals)
+    return result
+
+
+def _flip_summary(c: dict, pos: Sequence[float] = (), neg: Sequence[float] = ()) -> dict:
+    n = c["n"]
+    out = {"n": n,
+           "obeying_wins_under_principle": c["principle"] / n,  # direction 1
+           "violating_wins_under_negation": c["negation"] / n,  # direction 2
+           "flip_rate": c["flip"] / n,  # the preference reverses when the principle is negated
+           "correct_flip_rate": c["both"] / n}  # ... and reverses the right way round
+    if pos:
+        out["mean_margin_principle"] = sum(pos) / len(pos)
+        out["mean_margin_negation"] = sum(neg) / len(neg)
+    return out
+
+
+# ---------------------------------------------------------------------------- all of it
+def evaluate_reward_model(rm, cfg, progress: bool = True) -> dict:
+    """Held-out accuracy, HHH per type, principle-flip rates -> `<run>/rm_eval.json`."""
+    from .pairs import read_preferences, split_held_out
+
+    run = Path(cfg.run_dir)
+    _, held = split_held_out(read_preferences(run / cfg.preferences), cfg.eval_fraction, cfg.seed)
+    bs = cfg.score_batch_size
+    hhh = find_hhh(cfg.hhh_eval)
+    kinds = read_flip_probes(cfg.flip_probes or None)
+    result = {
+        "held_out": _accuracy(pair_margins(rm, held, None, bs, progress)) if held
+        else {"skipped": "eval_fraction is 0: no held-out pairs"},
+        "hhh": hhh_accuracy(rm, hhh, hhh_principle_texts(cfg.hhh_principles) if hhh else {}, bs, progress),
+        "flip": flip_rates(rm, kinds, bs, progress),
+    }
+    if cfg.flip_principles:
+        judge = with_judge_wording(kinds, cfg.flip_principles)
+        result["flip_judge_wording"] = flip_rates(rm, judge, bs, progress) if judge else {
+            "skipped": f"no probe kind names a negatable principle of {cfg.flip_principles}"}
+    atomic_write_json(run / "rm_eval.json", result)
+    return result

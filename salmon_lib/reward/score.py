@@ -1,0 +1,215 @@
+"""Scoring API: (prompt, response, principles) -> float, with the long prefix shared.
+
+The template puts the principles after the response and instruction, so a batch of items that
+share (prompt, response) runs that prefix once: the prefixes of a batch are left-padded to a common
+end, run with a KV cache, and each principle suffix continues from its own prefix's cache rows.
+Scoring one response under K principle sets then costs one prefix pass plus K short suffix passes
+instead of K full passes. Items are sorted by length and padded per batch, never to a fixed size.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from ..io import DataError, iter_jsonl, write_jsonl
+from .template import RMTemplate
+
+INFO_FILE = "rm_info.json"
+
+Item = tuple[str, str, Sequence[str]]  # (prompt, response, principle texts)
+
+
+class RewardModel:
+    """A principle-following reward model: a scalar-head model plus the template it was trained on."""
+
+    def __init__(self, tokenizer, model, template: RMTemplate):
+        template.check(tokenizer)
+        self.tokenizer = tokenizer
+        self.model = model
+        self.template = template
+        inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+        # Calling the backbone and the head separately is what lets a suffix continue from a cache;
+        # with peft the LoRA layers live inside the backbone and the head is the trained copy.
+        self.backbone = getattr(inner, inner.base_model_prefix)
+        self.head = inner.score
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "auto", dtype: str = "auto") -> "RewardModel":
+        """Load a reward model folder written by stage 04 (`<run>/rm`)."""
+        from ..models import ModelConfig, load_model
+
+        path = Path(path)
+        info_path = path / INFO_FILE
+        if not info_path.is_file():
+            raise DataError(f"{info_path}: missing; {path} is not a reward model folder written by stage 04")
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+        base = dict(info["base_model"], adapter=str(path), device=device)
+        if dtype != "auto":
+            base["dtype"] = dtype
+        tok, model = load_model(ModelConfig.from_dict(base, where=str(info_path)), head="score")
+        return cls(tok, model, RMTemplate.load(path))
+
+    @property
+    def device(self):
+        return next(self.model.parameters()).device
+
+    def score(self, items: Sequence[Item], batch_size: int = 16, share_prefix: bool = True,
+              progress: bool = False) -> list[float]:
+        """One float per (prompt, response, principles) item, in input order."""
+        if not items:
+            return []
+        if not share_prefix:
+            return self.score_unshared(items, batch_size=batch_size, progress=progress)
+        return _score_shared(self, items, batch_size, progress)
+
+    def score_unshared(self, items: Sequence[Item], batch_size: int = 16, pad_to: int | None = None,
+                       progress: bool = False) -> list[float]:
+        """Each item as one full sequence. `pad_to` pads every input to that many tokens, which is how
+        the original code ran its RM (kept for the benchmark's comparison)."""
+        seqs = [self.template.encode(self.tokenizer, p, r, ps) for p, r, ps in items]
+        order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
+        out = [0.0] * len(seqs)
+        for start in _progress(range(0, len(order), batch_size), progress, "scoring"):
+            idx = order[start:start + batch_size]
+            for i, s in zip(idx, self._forward_full([seqs[i] for i in idx], pad_to)):
+                out[i] = s
+        return out
+
+    def _forward_full(self, seqs: list[list[int]], pad_to: int | None) -> list[float]:
+        import torch
+
+        width = max(max(map(len, seqs)), pad_to or 0)
+        ids, mask = _pad(seqs, width, self.tokenizer.pad_token_id, left=False)
+        with torch.inference_mode():
+            hidden = self.backbone(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                                   use_cache=False).last_hidden_state
+            last = torch.tensor([len(s) - 1 for s in seqs], device=hidden.device)
+            return self._head(hidden[torch.arange(len(seqs), device=hidden.device), last])
+
+    def _head(self, h) -> list[float]:
+        return self.head(h).float().squeeze(-1).tolist()
+
+
+def _score_shared(rm: RewardModel, items: Sequence[Item], batch_size: int, progress: bool) -> list[float]:
+    import torch
+    from transformers import DynamicCache
+
+    tok, tpl = rm.tokenizer, rm.template
+    groups: dict[tuple[str, str], list[int]] = {}
+    for i, (p, r, _) in enumerate(items):
+        groups.setdefault((p, r), []).append(i)
+    keys = list(groups)
+    prefixes = [tpl.encode_prefix(tok, p, r)[0] for p, r in keys]
+    suffixes = [tpl.encode_suffix(tok, items[i][2]) for i in range(len(items))]
+    order = sorted(range(len(keys)), key=lambda g: -len(prefixes[g]))
+    out = [0.0] * len(items)
+    device = rm.device
+    for start in _progress(range(0, len(order), batch_size), progress, "scoring"):
+        gs = order[start:start + batch_size]
+        width = len(prefixes[gs[0]])
+        ids, pmask = _pad([prefixes[g] for g in gs], width, tok.pad_token_id, left=True)
+        ids, pmask = ids.to(device), pmask.to(device)
+        with torch.inference_mode():
+            pos = (pmask.cumsum(-1) - 1).clamp(min=0)
+            cache = rm.backbone(input_ids=ids, attention_mask=pmask, position_ids=pos,
+                                use_cache=True).past_key_values
+            rows = [(b, i) for b, g in enumerate(gs) for i in groups[keys[g]]]
+            rows.sort(key=lambda row: -len(suffixes[row[1]]))
+            for r0 in range(0, len(rows), batch_size):
+                chunk = rows[r0:r0 + batch_size]
+                src = torch.tensor([b for b, _ in chunk], device=device)
+                sufs = [suffixes[i] for _, i in chunk]
+                s_ids, s_mask = _pad(sufs, len(sufs[0]), tok.pad_token_id, left=False)
+                s_ids, s_mask = s_ids.to(device), s_mask.to(device)
+                # Each suffix continues right after its own prefix's last real token.
+                s_pos = pmask.sum(-1)[src].unsqueeze(1) + torch.arange(s_ids.shape[1], device=device)
+                rows_cache = DynamicCache(ddp_cache_data=[
+                    (layer.keys.index_select(0, src), layer.values.index_select(0, src)) for layer in cache.layers])
+                hidden = rm.backbone(input_ids=s_ids, attention_mask=torch.cat([pmask[src], s_mask], dim=1),
+                                     position_ids=s_pos, past_key_values=rows_cache,
+                                     use_cache=True).last_hidden_state
+                last = torch.tensor([len(s) - 1 for s in sufs], device=device)
+                scores = rm._head(hidden[torch.arange(len(chunk), device=device), last])
+                for (_, i), s in zip(chunk, scores):
+                    out[i] = s
+    return out
+
+
+def _pad(seqs: list[list[int]], width: int, pad_id: int, left: bool):
+    import torch
+
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for row, s in enumerate(seqs):
+        if left:
+            ids[row, width - len(s):], mask[row, width - len(s):] = torch.tensor(s), 1
+        else:
+            ids[row, :len(s)], mask[row, :len(s)] = torch.tensor(s), 1
+    return ids, mask
+
+
+def _progress(it: Iterable, show: bool, desc: str):
+    if not show:
+        return it
+    from tqdm.auto import tqdm
+
+    return tqdm(it, desc=desc)
+
+
+# ---------------------------------------------------------------------------- command line
+SCORE_FIELDS = {"prompt": str, "response": str, "principles": list}
+
+
+def read_score_input(path: str | Path, errors: list[str]) -> list[dict]:
+    """Lines `{"prompt", "response", "principles": [str, ...]}`; bad lines go to `errors`."""
+    records = []
+    for lineno, rec in iter_jsonl(path, required=SCORE_FIELDS, errors=errors):
+        bad = next((k for k, p in enumerate(rec["principles"]) if not isinstance(p, str) or not p.strip()), None)
+        if bad is not None:
+            errors.append(f"{path}:{lineno}: field 'principles'[{bad}] should be a non-empty string")
+            continue
+        records.append(rec)
+    return records
+
+
+def _run_cli(args) -> int:
+    import logging
+
+    from ..models import ModelLoadError
+
+    log = logging.getLogger("salmon_lib.score")
+    errors: list[str] = []
+    try:
+        records = read_score_input(args.input, errors)
+        rm = RewardModel.load(args.reward_model, device=args.device)
+    except (DataError, ModelLoadError) as err:
+        log.error("%s", err)
+        return 2
+    for e in errors:
+        log.warning("skipped %s", e)
+    scores = rm.score([(r["prompt"], r["response"], r["principles"]) for r in records],
+                      batch_size=args.batch_size, progress=True)
+    n = write_jsonl(args.output, (dict(r, score=s) for r, s in zip(records, scores)))
+    log.info("scored %d line(s) into %s; skipped %d bad line(s)", n, args.output, len(errors))
+    return 1 if errors and not records else 0
+
+
+def add_cli(sub) -> None:
+    p = sub.add_parser("score", help="score (prompt, response, principles) lines with a trained reward model")
+    p.add_argument("--reward-model", required=True, help="the reward model folder written by stage 04 (<run>/rm)")
+    p.add_argument("--input", required=True, help='JSONL: {"prompt": str, "response": str, "principles": [str, ...]}')
+    p.add_argument("--output", required=True, help="JSONL: each input line plus \"score\" (written atomically)")
+    p.add_argument("--batch-size", type=int, default=16, help="sequences per forward pass")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.set_defaults(func=_run_cli)
+
+
+def save_info(folder: str | Path, base_model: dict, extra: dict | None = None) -> None:
+    """rm_info.json: what `RewardModel.load` needs to rebuild the model (base spec without adapter)."""
+    from ..io import atomic_write_json
+
+    base = {k: v for k, v in base_model.items() if k != "adapter"}
+    atomic_write_json(Path(folder) / INFO_FILE, {"base_model": base, **(extra or {})})
+

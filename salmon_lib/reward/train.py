@@ -1,0 +1,259 @@
+"""Train the principle-following reward model: a scalar head on the BASE model with LoRA (or
+QLoRA), Bradley-Terry loss through TRL's RewardTrainer, optionally pre-trained on human pairs
+first (PMP), then fine-tuned on stage 03's principle-labelled pairs with the same adapter and head.
+
+Writes `<run>/rm/` (adapter + score head + tokenizer + template.json + rm_info.json) and
+`<run>/reward_stats.json`. `train(config_dict)` is the entry point the runner's multi-GPU launch
+helper starts in every process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Literal
+
+from ..config import ConfigError, StageConfig
+from ..runner.launch import Distributed
+from .pairs import Pair, PmpFormat
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class RewardConfig(StageConfig):
+    model: str = "default"  # the BASE model spec (not the SFT adapter): SALMON's RM starts from the base
+    distributed: Distributed = "ddp"  # strategy when several GPUs are visible (accelerate launch); unused otherwise
+    quantization: Literal["none", "4bit"] = "none"  # "4bit" trains QLoRA on an NF4 base
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
+    preferences: str = "preferences.jsonl"  # stage 03's pairs, relative to run_dir
+    lora_r: int = 16  # LoRA rank
+    lora_alpha: int = 32  # LoRA scaling numerator
+    lora_dropout: float = 0.0  # dropout on the LoRA path
+    lora_target_modules: str = "all-linear"  # which linear layers get LoRA ("all-linear" or comma-separated names)
+    max_prompt_tokens: int = 256  # the instruction keeps its LAST this-many tokens (never dropped)
+    max_response_tokens: int = 768  # the response keeps its FIRST this-many tokens (never dropped)
+    eval_fraction: float = 0.1  # share of prompts held out for accuracy (split by prompt)
+    epochs: float = 1.0  # passes over the principle-labelled pairs
+    max_steps: int = 0  # >0 caps the optimizer steps of each phase (quick runs)
+    learning_rate: float = 3e-5  # principle fine-tuning learning rate
+    batch_size: int = 4  # pairs per device per step
+    grad_accum: int = 1  # gradient accumulation steps
+    warmup: float = 0.03  # warmup as a fraction of the steps
+    lr_scheduler: str = "cosine"  # transformers scheduler name
+    center_rewards: float = 0.0  # >0 adds TRL's penalty on the mean reward (keeps scores near 0)
+    gradient_checkpointing: bool = False  # trade compute for memory on long inputs
+    logging_steps: int = 5  # steps between logged training loss/accuracy points
+    eval_steps: int = 20  # steps between held-out evaluations during training
+    report_to: Literal["none", "tensorboard"] = "none"  # tensorboard writes to <run>/rm_train/<phase>/runs
+    pmp_data: list[str] = dataclasses.field(default_factory=list)  # human pairs for pre-training: .json/.jsonl files or dataset ids
+    pmp_format: PmpFormat = "auto"  # hh (Anthropic HH-RLHF), shp (Stanford SHP) or auto-detect per source
+    pmp_max_pairs: int = 0  # >0 samples this many human pairs per source
+    pmp_shp_min_ratio: float = 2.0  # SHP pairs need a score ratio above this
+    pmp_epochs: float = 1.0  # passes over the human pairs
+    pmp_learning_rate: float = 5e-5  # pre-training learning rate
+    score_batch_size: int = 16  # sequences per forward pass when scoring/evaluating
+    hhh_eval: str = "auto"  # HHH pairs {chosen, rejected, type}: a .json path, a dataset id, "auto" (../shared/data) or "" to skip
+    hhh_principles: str = "principles/judge.yaml"  # each HHH type is scored under the first principle with that hhh_type
+    flip_probes: str = ""  # principle-flip probes YAML (empty: the set shipped in salmon_lib/reward/data)
+    flip_principles: str = "principles/judge.yaml"  # the probes are also run in the wording of this principle file (empty: skip)
+    plot_principles: str = "principles/judge.yaml"  # principles shown as columns of the per-principle plots
+    plot_responses: int = 12  # (prompt, response) rows taken from preferences.jsonl for the plots
+
+    def check(self) -> None:
+        if not 0 <= self.eval_fraction < 1:
+            raise ConfigError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
+        for name in ("max_prompt_tokens", "max_response_tokens", "batch_size", "grad_accum", "lora_r",
+                     "score_batch_size", "logging_steps", "eval_steps"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+
+    def template(self):
+        from .template import RMTemplate
+
+        return RMTemplate(max_prompt_tokens=self.max_prompt_tokens, max_response_tokens=self.max_response_tokens)
+
+    def model_config(self):
+        from ..models import ModelConfig
+
+        dtype = self.dtype
+        if self.quantization == "4bit" and dtype == "auto":
+            # TRL keeps a quantized model's trainable weights (LoRA and the head) in bf16, so the
+            # activations must be bf16 too (QLoRA's usual compute dtype).
+            dtype = "bfloat16"
+        return ModelConfig(spec=self.model, quantization=self.quantization, dtype=dtype)
+
+
+def train_reward_model(cfg: RewardConfig, progress: bool = True):
+    """Train, save `<run>/rm/` and `<run>/reward_stats.json`; return (RewardModel, stats)."""
+    import torch
+    from peft import LoraConfig
+
+    from ..io import atomic_write_json
+    from ..models import load_model
+    from .pairs import read_human_pairs, read_preferences, split_held_out
+    from .score import RewardModel
+
+    start = time.perf_counter()
+    run = Path(cfg.run_dir)
+    template = cfg.template()
+    train, held = split_held_out(read_preferences(run / cfg.preferences), cfg.eval_fraction, cfg.seed)
+    pmp: list[Pair] = []
+    for src in cfg.pmp_data:
+        pmp += read_human_pairs(src, cfg.pmp_format, cfg.pmp_max_pairs, cfg.pmp_shp_min_ratio, cfg.seed)
+
+    torch.manual_seed(cfg.seed)  # the fresh score head is drawn here
+    tok, model = load_model(cfg.model_config(), head="score")
+    template.check(tok)
+    targets = cfg.lora_target_modules
+    peft_config = LoraConfig(
+        task_type="SEQ_CLS", r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+        target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
+        # Named explicitly: peft adds "score" for SEQ_CLS too, but the head being lost on save is
+        # the most reported reward-model defect in peers (TRL #1379, PR #2743).
+        modules_to_save=["score"],
+    )
+    head_before = _head_weight(model).clone()
+    phases = {}
+    if pmp:
+        model, phases["pmp"] = _fit(cfg, model, tok, template, pmp, [], peft_config, "pmp",
+                                    cfg.pmp_learning_rate, cfg.pmp_epochs, progress)
+        peft_config = None  # principle fine-tuning continues the same adapter and head
+    model, phases["principles"], trainer = _fit(cfg, model, tok, template, train, held, peft_config, "principles",
+                                                cfg.learning_rate, cfg.epochs, progress, keep_trainer=True)
+    head_change = float((_head_weight(model).float().cpu() - head_before.float().cpu()).norm())
+    if head_change == 0.0:
+        raise RuntimeError("the score head did not change during training: it is not trainable (modules_to_save)")
+    stats = {
+        "train_pairs": len(train), "held_out_pairs": len(held), "pmp_pairs": len(pmp),
+        "truncated_pairs": sum(ph["truncated_pairs"] for ph in phases.values()),
+        "head_weight_change": head_change, "phases": phases,
+        "template": template.to_dict(), "base_model": cfg.model_config().to_dict(),
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+    log.info("trained on %d pairs (%d held out, %d human pairs first); %d pairs had text truncated to the "
+             "template's limits", len(train), len(held), len(pmp), stats["truncated_pairs"])
+    save_reward_model(trainer, template, cfg, run / "rm")
+    if trainer.is_world_process_zero():
+        atomic_write_json(run / "reward_stats.json", stats)
+    return RewardModel(tok, model, template), stats
+
+
+def _fit(cfg, model, tok, template, pairs, held, peft_config, phase, lr, epochs, progress, keep_trainer=False):
+    import torch
+    from trl import RewardConfig as TrlRewardConfig
+    from trl import RewardTrainer
+
+    train_ds, n_cut = _tokenize(tok, template, pairs)
+    eval_ds = _tokenize(tok, template, held)[0] if held else None
+    cuda = torch.cuda.is_available() and cfg.model_config().device != "cpu"
+    bf16 = cuda and (cfg.dtype == "bfloat16" or (cfg.dtype == "auto" and torch.cuda.is_bf16_supported()))
+    args = TrlRewardConfig(
+        output_dir=str(Path(cfg.run_dir) / "rm_train" / phase),
+        num_train_epochs=epochs, max_steps=cfg.max_steps or -1, learning_rate=lr,
+        per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum, warmup_steps=cfg.warmup, lr_scheduler_type=cfg.lr_scheduler,
+        logging_steps=cfg.logging_steps, logging_first_step=True,
+        eval_strategy="steps" if eval_ds is not None else "no", eval_steps=cfg.eval_steps,
+        save_strategy="no", report_to=[] if cfg.report_to == "none" else [cfg.report_to],
+        seed=cfg.seed, data_seed=cfg.seed, bf16=bf16, fp16=False, use_cpu=not cuda,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        # Inputs are already truncated by the template; TRL would silently drop longer ones.
+        max_length=None,
+        center_rewards_coefficient=cfg.center_rewards or None, disable_tqdm=not progress,
+    )
+    trainer = RewardTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+                            processing_class=tok, peft_config=peft_config)
+    trainable = [n for n, p in trainer.model.named_parameters() if p.requires_grad]
+    if not any(".score." in f".{n}" or n.startswith("score") for n in trainable):
+        raise RuntimeError(f"the score head is not trainable in phase {phase!r}; trainable: {trainable[:5]}...")
+    result = trainer.train()
+    if eval_ds is not None:
+        trainer.evaluate()
+    stats = {"pairs": len(pairs), "truncated_pairs": n_cut, "steps": trainer.state.global_step,
+             "train_loss": result.training_loss, "history": trainer.state.log_history}
+    model = trainer.model
+    model.eval()
+    return (model, stats, trainer) if keep_trainer else (model, stats)
+
+
+def _tokenize(tok, template, pairs: list[Pair]):
+    """Pre-tokenized chosen/rejected ids: TRL then neither re-templates, appends EOS nor drops anything."""
+    from datasets import Dataset
+
+    rows, n_cut = {"chosen_ids": [], "rejected_ids": []}, 0
+    for p in pairs:
+        cut = False
+        for side, response in (("chosen_ids", p.chosen), ("rejected_ids", p.rejected)):
+            prefix, c = template.encode_prefix(tok, p.prompt, response)
+            rows[side].append(prefix + template.encode_suffix(tok, p.principles))
+            cut = cut or c
+        n_cut += cut
+    return Dataset.from_dict(rows), n_cut
+
+
+def _head_weight(model):
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    score = inner.score
+    # peft wraps the head in a ModulesToSaveWrapper; the trained copy is the active adapter's.
+    if hasattr(score, "modules_to_save"):
+        score = score.modules_to_save[score.active_adapter if isinstance(score.active_adapter, str) else score.active_adapter[0]]
+    return score.weight.detach()
+
+
+def save_reward_model(trainer, template, cfg: RewardConfig, folder: Path) -> None:
+    """Write adapter + head + tokenizer + template + info into a staging folder, check that the
+    head really is in the saved weights, then swap it into place. Every process calls this: under
+    FSDP or ZeRO-3 saving gathers the sharded weights; only the main process writes."""
+    from safetensors.torch import load_file
+
+    from .score import save_info
+
+    main = trainer.is_world_process_zero()
+    staging = folder.with_name(f".{folder.name}.staging")
+    if main:
+        shutil.rmtree(staging, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
+    trainer.save_model(str(staging))  # adapter + modules_to_save (the head) + tokenizer
+    trainer.accelerator.wait_for_everyone()
+    if not main:
+        return
+    try:
+        template.save(staging)
+        save_info(staging, cfg.model_config().to_dict(), {"trained_by": "salmon_lib.reward.train", "config": cfg.to_dict()})
+        (staging / "training_args.bin").unlink(missing_ok=True)
+        saved = load_file(staging / "adapter_model.safetensors")
+        head_keys = [k for k in saved if ".score." in f".{k}"]
+        if not head_keys:
+            raise RuntimeError(f"the score head is missing from the saved adapter (keys: {list(saved)[:5]}...)")
+        sharded = trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled  # in-memory weights are shards there
+        if not sharded and not torch_equal(saved[head_keys[0]], _head_weight(trainer.model)):
+            raise RuntimeError("the saved score head differs from the trained one")
+        old = folder.with_name(f".{folder.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        if folder.exists():
+            folder.rename(old)
+        staging.rename(folder)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def torch_equal(a, b) -> bool:
+    return a.shape == b.shape and bool((a.float().cpu() == b.float().cpu()).all())
+
+
+def train(config: dict) -> dict:
+    """Entry point for `salmon_lib.runner.launch`: runs once per GPU under `accelerate launch` (or
+    in-process on one device) and returns the stats; the model is read back from `<run>/rm`."""
+    import os
+
+    import torch
+
+    if torch.cuda.is_available() and "LOCAL_RANK" in os.environ:
+        # load_model puts the model on "cuda", i.e. the current device: make that this rank's GPU.
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+    return train_reward_model(RewardConfig.from_dict(config, where="reward_model launch config"))[1]
