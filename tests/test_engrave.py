@@ -193,15 +193,17 @@ def test_qlora_step_moves_the_adapter_of_a_4bit_base(tmp_path):
 
 
 @pytest.mark.slow
-def test_full_fine_tune_saves_a_model_folder(tmp_path):
+def test_full_fine_tune_saves_a_model_folder_and_logs_to_tensorboard(tmp_path):
     import torch
 
     from salmon_lib.engrave.train import train_and_save
     from salmon_lib.models import load_model
 
     write_self_align(tmp_path, n=4)
-    trainer, summary = train_and_save(tiny_cfg(tmp_path, method="full", max_steps=1, warmup_ratio=0.0))
+    trainer, summary = train_and_save(tiny_cfg(tmp_path, method="full", max_steps=1, warmup_ratio=0.0,
+                                               report_to="tensorboard"))
     assert summary["trainable_params"] == summary["total_params"]
+    assert list((tmp_path / "sft_checkpoints").rglob("events.out.tfevents.*"))
     _, saved = load_model(str(tmp_path / "sft"))
     _, base = load_model("tiny")
     ids = torch.tensor([[1, 2, 3, 4]])

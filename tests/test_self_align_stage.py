@@ -16,9 +16,16 @@ GOOD = ("Knead the dough for about ten minutes, let it rise until it has doubled
 PROMPTS = ["How do I bake bread?", "Tell me a joke.", "What is 2+2?", "Who wrote Hamlet?", "Name a colour."]
 
 
+CITING = " The user asks something. I should follow rules 2 (helpful) and 3 (careful)."
+# Per prompt: (thoughts, how they ended, answer, how it ended).
+SCRIPT = [(CITING, "stop", " " + GOOD, "stop"), (CITING, "stop", " Four.", "stop"),
+          (CITING + " And more", "length", None, None), (CITING, "stop", " " + GOOD[:50], "length"),
+          (" Colours.", "stop", " " + GOOD, "stop")]
+
+
 class FakeGenerator:
-    """Answers by prompt position: good, too short, no answer, truncated, good. Optionally fails
-    after `fail_after` calls, like a killed run."""
+    """Scripted thoughts and answers by prompt (see SCRIPT); optionally fails after `fail_after`
+    calls, like a killed run."""
 
     backend = "fake"
 
@@ -31,13 +38,13 @@ class FakeGenerator:
         self.calls.append(dict(prompts=prompts, temperature=temperature, top_p=top_p, stop=stop, n=n))
         out = []
         for p in prompts:
-            q = p.rsplit("<|im_start|>user\n", 1)[1].split("<|im_end|>")[0]
-            i = PROMPTS.index(q)
-            thoughts = " The user asks something. I should follow rules 2 (helpful) and 3 (careful)."
-            text, finish = [(f"{thoughts}\n\nNori: {GOOD}", "stop"), (f"{thoughts}\n\nNori: Four.", "stop"),
-                            (thoughts, "stop"), (f"{thoughts}\n\nNori: {GOOD[:50]}", "length"),
-                            (f" Colours.\n\nNori: {GOOD}", "stop")][i]
-            out.append([Completion(text, [0] * 7, finish, 7)])
+            query = p.rsplit("<|im_start|>user\n", 1)[1].split("<|im_end|>")[0]
+            thoughts, t_end, answer, a_end = SCRIPT[PROMPTS.index(query)]
+            if p.endswith("\n\nNori:"):
+                assert p.endswith(thoughts.rstrip() + "\n\nNori:")
+                out.append([Completion(answer, [0] * 9, a_end, 9)])
+            else:
+                out.append([Completion(thoughts, [0] * 7, t_end, 7)])
         return out
 
 
@@ -52,10 +59,13 @@ def test_stage_writes_records_stats_and_figures(tmp_path):
     cfg = setup_run(tmp_path)
     gen = FakeGenerator()
     stats = run_self_align(cfg, generator=gen)
-    assert [len(c["prompts"]) for c in gen.calls] == [2, 2, 1]
-    call = gen.calls[0]
-    assert call["temperature"] == 0.7 and call["top_p"] == 0.95 and call["stop"] == ("<|im_end|>", "<|im_start|>")
-    assert all(p.endswith("<|im_start|>assistant\nNori (internal thoughts):") for p in call["prompts"])
+    # per batch of 2: the thoughts, then the answers of those whose thoughts ended
+    assert [len(c["prompts"]) for c in gen.calls] == [2, 2, 2, 1, 1, 1]
+    thoughts_call, answers_call = gen.calls[:2]
+    assert thoughts_call["temperature"] == 0.7 and thoughts_call["top_p"] == 0.95
+    assert thoughts_call["stop"] == ("\n\n", "\nNori:", "<|im_end|>", "<|im_start|>")
+    assert answers_call["stop"] == ("<|im_end|>", "<|im_start|>")
+    assert all(p.endswith("<|im_start|>assistant\nNori (internal thoughts):") for p in thoughts_call["prompts"])
     recs = {r["id"]: r for r in read_jsonl(tmp_path / "self_align.jsonl")}
     assert set(recs) == {f"p{i}" for i in range(5)} | {f"identity-{i}" for i in range(3)}
     for r in recs.values():
@@ -63,6 +73,7 @@ def test_stage_writes_records_stats_and_figures(tmp_path):
                 "drop_reason"} <= set(r)
     assert recs["p0"]["kept"] and recs["p0"]["cited_rules"] == [2, 3] and recs["p0"]["response"] == GOOD
     assert [recs[f"p{i}"]["drop_reason"] for i in (1, 2, 3)] == ["too_short", "no_answer", "truncated"]
+    assert recs["p0"]["raw"] == CITING.rstrip() + "\n\nNori: " + GOOD and recs["p0"]["num_tokens"] == 16
     assert recs["p4"]["kept"] and recs["p4"]["cited_rules"] == []
     identity = [r for r in recs.values() if r["id"].startswith("identity-")]
     assert all(r["kept"] and "Nori" in r["response"] for r in identity)
@@ -78,11 +89,11 @@ def test_stage_writes_records_stats_and_figures(tmp_path):
 def test_interrupted_stage_resumes_without_redoing(tmp_path):
     cfg = setup_run(tmp_path)
     with pytest.raises(KeyboardInterrupt):
-        run_self_align(cfg, generator=FakeGenerator(fail_after=1))
+        run_self_align(cfg, generator=FakeGenerator(fail_after=3))
     assert len(read_jsonl(tmp_path / "self_align.jsonl")) == 2
     gen = FakeGenerator()
     stats = run_self_align(cfg, generator=gen)
-    assert [len(c["prompts"]) for c in gen.calls] == [2, 1]
+    assert [len(c["prompts"]) for c in gen.calls] == [2, 1, 1, 1]
     assert stats["records"] == 8 and stats["generated_this_run"] == 3
     gen = FakeGenerator()
     run_self_align(cfg, generator=gen)
@@ -99,7 +110,7 @@ def test_changed_filters_refilter_and_changed_sampling_regenerates(tmp_path):
     assert recs["p1"]["kept"] and recs["p3"]["kept"] and not recs["p2"]["kept"]
     gen = FakeGenerator()
     run_self_align(dataclasses.replace(cfg, temperature=0.5), generator=gen)
-    assert sum(len(c["prompts"]) for c in gen.calls) == 5 and gen.calls[0]["temperature"] == 0.5
+    assert sum(len(c["prompts"]) for c in gen.calls[::2]) == 5 and gen.calls[0]["temperature"] == 0.5
 
 
 def test_bad_inputs_are_named(tmp_path):

@@ -22,7 +22,8 @@ class SelfAlignConfig(StageConfig):
     max_prompts: int | None = None  # answer only the first N prompts of prompts.jsonl (None: all)
     temperature: float = 0.7  # sampling temperature (the original: 0.7)
     top_p: float = 0.95  # nucleus sampling (the original: 0.95)
-    max_new_tokens: int = 512  # token limit of thoughts + answer (the original: 512)
+    thoughts_max_tokens: int = 128  # token limit of the internal thoughts (longer ones are dropped)
+    max_new_tokens: int = 512  # token limit of the answer (the original: 512 for thoughts + answer)
     batch_size: int = 16  # prompts per generate call; also how often results are saved
     identity_examples: int = 24  # "who are you"-style examples answered under assistant_name (0: none)
     min_chars: int = 40  # answers shorter than this are dropped (the original: 160)
@@ -39,7 +40,7 @@ class SelfAlignConfig(StageConfig):
             raise ConfigError(f"top_p: must be in (0, 1], got {self.top_p}")
         if self.temperature < 0:
             raise ConfigError(f"temperature: must be >= 0, got {self.temperature}")
-        for name in ("max_new_tokens", "batch_size", "leak_ngram"):
+        for name in ("thoughts_max_tokens", "max_new_tokens", "batch_size", "leak_ngram"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: must be at least 1, got {getattr(self, name)}")
         if not 0.0 < self.leak_threshold <= 1.0:

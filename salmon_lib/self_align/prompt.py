@@ -9,7 +9,9 @@ Layout (one conversation in `salmon_lib.chat`'s format):
 
 Because the exemplar answers close with the format's end-of-turn marker, the model learns to end its
 answer the same way, and the format's stop strings (the end of the turn / the next user turn) stop
-generation right there. Everything up to the query is identical for every query: `render` returns
+generation right there. Generation runs in two steps: the thoughts, up to their paragraph break, then
+the answer after an answer label written for the model. A small model otherwise often runs its
+thoughts straight into an answer and never writes the label, which loses the sample. Everything up to the query is identical for every query: `render` returns
 `prefix + tail`, and the generator can compute that prefix once.
 """
 
@@ -48,6 +50,16 @@ class SelfAlignPrompt:
     @property
     def stop(self) -> tuple[str, ...]:
         return self.fmt.stop
+
+    @property
+    def thoughts_stop(self) -> tuple[str, ...]:
+        """Where the thoughts end: their paragraph break (every exemplar's thoughts are one paragraph),
+        an answer label the model wrote itself, or the end of the turn."""
+        return ("\n\n", f"\n{answer_label(self.name)}") + self.fmt.stop
+
+    def with_answer_label(self, rendered: str, thoughts: str) -> str:
+        """The prompt for the answer: the query's prompt, the generated thoughts, the answer label."""
+        return f"{rendered}{thoughts.rstrip()}\n\n{answer_label(self.name)}"
 
 
 def build_prompt(sa, chat_format: str = "chatml", assistant_name: str | None = None,

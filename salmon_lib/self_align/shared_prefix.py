@@ -4,8 +4,9 @@ Every Self-Align prompt starts with the same ~3k tokens (rules + exemplars) and 
 last few dozen. Recomputing that prefix per prompt is where nearly all the time of a CPU run would
 go. With the Hugging Face backend, the prefix's KV cache is computed once and copied into each
 batch; the differing tails are padded *between* prefix and tail (masked out), so every row keeps
-the prefix at the positions its cache was computed for. vLLM caches prefixes by itself, so other
-backends simply get the full prompts.
+the prefix at the positions its cache was computed for. Decoding then attends over the long cache
+at every step, so attention runs with grouped KV heads (`_sdpa_masked_gqa`) instead of copies of
+them. vLLM caches prefixes by itself, so other backends simply get the full prompts.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Stage 01: principle-driven self-alignment.
 
 The base model answers every prompt of `prompts.jsonl` under the Self-Align prompt (rules +
-exemplars with internal thoughts), one sample per prompt, stopping at the end of its turn. Each
+exemplars with internal thoughts), one sample per prompt: first its thoughts, then, after the answer
+label, its answer, stopping at the end of its turn. Each
 completion is parsed and filtered (`parse.py`), identity examples are added (`identity.py`), and
 everything, kept or dropped, is appended to `self_align.jsonl` as it is produced, so an interrupted
 run resumes where it stopped. Stats and plots are rebuilt from the whole file at the end.
@@ -75,12 +76,11 @@ def run_self_align(cfg: SelfAlignConfig, generator=None) -> dict:
                 batch = todo[start:start + cfg.batch_size]
                 t0 = time.perf_counter()
                 # Seeded by the position of the batch's first prompt in prompts.jsonl.
-                outs = shared.generate([layout.render(p["prompt"]) for _, p in batch], temperature=cfg.temperature,
-                                       top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, stop=layout.stop,
-                                       seed=cfg.seed + batch[0][0])
+                outs = _thoughts_then_answers(shared, layout, [p["prompt"] for _, p in batch], cfg,
+                                              seed=cfg.seed + batch[0][0])
                 seconds += time.perf_counter() - t0
-                generated_tokens += sum(c.num_tokens for c in outs)
-                records.append(_record(p, c.text, c.finish_reason, c.num_tokens, check) for (_, p), c in zip(batch, outs))
+                generated_tokens += sum(n for _, _, n in outs)
+                records.append(_record(p, *out, check) for (_, p), out in zip(batch, outs))
                 bar.update(len(batch))
     # Verdicts are recomputed from the raw text on every run, so the file always reflects the
     # current filter settings, and the identity examples the current name.
@@ -101,6 +101,24 @@ def run_self_align(cfg: SelfAlignConfig, generator=None) -> dict:
     return stats
 
 
+def _thoughts_then_answers(shared: PrefixGenerator, layout, queries: list[str], cfg: SelfAlignConfig,
+                           seed: int) -> list[tuple[str, str, int]]:
+    """(raw completion, finish reason, tokens) per query: the thoughts, then the answer after the
+    answer label. Thoughts that hit their token limit get no answer (the parser drops them)."""
+    rendered = [layout.render(q) for q in queries]
+    sampling = dict(temperature=cfg.temperature, top_p=cfg.top_p, seed=seed)
+    thoughts = shared.generate(rendered, max_new_tokens=cfg.thoughts_max_tokens, stop=layout.thoughts_stop,
+                               **sampling)
+    ended = [i for i, t in enumerate(thoughts) if t.finish_reason == "stop"]
+    openings = [layout.with_answer_label(rendered[i], thoughts[i].text) for i in ended]
+    answers = shared.generate(openings, max_new_tokens=cfg.max_new_tokens, stop=layout.stop, **sampling) \
+        if openings else []
+    out = [(t.text, t.finish_reason, t.num_tokens) for t in thoughts]
+    for i, opening, a in zip(ended, openings, answers):
+        out[i] = (opening[len(rendered[i]):] + a.text, a.finish_reason, thoughts[i].num_tokens + a.num_tokens)
+    return out
+
+
 def _record(p: dict, raw: str, finish_reason: str, num_tokens: int, check: SelfAlignFilter) -> dict:
     v = check(p["prompt"], raw, finish_reason)
     return {"id": p["id"], "source": "self_align", "prompt": p["prompt"], "thoughts": v.thoughts,
@@ -114,7 +132,7 @@ def _start_over_if_generation_changed(cfg: SelfAlignConfig, prefix: str, run_dir
     prompt, sampling); otherwise they are removed and every prompt is answered again."""
     signature = {"model": cfg.model, "prompt_sha256": hashlib.sha256(prefix.encode()).hexdigest(),
                  "temperature": cfg.temperature, "top_p": cfg.top_p, "max_new_tokens": cfg.max_new_tokens,
-                 "seed": cfg.seed}
+                 "thoughts_max_tokens": cfg.thoughts_max_tokens, "seed": cfg.seed}
     path = run_dir / GENERATION
     if path.exists() and (run_dir / OUTPUT).exists() and read_json(path) != signature:
         log.warning("%s: generation settings changed since the existing records were made; answering again",
