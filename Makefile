@@ -26,7 +26,7 @@ model: setup
 	$(PY) -m salmon_lib prepare --model default
 
 demo: model
-	$(PY) -m salmon_lib smoke
+	$(PY) -m salmon_lib run --preset demo --run demo
 
 test: model
 	$(PY) -m pytest -q; rc=$$?; \

@@ -1,13 +1,15 @@
-"""The tiny preset through the real registry, end to end (live once stages are registered)."""
+"""The tiny preset through the real registry, end to end: in the default run, because it is the
+one test that proves the stages fit together (every artifact a stage reads is one an earlier
+stage wrote, in the format it expects)."""
 
+import json
 import time
 
 import pytest
 
+from salmon_lib.io import read_jsonl
 from salmon_lib.runner.pipeline import run_pipeline, stage_status
 from salmon_lib.stages import STAGES
-
-pytestmark = pytest.mark.slow
 
 
 @pytest.mark.skipif(not STAGES, reason="no stages registered in salmon_lib/stages.py yet")
@@ -17,6 +19,15 @@ def test_tiny_preset_runs_every_stage_then_skips_them(tmp_path):
     elapsed = time.perf_counter() - start
     assert [a for _, a, _ in summary] == ["ran"] * len(STAGES)
     assert elapsed < 180, f"the tiny preset must stay under 3 minutes on CPU, took {elapsed:.0f} s"
+    run = tmp_path / "tiny"
+    assert read_jsonl(run / "prompts.jsonl")
+    assert any(r["kept"] for r in read_jsonl(run / "self_align.jsonl"))
+    assert (run / "sft" / "adapter_config.json").is_file() and (run / "sft" / "chat_format.json").is_file()
+    prefs = read_jsonl(run / "preferences.jsonl")
+    assert prefs and all(p["chosen"] != p["rejected"] for p in prefs)
+    assert (run / "rm" / "adapter_config.json").is_file()
+    assert {"held_out", "hhh", "flip"} <= set(json.loads((run / "rm_eval.json").read_text()))
+    assert sorted(p.name for p in (run / "notebooks").iterdir()) == sorted(s.notebook_path().name for s in STAGES)
     rows = stage_status(tmp_path / "tiny")
     assert all(r["status"] == "finished" and not r["stale"] for r in rows), rows
     summary = run_pipeline("tiny", tmp_path / "tiny", progress=False)
