@@ -41,6 +41,8 @@ def test_split_and_cited_rules():
     (completion("Use flour."), "stop", "too_short"),
     (completion(GOOD + "\n\nUser: thanks! Nori (internal thoughts): the user is happy."), "stop", "format_leak"),
     (completion(GOOD + " <|im_start|>user\nmore"), "stop", "format_leak"),
+    (completion("I will follow rules 2 (helpful) and 1 (honest) to give a safe answer. " + GOOD), "stop",
+     "rules_in_answer"),
     # copies most of an exemplar answer (the lighthouse one) instead of answering
     (completion("I have no information about the lighthouse behind your house, so I cannot tell you its height. "
                 "A local heritage office would know."), "stop", "exemplar_leak"),

@@ -4,7 +4,8 @@ The filter chain follows the original where it is sound and replaces its blunt p
 - truncation is read from the generator's finish reason, not guessed from a missing terminator;
 - exemplar leakage is measured as word n-gram overlap with the exemplar answers, instead of a
   keyword blacklist that also drops every honest answer about the weather or birthdays;
-- a new turn inside the answer (role markers, the thoughts label) is caught structurally.
+- a new turn inside the answer (role markers, the thoughts label) is caught structurally, and so is
+  an answer that cites rules the way the thoughts do.
 Every dropped record keeps its text and names the first check it failed.
 """
 
@@ -18,8 +19,8 @@ from ..chat import ChatFormat
 from .prompt import answer_label, thoughts_label
 
 # Why a record is dropped, in the order the checks run.
-DROP_REASONS = ("no_answer", "truncated", "empty", "too_short", "format_leak", "exemplar_leak", "echoes_prompt",
-                "no_rules_cited")
+DROP_REASONS = ("no_answer", "truncated", "empty", "too_short", "format_leak", "rules_in_answer", "exemplar_leak",
+                "echoes_prompt", "no_rules_cited")
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 # Sentence- or line-sized pieces for the repetition cut: text up to and including . ! ? ; or a newline.
@@ -147,6 +148,10 @@ class SelfAlignFilter:
             return "too_short"
         if any(m in response for m in self.markers):
             return "format_leak"
+        # The rules belong in the private thoughts; an answer that recites them would teach the
+        # engraved model to talk about its rules to the user.
+        if self.cited_rules(response):
+            return "rules_in_answer"
         if overlap >= self.s.leak_threshold:
             return "exemplar_leak"
         p = prompt.strip()
