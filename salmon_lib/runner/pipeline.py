@@ -175,6 +175,14 @@ def _recording_kernel_manager(on_start: Callable[[int, str], None]) -> type:
         def _default_transport(self) -> str:
             return "ipc"  # a local kernel needs no TCP port (and then warns about no encryption)
 
+        @default("ip")
+        def _default_ip(self) -> str:
+            # IPC sockets are files named after `ip`; jupyter_client's default would drop them in the cwd.
+            import tempfile
+            import uuid
+
+            return os.path.join(tempfile.gettempdir(), f"salmon-kernel-{uuid.uuid4().hex[:12]}")
+
         async def _async_post_start_kernel(self, **kw: Any) -> None:
             await super()._async_post_start_kernel(**kw)
             on_start(self.provisioner.pid, self.connection_file)

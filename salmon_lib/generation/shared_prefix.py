@@ -77,7 +77,7 @@ class PrefixGenerator:
             return self._fallback(prompts, **kw)
         import torch
 
-        from ..generation.base import check_generate_args
+        from .base import check_generate_args
 
         stop = check_generate_args(list(prompts), 1, temperature, top_p, max_new_tokens, stop)
         if self._head is None:
@@ -104,8 +104,8 @@ def _generate_batch(gen, head: list[int], tails: list[list[int]], cache, max_new
     import torch
     from transformers import StoppingCriteriaList
 
-    from ..generation.base import Completion
-    from ..generation.hf import _cut_at_stop, _StopWatch
+    from .base import Completion
+    from .hf import _cut_at_stop, _StopWatch
 
     p, w = len(head), max(len(t) for t in tails)
     ids = torch.full((len(tails), p + w), gen.pad_id, dtype=torch.long)
