@@ -16,7 +16,6 @@ Without vLLM installed the vLLM figures are null and `vllm_skipped` says why.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys

@@ -12,7 +12,6 @@ on the head's weights).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import sys

@@ -70,6 +70,18 @@ def read_json(path: str | Path) -> Any:
         raise DataError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
 
 
+def read_yaml(path: str | Path, what: str = "file") -> Any:
+    import yaml
+
+    path = Path(path)
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{path}: {what} not found") from None
+    except yaml.YAMLError as err:
+        raise DataError(f"{path}: not valid YAML ({err})") from None
+
+
 def iter_jsonl(
     path: str | Path, required: dict[str, type | tuple[type, ...]] | None = None, errors: list[str] | None = None
 ) -> Iterator[tuple[int, dict]]:

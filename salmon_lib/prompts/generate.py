@@ -21,10 +21,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable, Iterable
 
-import yaml
 
 from ..chat import ChatFormat
-from ..io import DataError
+from ..io import DataError, read_yaml
 from .novelty import NoveltyFilter
 
 DATA = Path(__file__).parent / "data"
@@ -54,12 +53,7 @@ class Sampling:
 
 def load_seed_queries(path: str | Path = SEED_QUERIES) -> list[str]:
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{path}: seed query file not found") from None
-    except yaml.YAMLError as err:
-        raise DataError(f"{path}: not valid YAML ({err})") from None
+    data = read_yaml(path, "seed query file")
     queries = data.get("queries") if isinstance(data, dict) else None
     if not isinstance(queries, list) or not queries:
         raise DataError(f"{path}: expected a non-empty list under 'queries'")

@@ -18,10 +18,9 @@ import re
 from collections import Counter
 from pathlib import Path
 
-import yaml
 
 from ..chat import ChatFormat
-from ..io import DataError
+from ..io import DataError, read_yaml
 from .generate import DATA, Resume, Sampling, _generate, check_length
 
 QUESTION_TYPES = DATA / "question_types.yaml"
@@ -67,12 +66,7 @@ class QuestionType:
 
 def load_question_types(path: str | Path = QUESTION_TYPES) -> list[QuestionType]:
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{path}: question type file not found") from None
-    except yaml.YAMLError as err:
-        raise DataError(f"{path}: not valid YAML ({err})") from None
+    data = read_yaml(path, "question type file")
     if not isinstance(data, list) or not data:
         raise DataError(f"{path}: expected a non-empty list of question types")
     types, names = [], set()

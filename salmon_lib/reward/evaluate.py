@@ -8,14 +8,12 @@ and once in the wording of the principle file the RM was trained on)."""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Mapping, Sequence
 
-import yaml
 
-from ..io import DataError, atomic_write_json
+from ..io import DataError, atomic_write_json, read_json, read_yaml
 from .pairs import Pair, split_transcript
 
 DATA = Path(__file__).parent / "data"
@@ -67,12 +65,7 @@ def read_hhh(source: str) -> list[tuple[str, Pair]]:
     path = Path(source).expanduser()
     out = []
     if path.suffix == ".json":
-        try:
-            rows = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise DataError(f"{path}: file not found") from None
-        except json.JSONDecodeError as err:
-            raise DataError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
+        rows = read_json(path)
         if not isinstance(rows, list):
             raise DataError(f"{path}: expected a JSON list of {{chosen, rejected, type}}")
         for i, row in enumerate(rows):
@@ -146,12 +139,7 @@ def hhh_accuracy(rm, source: str | None, principles: Mapping[str, str], batch_si
 def read_flip_probes(path: str | Path | None = None) -> dict:
     """{kind: {principle, negation, probes: [{prompt, obeys, violates}]}}, checked field by field."""
     path = Path(path) if path else DATA / "flip_probes.yaml"
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise DataError(f"{path}: not valid YAML ({err})") from None
+    data = read_yaml(path)
     if not isinstance(data, dict) or not isinstance(data.get("kinds"), dict):
         raise DataError(f"{path}: expected a mapping with a 'kinds' mapping")
     for kind, spec in data["kinds"].items():

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import os
 import random
 from pathlib import Path
 from typing import Iterable, Literal, Sequence
 
-from ..io import DataError, iter_jsonl
+from ..io import DataError, iter_jsonl, read_json
 
 ASSISTANT = "\n\nAssistant:"
 
@@ -130,12 +129,7 @@ def _rows(source: str) -> Iterable[tuple[str, dict]]:
     if path.suffix == ".jsonl":
         yield from ((f"{path}:{n}", rec) for n, rec in iter_jsonl(path))
     elif path.suffix == ".json":
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise DataError(f"{path}: file not found") from None
-        except json.JSONDecodeError as err:
-            raise DataError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
+        data = read_json(path)
         if not isinstance(data, list):
             raise DataError(f"{path}: expected a JSON list of rows")
         yield from ((f"{path}[{i}]", rec) for i, rec in enumerate(data))
