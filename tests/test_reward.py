@@ -136,6 +136,9 @@ def test_evaluation_and_plots(trained, tmp_path, monkeypatch):
     assert "accuracy_principle" in hhh["by_type"]["honest"] and "accuracy_principle" not in hhh["by_type"]["other"]
     assert 0 <= hhh["accuracy_no_principle"] <= 1
     assert "skipped" in hhh_accuracy(rm, str(tmp_path / "absent.json"), {})
+    sampled = hhh_accuracy(rm, str(FIXTURES / "hhh_like.json"), {}, max_pairs=2, seed=1)
+    assert sampled["sampled_pairs"] == 2 and sum(t["n"] for t in sampled["by_type"].values()) == 2
+    assert sampled == hhh_accuracy(rm, str(FIXTURES / "hhh_like.json"), {}, max_pairs=2, seed=1)
 
     responses = plots.responses_from_run(cfg.run_dir, limit=4)
     df = plots.score_matrix(rm, responses, {"polite": "Be polite.", "brief": "Be brief."})

@@ -9,6 +9,7 @@ and once in the wording of the principle file the RM was trained on)."""
 from __future__ import annotations
 
 import os
+import random
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -107,8 +108,9 @@ def hhh_principle_texts(path: str | Path) -> dict[str, str]:
 
 
 def hhh_accuracy(rm, source: str | None, principles: Mapping[str, str], batch_size: int = 16,
-                 progress: bool = False) -> dict:
-    """Accuracy per type under the matching principle (`principles`: type -> text) and under none."""
+                 progress: bool = False, max_pairs: int = 0, seed: int = 0) -> dict:
+    """Accuracy per type under the matching principle (`principles`: type -> text) and under none;
+    `max_pairs` scores a seeded sample instead of every pair."""
     if source is None:
         return {"skipped": "no HHH evaluation file: set hhh_eval to a {chosen, rejected, type} JSON file "
                            "(e.g. ../shared/data/hhh_eval.json) or to HuggingFaceH4/hhh_alignment"}
@@ -116,6 +118,10 @@ def hhh_accuracy(rm, source: str | None, principles: Mapping[str, str], batch_si
         return {"skipped": f"{source}: file not found"}
     rows = read_hhh(source)
     result: dict = {"source": str(source), "by_type": {}}
+    if max_pairs and max_pairs < len(rows):
+        keep = sorted(random.Random(seed).sample(range(len(rows)), max_pairs))
+        rows = [rows[i] for i in keep]
+        result["sampled_pairs"] = max_pairs
     pooled: dict[str, list[float]] = {"principle": [], "none": []}
     for kind in sorted({k for k, _ in rows}):
         pairs = [p for k, p in rows if k == kind]
@@ -214,7 +220,8 @@ def evaluate_reward_model(rm, cfg, progress: bool = True) -> dict:
     result = {
         "held_out": _accuracy(pair_margins(rm, held, None, bs, progress)) if held
         else {"skipped": "eval_fraction is 0: no held-out pairs"},
-        "hhh": hhh_accuracy(rm, hhh, hhh_principle_texts(cfg.hhh_principles) if hhh else {}, bs, progress),
+        "hhh": hhh_accuracy(rm, hhh, hhh_principle_texts(cfg.hhh_principles) if hhh else {}, bs, progress,
+                            cfg.hhh_max_pairs, cfg.seed),
         "flip": flip_rates(rm, kinds, bs, progress),
     }
     if cfg.flip_principles:

@@ -57,6 +57,7 @@ class RewardConfig(StageConfig):
     pmp_learning_rate: float = 5e-5  # pre-training learning rate
     score_batch_size: int = 16  # sequences per forward pass when scoring/evaluating
     hhh_eval: str = "auto"  # HHH pairs {chosen, rejected, type}: a .json path, a dataset id, "auto" (../shared/data) or "" to skip
+    hhh_max_pairs: int = 0  # score a seeded sample of N HHH pairs (0: all 221; each pair costs 4 scorings)
     hhh_principles: str = "principles/judge.yaml"  # each HHH type is scored under the first principle with that hhh_type
     flip_probes: str = ""  # principle-flip probes YAML (empty: the set shipped in salmon_lib/reward/data)
     flip_principles: str = "principles/judge.yaml"  # the probes are also run in the wording of this principle file (empty: skip)
