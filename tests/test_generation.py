@@ -1,5 +1,6 @@
 """HF generation backend on the tiny model (fast) and the default model (real text)."""
 
+import dataclasses
 import logging
 
 import pytest
@@ -185,13 +186,50 @@ def test_4bit_model_generates_and_scores():
 def test_auto_falls_back_to_hf_and_says_why(caplog, monkeypatch):
     import salmon_lib.generation.base as base
 
-    monkeypatch.setattr(base, "vllm_support", lambda cfg: (False, "vLLM is not installed"))
+    monkeypatch.setattr(base, "vllm_support", lambda cfg, adapters=(): (False, "vLLM is not installed"))
     with caplog.at_level(logging.INFO, logger="salmon_lib.generation.base"):
         with make_generator(ModelConfig(spec="tiny"), progress=False) as gen:
             assert gen.backend == "hf"
     assert "hf (vLLM is not installed)" in caplog.text
     with pytest.raises(GenerationError, match="backend"):
         make_generator(ModelConfig(spec="tiny"), backend="tgi")
+
+
+def test_auto_falls_back_to_hf_when_the_engine_fails_to_start(caplog, monkeypatch):
+    """A model that passes every check but whose engine still dies (at start or on its warm-up
+    request) must not take the stage down with it."""
+    import salmon_lib.generation.base as base
+    import salmon_lib.generation.vllm_backend as vb
+
+    def dies(*args, **kwargs):
+        raise RuntimeError("Unsupported CPU attention configuration: head_dim=16 isa=2\nstack...")
+
+    monkeypatch.setattr(base, "vllm_support", lambda cfg, adapters=(): (True, "looks fine"))
+    monkeypatch.setattr(vb, "VLLMGenerator", dies)
+    with caplog.at_level(logging.INFO, logger="salmon_lib.generation.base"):
+        with make_generator(ModelConfig(spec="tiny"), progress=False) as gen:
+            assert gen.backend == "hf"
+    assert "vLLM failed to start: RuntimeError: Unsupported CPU attention configuration: head_dim=16" in caplog.text
+    with pytest.raises(RuntimeError, match="head_dim"):  # asked for by name: no silent substitute
+        make_generator(ModelConfig(spec="tiny"), backend="vllm")
+
+
+def test_vllm_limits_name_what_the_cpu_engine_cannot_run():
+    from salmon_lib.generation.vllm_backend import EngineLimits, model_problems
+    from salmon_lib.models import TINY_SHAPE
+
+    limits = EngineLimits(frozenset({"LlamaForCausalLM"}), (32, 64, 128), ("bfloat16", "float32"), (8, 16, 32))
+    smollm = {"architectures": ["LlamaForCausalLM"], "hidden_size": 576, "num_attention_heads": 9}
+    assert model_problems(smollm, "float32", limits) == []
+    tiny = {"architectures": ["LlamaForCausalLM"], **TINY_SHAPE}
+    assert model_problems(tiny, "float32", limits) == [
+        "vLLM's CPU attention has no kernel for head_dim=16 (supported: 32, 64, 128)"]
+    assert model_problems({**smollm, "head_dim": 80}, "float32", limits)  # an explicit head_dim wins
+    assert "dtype float16" in model_problems(smollm, "float16", limits)[0]
+    assert "architecture MambaForCausalLM" in model_problems({**smollm, "architectures": ["MambaForCausalLM"]},
+                                                            "float32", limits)[0]
+    on_gpu = dataclasses.replace(limits, head_sizes=None)
+    assert model_problems(tiny, "float32", on_gpu) == []
 
 
 @pytest.fixture(scope="module")

@@ -47,17 +47,32 @@ def hf():
 
 
 @pytest.fixture(scope="module")
-def vllm_gen():
+def vllm_gen(lora_dir):
     pytest.importorskip("vllm")
-    with make_generator(DEFAULT, backend="vllm", enable_lora=True, progress=False) as gen:
+    with make_generator(DEFAULT, backend="auto", adapters=[lora_dir], progress=False) as gen:
+        assert gen.backend == "vllm"  # auto picks vLLM for a model and adapter it serves
         yield gen
 
 
-def test_auto_picks_vllm_for_a_supported_model():
+def test_auto_never_picks_an_engine_that_dies(tmp_path, lora_dir):
+    """vLLM starts on the tiny model (head_dim 16) and then dies on its first request: auto must
+    see that coming, and must refuse adapters vLLM cannot load."""
     pytest.importorskip("vllm")
-    ok, reason = vllm_support(DEFAULT)
-    assert ok and "LlamaForCausalLM" in reason
+    assert vllm_support(DEFAULT)[0]
     assert not vllm_support(ModelConfig(spec="default", quantization="4bit"))[0]
+    ok, reason = vllm_support(ModelConfig(spec="tiny"))
+    assert not ok and "head_dim=16" in reason
+    with make_generator(ModelConfig(spec="tiny"), backend="auto", progress=False) as gen:
+        assert gen.backend == "hf"
+    import json
+    import shutil
+
+    dora = tmp_path / "dora"
+    shutil.copytree(lora_dir, dora)
+    cfg = json.loads((dora / "adapter_config.json").read_text())
+    (dora / "adapter_config.json").write_text(json.dumps({**cfg, "use_dora": True}))
+    ok, reason = vllm_support(DEFAULT, adapters=[str(dora)])
+    assert not ok and "DoRA" in reason
 
 
 def test_option_logprobs_agree_with_hf(vllm_gen, hf):

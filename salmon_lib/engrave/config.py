@@ -34,6 +34,7 @@ class EngraveConfig(StageConfig):
     gradient_checkpointing: bool = False  # trade compute for memory (worth it for 7B+ on a GPU)
     heldout: int = 4  # kept examples left out of training and answered before/after engraving
     heldout_max_new_tokens: int = 128  # answer length in the before/after table
+    backend: Literal["auto", "hf", "vllm"] = "auto"  # generation backend of the before/after answers (auto: vLLM when it serves the model)
     max_examples: int | None = None  # cap on training examples (None: all kept records)
     save_steps: int = 50  # checkpoint every this many steps (resume point)
     save_total_limit: int = 2  # checkpoints kept on disk

@@ -46,7 +46,8 @@ def before_after(base_model: str, sft_dir: str | Path, heldout: list[dict], max_
     prompts = [spec.prompt(r["prompt"]) for r in heldout]
     kwargs = dict(temperature=0.0, max_new_tokens=max_new_tokens, stop=spec.format.stop, seed=seed)
     is_adapter = (sft_dir / "adapter_config.json").is_file()
-    with make_generator(ModelConfig(spec=base_model), backend=backend) as gen:
+    with make_generator(ModelConfig(spec=base_model), backend=backend,
+                        adapters=[str(sft_dir)] if is_adapter else []) as gen:
         before = gen.generate(prompts, **kwargs)
         after = gen.generate(prompts, adapter=str(sft_dir), **kwargs) if is_adapter else None
     if after is None:  # a full fine-tune is a model folder of its own

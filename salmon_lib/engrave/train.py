@@ -244,6 +244,7 @@ def train_and_save(cfg: EngraveConfig, callbacks: list | None = None):
         import matplotlib.pyplot as plt
 
         plt.close(plot_loss(trainer.state.log_history, run_dir / "figures" / "engrave_loss.png"))
-        summary["before_after"] = before_after(cfg.model, out_dir, heldout, cfg.heldout_max_new_tokens, cfg.seed)
+        summary["before_after"] = before_after(cfg.model, out_dir, heldout, cfg.heldout_max_new_tokens, cfg.seed,
+                                               backend=cfg.backend)
         atomic_write_json(run_dir / "engrave_stats.json", summary)
     return trainer, summary

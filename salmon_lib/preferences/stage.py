@@ -90,7 +90,9 @@ def open_generator(cfg: PreferencesConfig, model: str | None = None):
     from ..generation import make_generator
     from ..models import ModelConfig
 
-    return make_generator(ModelConfig(spec=model or cfg.model, seed=cfg.seed), backend=cfg.backend)
+    adapter = cfg.adapter() if model is None or model == cfg.model else None
+    return make_generator(ModelConfig(spec=model or cfg.model, seed=cfg.seed), backend=cfg.backend,
+                          adapters=[adapter] if adapter else [])
 
 
 def load_prompts(cfg: PreferencesConfig) -> list[dict]:
