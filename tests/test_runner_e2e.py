@@ -30,5 +30,9 @@ def test_tiny_preset_runs_every_stage_then_skips_them(tmp_path):
     assert sorted(p.name for p in (run / "notebooks").iterdir()) == sorted(s.notebook_path().name for s in STAGES)
     rows = stage_status(tmp_path / "tiny")
     assert all(r["status"] == "finished" and not r["stale"] for r in rows), rows
+    figures = {r["stage"]: r for r in rows}
+    for name in ("prompts", "self_align", "preferences"):  # the stages that generate
+        assert figures[name]["tokens"] > 0 and figures[name]["backends"] == ["hf"], figures[name]
+    assert all(r["examples"] and r["cpu_s"] for r in rows), rows
     summary = run_pipeline("tiny", tmp_path / "tiny", progress=False)
     assert [a for _, a, _ in summary] == ["skipped"] * len(STAGES)

@@ -146,6 +146,21 @@ def test_status_command_reports_stale_stages(finished, tmp_path):
     assert "input numbers.jsonl changed" in out.stdout.splitlines()[2]
 
 
+def test_status_reports_time_tokens_and_examples_per_stage(finished, tmp_path):
+    run_dir = copy_run(finished, tmp_path)
+    cmd = [sys.executable, "-m", "salmon_lib", "status", "--run", str(run_dir), "--registry", REGISTRY, "--json"]
+    out = subprocess.run(cmd, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    make, double = json.loads(out.stdout)
+    # make wrote 4 records and, like a generating stage, recorded 10 tokens for each
+    assert (make["tokens"], make["examples"], make["backends"]) == (40, 4, ["test"])
+    assert make["cpu_s"] > 0.5  # the kernel's own CPU time: it imports salmon_lib and runs cells
+    assert make["examples_per_min"] == pytest.approx(60 * 4 / make["wall_s"], rel=0.01)
+    assert double["tokens"] is None and double["examples"] is None  # generates nothing, writes no .jsonl
+    table = subprocess.run(cmd[:-1], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120).stdout.splitlines()
+    assert table[0].split()[3:11] == ["wall", "s", "cpu", "s", "tokens", "tok/s", "examples", "ex/min"]
+    assert table[1].split()[5:6] == ["40"] and table[-1].split()[0] == "total"
+
+
 def test_preflight_errors_start_no_kernel(preset, tmp_path):
     with pytest.raises(ConfigError, match="stage 'double' needs numbers.jsonl"):
         run(preset, tmp_path / "empty", only=["double"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import sys
 from pathlib import Path
 
@@ -63,7 +64,10 @@ def _status(args) -> int:
     except (ConfigError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(format_status(rows))
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    else:
+        print(format_status(rows))
     # 0 only when every stage finished and nothing is stale: scripts can use it as "is this run complete?"
     return 0 if all(r["status"] == "finished" and not r["stale"] for r in rows) else 1
 
@@ -84,4 +88,6 @@ def add_cli(sub) -> None:
     p = sub.add_parser("status", help="what ran in a run directory, what is stale, timings")
     p.add_argument("--run", required=True, help="run name (outputs/RUN) or folder")
     p.add_argument("--registry", default="salmon_lib.stages:STAGES", help="stage list as module:attribute")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON object per stage: status, wall/CPU seconds, tokens generated, examples, examples/min")
     p.set_defaults(func=_status)

@@ -26,8 +26,10 @@ from typing import Any, Callable, Iterator
 import yaml
 
 from ..config import ConfigError
+from ..generation import usage
 from ..io import atomic_write_text
 from ..stages import PROJECT_ROOT, STAGES, Stage
+from . import metrics
 from .manifest import (
     Manifest,
     hash_artifacts,
@@ -141,6 +143,28 @@ def run_lock(run_dir: Path) -> Iterator[None]:
         f.write(str(os.getpid()))
         f.flush()
         yield
+
+
+def _children_cpu() -> float:
+    """CPU seconds (user + system) of this process's finished, reaped children."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+@contextlib.contextmanager
+def _env(**values: str) -> Iterator[None]:
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 @contextlib.contextmanager
@@ -374,7 +398,9 @@ def _run_one(stage: Stage, params: dict, run_dir: Path, manifest: Manifest, prog
         "wall_s": None, "error": None, "pid": os.getpid(), "versions": package_versions(),
     }
     manifest.put(stage.name, record)
-    t0 = time.perf_counter()
+    usage_file = metrics.usage_path(run_dir, stage.name)
+    usage_file.unlink(missing_ok=True)  # the figures are those of this run of the stage
+    t0, cpu0 = time.perf_counter(), _children_cpu()
 
     def kernel_started(pid: int, connection_file: str) -> None:
         record["kernel"] = {"pid": pid, "connection_file": connection_file}
@@ -382,13 +408,15 @@ def _run_one(stage: Stage, params: dict, run_dir: Path, manifest: Manifest, prog
 
     def close(status: str, error: str | None = None) -> float:
         wall = round(time.perf_counter() - t0, 2)
-        record.update(status=status, error=error, ended=now(), wall_s=wall,
+        # The kernel is a child of this process: once it has exited, its CPU time is ours to read.
+        record.update(status=status, error=error, ended=now(), wall_s=wall, cpu_s=round(_children_cpu() - cpu0, 1),
                       outputs=hash_artifacts(run_dir, stage.outputs))
         manifest.put(stage.name, record)
         return wall
 
     try:
-        execute_stage(stage, params, run_dir, progress, on_kernel_start=kernel_started)
+        with _env(**{usage.ENV: str(usage_file)}):
+            execute_stage(stage, params, run_dir, progress, on_kernel_start=kernel_started)
     except KeyboardInterrupt:
         close("interrupted", "KeyboardInterrupt")
         raise
@@ -427,22 +455,32 @@ def stage_status(run_dir: str | Path, stages: list[Stage] | None = None) -> list
             reasons = ["an earlier stage is stale"]
         stale_before = stale_before or bool(reasons)
         rows.append(dict(stage=stage.name, status=status, stale=bool(reasons) and record is not None,
-                         reasons=reasons, wall_s=(record or {}).get("wall_s"), ended=(record or {}).get("ended")))
+                         reasons=reasons, ended=(record or {}).get("ended"),
+                         **metrics.stage_figures(run_dir, stage.name, stage.outputs, record)))
         upstream.append(record)
     for name, record in manifest.stages.items():
         if name not in {s.name for s in stages}:
             rows.append(dict(stage=name, status=record.get("status"), stale=True, reasons=["not a registered stage"],
-                             wall_s=record.get("wall_s"), ended=record.get("ended")))
+                             ended=record.get("ended"), **metrics.stage_figures(run_dir, name, [], record)))
     return rows
 
 
 def format_status(rows: list[dict[str, Any]]) -> str:
-    lines = [f"{'stage':<16} {'status':<12} {'stale':<6} {'wall':>9}  {'ended (UTC)':<19}  why"]
+    def num(value, fmt: str) -> str:
+        return "-" if value is None else format(value, fmt)
+
+    lines = [f"{'stage':<16} {'status':<12} {'stale':<6} {'wall s':>8} {'cpu s':>8} {'tokens':>8} {'tok/s':>6} "
+             f"{'examples':>8} {'ex/min':>7}  {'ended (UTC)':<19}  why"]
     for r in rows:
-        wall = f"{r['wall_s']:.1f} s" if r["wall_s"] is not None else "-"
         ended = (r["ended"] or "-")[:19].replace("T", " ")
         why = "; ".join(r["reasons"]) if r["stale"] or r["status"] != "finished" else ""
-        lines.append(f"{r['stage']:<16} {r['status']:<12} {'yes' if r['stale'] else 'no':<6} {wall:>9}  "
-                     f"{ended:<19}  {why}")
+        lines.append(f"{r['stage']:<16} {r['status']:<12} {'yes' if r['stale'] else 'no':<6} {num(r['wall_s'], '.1f'):>8} "
+                     f"{num(r['cpu_s'], '.1f'):>8} {num(r['tokens'], 'd'):>8} {num(r['tokens_per_s'], '.1f'):>6} "
+                     f"{num(r['examples'], 'd'):>8} {num(r['examples_per_min'], '.1f'):>7}  {ended:<19}  {why}")
+    done = [r for r in rows if r["wall_s"] is not None]
+    if done:
+        wall, cpu = sum(r["wall_s"] for r in done), sum(r["cpu_s"] or 0 for r in done)
+        lines.append(f"{'total':<16} {'':<12} {'':<6} {wall:>8.1f} {cpu:>8.1f} "
+                     f"{sum(r['tokens'] or 0 for r in done):>8d}")
     return "\n".join(lines)
 
