@@ -1,9 +1,15 @@
 """Generation and judge-scoring throughput, side by side in one run, on the default model.
 
-    python benchmarks/generation.py --json outputs/bench_generation.json
+    python benchmarks/generation.py --json outputs/bench_generation.json [--prompts-file RUN/prompts.jsonl]
 
-Generation (32 prompts x n=2 x up to 128 new tokens, T=0.7, top_p=0.95; EOS ends a sequence):
-  hf_tok_s        our HF backend (length-sorted batches, per-batch padding)
+Generation (--prompts requests x n=2 x up to 128 new tokens, T=0.7, top_p=0.95, stopping at the
+chat format's end of turn). The requests are a real prompt pool: the shipped seed queries (or a
+run's prompts.jsonl), shuffled, so their lengths and the answers' lengths vary as in a stage.
+HF figures are interleaved (--repeats rounds of backend then plain) and the best round of each is
+kept; CPU seconds of this process are reported beside wall seconds, since on a shared machine
+wall time measures everybody's load:
+  hf_tok_s        our HF backend (length-sorted batches, finished rows leave the batch, exact top-p
+                  over the most likely tokens)
   hf_naive_tok_s  plain `model.generate`, prompts in the given order, one batch per 8 prompts
   vllm_tok_s      our vLLM backend
   vllm_raw_tok_s  vLLM's own `LLM.generate` on the same engine, without our wrapper
@@ -24,24 +30,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's salmon_lib wins
 
-REQUESTS = [
-    "Explain how a refrigerator keeps food cold.", "Give three tips for a first job interview.",
-    "What causes the seasons on Earth?", "Write a short poem about autumn leaves.",
-    "How do I make a simple tomato sauce?", "Summarise the rules of chess in a paragraph.",
-    "Why is the sky blue?", "Suggest a name for a bakery and say why.",
-    "What is the difference between weather and climate?", "How can I sleep better at night?",
-    "Describe a cat to someone who has never seen one.", "What are prime numbers? Give examples.",
-    "Write a polite email declining a meeting.", "How does a bicycle stay upright?",
-    "List some healthy breakfast ideas.", "What does a librarian do all day?",
-    "Explain recursion to a ten-year-old.", "Plan a one-day trip to a seaside town.",
-    "Why do we have leap years?", "Give advice to someone learning to cook.",
-    "What is photosynthesis?", "Write a two-line joke about computers.",
-    "How should I prepare for a long hike?", "What makes a good friend?",
-    "Explain what a budget is and why it helps.", "Describe the water cycle.",
-    "How do vaccines train the immune system?", "Tell a short story about a lost key.",
-    "What are the benefits of reading every day?", "How do airplanes fly?",
-    "Give me a simple stretching routine.", "What is the capital of Japan, and what is it known for?",
-]
+def prompt_pool(path: str | None, count: int, seed: int) -> list[str]:
+    """`count` requests from a run's prompts.jsonl, or from the shipped seed queries, shuffled."""
+    import random
+
+    from salmon_lib.io import read_jsonl, read_yaml
+
+    if path:
+        pool = [r["prompt"] for r in read_jsonl(path)]
+    else:
+        pool = read_yaml(Path(__file__).resolve().parents[1] / "salmon_lib/prompts/data/seed_queries.yaml")["queries"]
+    random.Random(seed).shuffle(pool)
+    return (pool * (count // len(pool) + 1))[:count]
+
 
 PRINCIPLES = [
     "Prefer the answer that is factually correct.", "Prefer the answer that admits what it does not know.",
@@ -97,11 +98,20 @@ def timed(fn):
     return result, time.perf_counter() - start
 
 
+def timed_cpu(fn):
+    """(result, wall seconds, CPU seconds of this process)."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = fn()
+    return result, time.perf_counter() - wall, time.process_time() - cpu
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", required=True, help="write the figures here")
     parser.add_argument("--model", default="default", help="model spec")
     parser.add_argument("--prompts", type=int, default=32)
+    parser.add_argument("--prompts-file", help="a run's prompts.jsonl (default: the shipped seed queries)")
+    parser.add_argument("--repeats", type=int, default=2, help="interleaved rounds of the two HF figures")
     parser.add_argument("--n", type=int, default=2)
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--pairs", type=int, default=16, help="instruction/output pairs for the judge figures")
@@ -117,7 +127,7 @@ def main(argv=None) -> int:
 
     fmt = get_format("chatml")
     cfg = ModelConfig(spec=args.model)
-    requests = (REQUESTS * (args.prompts // len(REQUESTS) + 1))[:args.prompts]
+    requests = prompt_pool(args.prompts_file, args.prompts, args.seed)
     prompts = [fmt.prompt(r) for r in requests]
     gen_kw = dict(n=args.n, temperature=0.7, top_p=0.95, max_new_tokens=args.max_new_tokens, seed=args.seed)
     figures = dict(machine=f"{platform.machine()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} "
@@ -126,11 +136,22 @@ def main(argv=None) -> int:
                    pairs=args.pairs, principles=len(PRINCIPLES))
 
     hf = HFGenerator(cfg, progress=False)
+    lengths = [len(ids) for ids in hf.encode_prompts(prompts)]
+    figures.update(prompt_pool=args.prompts_file or "seed queries", prompt_tokens_min=min(lengths),
+                   prompt_tokens_max=max(lengths), prompt_tokens_mean=sum(lengths) / len(lengths))
     hf.generate(prompts[:2], max_new_tokens=4)  # warm-up
-    outs, secs = timed(lambda: hf.generate(prompts, **gen_kw))
-    figures["hf_tok_s"] = sum(c.num_tokens for o in outs for c in o) / secs
-    tokens, secs = timed(lambda: naive_hf(hf.model, hf.tokenizer, prompts, args.n, args.max_new_tokens, args.seed))
-    figures["hf_naive_tok_s"] = tokens / secs
+    naive_hf(hf.model, hf.tokenizer, prompts[:2], 1, 4, 0)
+    rounds = {"hf": [], "hf_naive": []}
+    for _ in range(args.repeats):  # interleaved, so that a change of load hits both
+        outs, wall, cpu = timed_cpu(lambda: hf.generate(prompts, stop=fmt.stop, **gen_kw))
+        rounds["hf"].append((sum(c.num_tokens for o in outs for c in o), wall, cpu))
+        tokens, wall, cpu = timed_cpu(lambda: naive_hf(hf.model, hf.tokenizer, prompts, args.n, args.max_new_tokens,
+                                                       args.seed))
+        rounds["hf_naive"].append((tokens, wall, cpu))
+    for name, runs in rounds.items():
+        tokens, wall, cpu = min(runs, key=lambda r: r[1])
+        figures.update({f"{name}_tok_s": tokens / wall, f"{name}_tokens": tokens, f"{name}_cpu_s": cpu,
+                        f"{name}_tok_per_cpu_s": tokens / cpu, f"{name}_rounds": runs})
 
     # Judge inputs from the model's own answers: two samples per instruction, as stage 03 makes them.
     pairs = [(requests[i], outs[i][0].text, outs[i][-1].text) for i in range(min(args.pairs, len(outs)))]
@@ -154,7 +175,7 @@ def main(argv=None) -> int:
         with gen:
             gen.generate(prompts[:2], max_new_tokens=4)  # warm-up
             gen.llm.reset_prefix_cache()
-            outs, secs = timed(lambda: gen.generate(prompts, **gen_kw))
+            outs, secs = timed(lambda: gen.generate(prompts, stop=fmt.stop, **gen_kw))
             figures["vllm_tok_s"] = sum(c.num_tokens for o in outs for c in o) / secs
             gen.llm.reset_prefix_cache()
             params = SamplingParams(n=args.n, temperature=0.7, top_p=0.95, max_tokens=args.max_new_tokens, seed=args.seed)
@@ -171,7 +192,8 @@ def main(argv=None) -> int:
                 "options_unshared_s", "vllm_options_s", "vllm_startup_s"):
         value = figures[key]
         print(f"{key:<22}{'n/a' if value is None else f'{value:12.2f}':>12}")
-    print(f"HF sorted vs naive: {figures['hf_tok_s'] / figures['hf_naive_tok_s']:.2f}x; "
+    print(f"HF backend vs plain generate: {figures['hf_tok_s'] / figures['hf_naive_tok_s']:.2f}x tokens/s, "
+          f"{figures['hf_tok_per_cpu_s'] / figures['hf_naive_tok_per_cpu_s']:.2f}x tokens per CPU second; "
           f"shared prefix speed-up: {figures['options_unshared_s'] / figures['options_shared_s']:.2f}x"
           + (f"; vLLM vs HF: {figures['vllm_tok_s'] / figures['hf_tok_s']:.2f}x, wrapper overhead vs raw vLLM: "
              f"{figures['vllm_raw_tok_s'] / figures['vllm_tok_s']:.2f}x" if figures["vllm_tok_s"] else

@@ -1,4 +1,5 @@
-"""Hugging Face backend: `model.generate` in length-sorted, per-batch padded batches, and
+"""Hugging Face backend: generation in length-sorted, per-batch padded batches through
+`decode.decode` (finished rows leave the batch; exact top-p without sorting the vocabulary), and
 log-prob scoring through `prefix.score_rows` (shared prefixes computed once)."""
 
 from __future__ import annotations
@@ -6,53 +7,20 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import time
 from pathlib import Path
 from typing import Sequence
 
 import torch
 from tqdm.auto import tqdm
-from transformers import StoppingCriteria, StoppingCriteriaList
 
 from ..models import ModelConfig, ModelLoadError, load_model
+from . import usage
 from .base import Completion, Generator, check_generate_args, check_pairs
+from .decode import StopCheck, decode, to_completion
 from .prefix import ScoreRow, score_rows
 
 log = logging.getLogger(__name__)
-
-
-class _StopWatch(StoppingCriteria):
-    """Ends each row at its first stop string or EOS token and remembers where: `lengths[row]` is
-    the number of generated tokens up to and including the one that completed the stop."""
-
-    def __init__(self, tokenizer, prompt_len: int, stop: tuple[str, ...], eos_ids: set[int], rows: int):
-        self.tokenizer, self.prompt_len, self.stop, self.eos_ids = tokenizer, prompt_len, stop, eos_ids
-        # A stop string that just appeared ends within the last len(stop) tokens (tokens are >= 1 char);
-        # a few more tokens of context keep byte-level pieces decoding as they do in the full text.
-        self.window = max((len(s) for s in stop), default=0) + 4
-        self.lengths: list[int | None] = [None] * rows
-        self.by_string = [False] * rows
-
-    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
-        generated = input_ids[:, self.prompt_len:]
-        n = generated.shape[1]
-        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-        for row in range(input_ids.shape[0]):
-            if self.lengths[row] is not None:
-                done[row] = True
-                continue
-            if int(generated[row, -1]) in self.eos_ids:
-                self.lengths[row] = n
-            elif self.stop:
-                tail = self.tokenizer.decode(generated[row, max(0, n - self.window):].tolist(), skip_special_tokens=False)
-                if any(s in tail for s in self.stop):
-                    self.lengths[row], self.by_string[row] = n, True
-            done[row] = self.lengths[row] is not None
-        return done
-
-
-def _cut_at_stop(text: str, stop: tuple[str, ...]) -> str:
-    cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=len(text))
-    return text[:cut]
 
 
 class HFGenerator(Generator):
@@ -121,6 +89,7 @@ class HFGenerator(Generator):
         stop = check_generate_args(prompts, n, temperature, top_p, max_new_tokens, stop)
         if not prompts:
             return []
+        start = time.perf_counter()
         encoded = self.encode_prompts(prompts)
         # Longest first: a batch holds prompts of similar length, so little padding, and a batch
         # that does not fit in memory fails at the start rather than at the end.
@@ -128,9 +97,6 @@ class HFGenerator(Generator):
         per_batch = max(1, self.batch_size // n)
         results: list[list[Completion] | None] = [None] * len(prompts)
         greedy = temperature == 0
-        # top_k=0: no top-k cut (the HF default is 50), as in vLLM, so the backends sample alike.
-        sampling = dict(do_sample=False, temperature=None, top_p=None, top_k=None) if greedy \
-            else dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
         rng_devices = [self.device] if self.device.type == "cuda" else []
         # A private RNG stream: the same seed gives the same samples, and the caller's RNG is untouched.
         with torch.random.fork_rng(devices=rng_devices), self._active(adapter), \
@@ -140,40 +106,25 @@ class HFGenerator(Generator):
                 batch = order[b:b + per_batch]
                 # Greedy decoding gives n identical completions: decode once, copy.
                 comps = self._generate_batch([encoded[i] for i in batch], 1 if greedy else n, max_new_tokens,
-                                             stop, sampling)
+                                             stop, temperature, top_p)
                 for i, c in zip(batch, comps):
                     results[i] = c * n if greedy else c
                 bar.update(len(batch))
+        usage.record(self.backend, len(prompts) * n, sum(c.num_tokens for r in results for c in r),
+                     time.perf_counter() - start)
         return results
 
-    @torch.no_grad()
     def _generate_batch(self, encoded: list[list[int]], n: int, max_new_tokens: int, stop: tuple[str, ...],
-                        sampling: dict) -> list[list[Completion]]:
+                        temperature: float, top_p: float) -> list[list[Completion]]:
         width = max(len(e) for e in encoded)
         ids = torch.full((len(encoded), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros_like(ids)
         for r, e in enumerate(encoded):  # left padding: every row's next token goes at the same column
             ids[r, width - len(e):] = torch.tensor(e)
             mask[r, width - len(e):] = 1
-        watch = _StopWatch(self.tokenizer, width, stop, self.eos_ids, len(encoded) * n)
-        out = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                                  max_new_tokens=max_new_tokens, num_return_sequences=n, pad_token_id=self.pad_id,
-                                  stopping_criteria=StoppingCriteriaList([watch]), **sampling)
-        generated = out[:, width:].tolist()
-        completions = []
-        for row, toks in enumerate(generated):
-            length = watch.lengths[row]
-            if length is None:
-                toks = toks[:max_new_tokens]
-                text = self.tokenizer.decode(toks, skip_special_tokens=False)
-                completions.append(Completion(text, toks, "length", len(toks)))
-                continue
-            toks = toks[:length]
-            if watch.by_string[row]:
-                text = _cut_at_stop(self.tokenizer.decode(toks, skip_special_tokens=False), stop)
-            else:  # ended by EOS: the EOS token is no part of the text
-                text = _cut_at_stop(self.tokenizer.decode(toks[:-1], skip_special_tokens=False), stop)
-            completions.append(Completion(text, toks, "stop", len(toks)))
+        rows = decode(self.model, ids.repeat_interleave(n, 0), mask.repeat_interleave(n, 0), max_new_tokens,
+                      temperature, top_p, StopCheck(self.tokenizer, stop, self.eos_ids))
+        completions = [to_completion(self.tokenizer, r, stop) for r in rows]
         return [completions[i * n:(i + 1) * n] for i in range(len(encoded))]
 
     # -- scoring ----------------------------------------------------------------------------------

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import time
 from typing import Sequence
+
+from . import usage
 
 MASKED_GQA = "sdpa_masked_gqa"
 
@@ -87,25 +90,24 @@ class PrefixGenerator:
         if any(ids[:len(head)] != head for ids in full):
             # The tokenizer merges across the seam: the prefix is not a token prefix, so no sharing.
             return self._fallback(prompts, **kw)
-        sampling = dict(do_sample=False, temperature=None, top_p=None, top_k=None) if temperature == 0 \
-            else dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
         devices = [gen.device] if gen.device.type == "cuda" else []
+        start = time.perf_counter()
         with torch.no_grad(), torch.random.fork_rng(devices=devices), _masked_gqa_attention(gen.model):
             if self._cache is None:
                 self._cache = gen.model(input_ids=torch.tensor([head], device=gen.device),
                                         use_cache=True).past_key_values
             torch.manual_seed(seed)
             tails = [ids[len(head):] for ids in full]
-            return _generate_batch(gen, head, tails, self._cache, max_new_tokens, stop, sampling)
+            out = _generate_batch(gen, head, tails, self._cache, max_new_tokens, stop, temperature, top_p)
+        usage.record(gen.backend, len(out), sum(c.num_tokens for c in out), time.perf_counter() - start)
+        return out
 
 
 def _generate_batch(gen, head: list[int], tails: list[list[int]], cache, max_new_tokens: int,
-                    stop: tuple[str, ...], sampling: dict):
+                    stop: tuple[str, ...], temperature: float, top_p: float):
     import torch
-    from transformers import StoppingCriteriaList
 
-    from .base import Completion
-    from .hf import _cut_at_stop, _StopWatch
+    from .decode import StopCheck, decode, to_completion
 
     p, w = len(head), max(len(t) for t in tails)
     ids = torch.full((len(tails), p + w), gen.pad_id, dtype=torch.long)
@@ -114,20 +116,8 @@ def _generate_batch(gen, head: list[int], tails: list[list[int]], cache, max_new
     for r, tail in enumerate(tails):
         ids[r, p + w - len(tail):] = torch.tensor(tail)
         mask[r, p + w - len(tail):] = 1
-    batch_cache = copy.deepcopy(cache)  # generate extends the cache in place
+    batch_cache = copy.deepcopy(cache)  # decoding extends the cache in place
     batch_cache.batch_repeat_interleave(len(tails))
-    watch = _StopWatch(gen.tokenizer, p + w, stop, gen.eos_ids, len(tails))
-    out = gen.model.generate(input_ids=ids.to(gen.device), attention_mask=mask.to(gen.device),
-                             past_key_values=batch_cache, max_new_tokens=max_new_tokens, pad_token_id=gen.pad_id,
-                             stopping_criteria=StoppingCriteriaList([watch]), **sampling)
-    completions = []
-    for row, toks in enumerate(out[:, p + w:].tolist()):
-        length = watch.lengths[row]
-        if length is None:
-            toks = toks[:max_new_tokens]
-            completions.append(Completion(gen.tokenizer.decode(toks), toks, "length", len(toks)))
-            continue
-        toks = toks[:length]
-        text_ids = toks if watch.by_string[row] else toks[:-1]  # an EOS is no part of the text
-        completions.append(Completion(_cut_at_stop(gen.tokenizer.decode(text_ids), stop), toks, "stop", len(toks)))
-    return completions
+    rows = decode(gen.model, ids, mask, max_new_tokens, temperature, top_p,
+                  StopCheck(gen.tokenizer, stop, gen.eos_ids), past_key_values=batch_cache)
+    return [to_completion(gen.tokenizer, r, stop) for r in rows]

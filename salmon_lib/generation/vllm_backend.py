@@ -19,11 +19,13 @@ import json
 import logging
 import os
 import random
+import time
 from pathlib import Path
 from typing import Sequence
 
 from ..io import atomic_write_json
 from ..models import ModelConfig, ModelLoadError, resolve_model_dir
+from . import usage
 from .base import Completion, GenerationError, Generator, check_generate_args, check_pairs
 
 log = logging.getLogger(__name__)
@@ -262,8 +264,12 @@ class VLLMGenerator(Generator):
         params = [SamplingParams(n=n, temperature=temperature, top_p=top_p if temperature > 0 else 1.0,
                                  max_tokens=max_new_tokens, stop=list(stop) or None, seed=rng.randrange(2**31),
                                  skip_special_tokens=False) for _ in prompts]
+        start = time.perf_counter()
         outputs = self._run(self.encode_prompts(prompts), params, adapter)
-        return [[self._completion(o, stop) for o in out.outputs] for out in outputs]
+        result = [[self._completion(o, stop) for o in out.outputs] for out in outputs]
+        usage.record(self.backend, len(prompts) * n, sum(c.num_tokens for r in result for c in r),
+                     time.perf_counter() - start)
+        return result
 
     def _completion(self, out, stop: tuple[str, ...]) -> Completion:
         text, ids = out.text, list(out.token_ids)
