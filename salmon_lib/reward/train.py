@@ -1,6 +1,7 @@
 """Train the principle-following reward model: a scalar head on the BASE model with LoRA (or
-QLoRA), Bradley-Terry loss through TRL's RewardTrainer, optionally pre-trained on human pairs
-first (PMP), then fine-tuned on stage 03's principle-labelled pairs with the same adapter and head.
+QLoRA), Bradley-Terry loss through TRL's RewardTrainer (with the loss computed on shared
+prefixes, `grouped.py`), optionally pre-trained on human pairs first (PMP), then fine-tuned on
+stage 03's principle-labelled pairs with the same adapter and head.
 
 Writes `<run>/rm/` (adapter + score head + tokenizer + template.json + rm_info.json) and
 `<run>/reward_stats.json`. `train(config_dict)` is the entry point the runner's multi-GPU launch
@@ -40,7 +41,7 @@ class RewardConfig(StageConfig):
     epochs: float = 1.0  # passes over the principle-labelled pairs
     max_steps: int = 0  # >0 caps the optimizer steps of each phase (quick runs)
     learning_rate: float = 3e-5  # principle fine-tuning learning rate
-    batch_size: int = 4  # pairs per device per step
+    batch_size: int = 4  # response pairs per device per step, each with all its principle draws
     grad_accum: int = 1  # gradient accumulation steps
     warmup: float = 0.03  # warmup as a fraction of the steps
     lr_scheduler: str = "cosine"  # transformers scheduler name
@@ -145,11 +146,14 @@ def train_reward_model(cfg: RewardConfig, progress: bool = True):
 
 def _fit(cfg, model, tok, template, pairs, held, peft_config, phase, lr, epochs, progress, keep_trainer=False):
     import torch
+    from datasets import Dataset
     from trl import RewardConfig as TrlRewardConfig
-    from trl import RewardTrainer
 
-    train_ds, n_cut = _tokenize(tok, template, pairs)
-    eval_ds = _tokenize(tok, template, held)[0] if held else None
+    from .grouped import GroupCollator, GroupedRewardTrainer, group_pairs, group_stats
+
+    columns, n_cut = group_pairs(tok, template, pairs)
+    train_ds = Dataset.from_dict(columns)
+    eval_ds = Dataset.from_dict(group_pairs(tok, template, held)[0]) if held else None
     cuda = torch.cuda.is_available() and cfg.model_config().device != "cpu"
     bf16 = cuda and (cfg.dtype == "bfloat16" or (cfg.dtype == "auto" and torch.cuda.is_bf16_supported()))
     args = TrlRewardConfig(
@@ -165,35 +169,24 @@ def _fit(cfg, model, tok, template, pairs, held, peft_config, phase, lr, epochs,
         # Inputs are already truncated by the template; TRL would silently drop longer ones.
         max_length=None,
         center_rewards_coefficient=cfg.center_rewards or None, disable_tqdm=not progress,
+        # Rows are groups (two prefixes, every draw's suffix) that the collator batches, not TRL's columns.
+        remove_unused_columns=False, prediction_loss_only=True,
     )
-    trainer = RewardTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
-                            processing_class=tok, peft_config=peft_config)
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    trainer = GroupedRewardTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+                                   processing_class=tok, peft_config=peft_config, data_collator=GroupCollator(pad_id))
     trainable = [n for n, p in trainer.model.named_parameters() if p.requires_grad]
     if not any(".score." in f".{n}" or n.startswith("score") for n in trainable):
         raise RuntimeError(f"the score head is not trainable in phase {phase!r}; trainable: {trainable[:5]}...")
     result = trainer.train()
     if eval_ds is not None:
         trainer.evaluate()
-    stats = {"pairs": len(pairs), "truncated_pairs": n_cut, "steps": trainer.state.global_step,
+    stats = {"pairs": len(pairs), **group_stats(columns), "shared_prefix": trainer.share_prefix,
+             "truncated_pairs": n_cut, "steps": trainer.state.global_step,
              "train_loss": result.training_loss, "history": trainer.state.log_history}
     model = trainer.model
     model.eval()
     return (model, stats, trainer) if keep_trainer else (model, stats)
-
-
-def _tokenize(tok, template, pairs: list[Pair]):
-    """Pre-tokenized chosen/rejected ids: TRL then neither re-templates, appends EOS nor drops anything."""
-    from datasets import Dataset
-
-    rows, n_cut = {"chosen_ids": [], "rejected_ids": []}, 0
-    for p in pairs:
-        cut = False
-        for side, response in (("chosen_ids", p.chosen), ("rejected_ids", p.rejected)):
-            prefix, c = template.encode_prefix(tok, p.prompt, response)
-            rows[side].append(prefix + template.encode_suffix(tok, p.principles))
-            cut = cut or c
-        n_cut += cut
-    return Dataset.from_dict(rows), n_cut
 
 
 def _head_weight(model):
