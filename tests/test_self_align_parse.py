@@ -36,7 +36,7 @@ def test_split_and_cited_rules():
 
 @pytest.mark.parametrize("text, finish, reason", [
     (" I should follow rules 2 (helpful). Bread needs flour", "stop", "no_answer"),
-    (completion(GOOD[:120]), "length", "truncated"),
+    (completion(GOOD[:120]), "length", "truncated"),  # no complete sentence to keep
     (completion(""), "stop", "empty"),
     (completion("Use flour."), "stop", "too_short"),
     (completion(GOOD + "\n\nUser: thanks! Nori (internal thoughts): the user is happy."), "stop", "format_leak"),
@@ -80,12 +80,26 @@ def test_repetition_is_cut_and_rescues_a_looping_answer():
     assert cut_repetition(listing, 4) == listing
     v = make_filter()("Bread?", completion(loop), "length")
     assert v.kept and v.edits == ["repetition_cut"] and v.response.endswith("at home.")
-    assert make_filter(cut_repetition=False)("Bread?", completion(loop), "length").drop_reason == "truncated"
+    untrimmed = make_filter(cut_repetition=False, trim_truncated=False)
+    assert untrimmed("Bread?", completion(loop), "length").drop_reason == "truncated"
 
 
 def test_keep_truncated_removes_the_partial_word():
     v = make_filter(keep_truncated=True)("Bread?", completion(GOOD + " and then enj"), "length")
     assert v.kept and v.response == GOOD + " and then" and v.edits == ["partial_word_removed"]
+
+
+def test_truncated_answer_is_cut_back_to_its_last_sentence():
+    v = make_filter()("Bread?", completion(GOOD + ' Then say "enjoy!" Serve it with butt'), "length")
+    assert v.kept and v.response == GOOD + ' Then say "enjoy!"' and v.edits == ["trimmed_to_sentence"]
+    listing = "You will need:\n1. Flour, about 500 grams\n2. Water at room temperature\n3. Sa"
+    v = make_filter()("Bread?", completion(listing), "length")
+    assert v.kept and v.response == listing.rsplit("\n", 1)[0]  # a complete line counts
+    # a number's decimal point is no sentence end; too little left is still dropped as truncated
+    v = make_filter()("Bread?", completion("Bake it at 220.5 degrees for a whi"), "length")
+    assert v.drop_reason == "truncated"
+    v = make_filter(trim_truncated=False)("Bread?", completion(GOOD + " Then ser"), "length")
+    assert v.drop_reason == "truncated"
 
 
 def test_plain_format_markers():

@@ -8,7 +8,7 @@ from salmon_lib.config import ConfigError
 from salmon_lib.generation import Completion
 from salmon_lib.io import DataError, read_jsonl
 from salmon_lib.self_align import SelfAlignConfig, run_self_align
-from salmon_lib.self_align.parse import DROP_REASONS
+from salmon_lib.self_align.parse import DROP_REASONS, trim_to_sentence
 
 FIXTURE = str(Path(__file__).parent / "fixtures" / "self_align_small.yaml")
 GOOD = ("Knead the dough for about ten minutes, let it rise until it has doubled, shape it and bake it "
@@ -29,8 +29,8 @@ class FakeGenerator:
 
     backend = "fake"
 
-    def __init__(self, fail_after=None):
-        self.calls, self.fail_after = [], fail_after
+    def __init__(self, fail_after=None, script=SCRIPT):
+        self.calls, self.fail_after, self.script = [], fail_after, script
 
     def generate(self, prompts, n=1, temperature=0.7, top_p=0.95, max_new_tokens=256, stop=(), seed=0, adapter=None):
         if self.fail_after is not None and len(self.calls) >= self.fail_after:
@@ -39,9 +39,9 @@ class FakeGenerator:
         out = []
         for p in prompts:
             query = p.rsplit("<|im_start|>user\n", 1)[1].split("<|im_end|>")[0]
-            thoughts, t_end, answer, a_end = SCRIPT[PROMPTS.index(query)]
-            if p.endswith("\n\nNori:"):
-                assert p.endswith(thoughts.rstrip() + "\n\nNori:")
+            thoughts, t_end, answer, a_end = self.script[PROMPTS.index(query)]
+            if p.endswith("\n\nNori:"):  # the answer step, after the thoughts (cut back when they ran long)
+                assert p.endswith((thoughts if t_end == "stop" else trim_to_sentence(thoughts)).rstrip() + "\n\nNori:")
                 out.append([Completion(answer, [0] * 9, a_end, 9)])
             else:
                 out.append([Completion(thoughts, [0] * 7, t_end, 7)])
@@ -52,7 +52,8 @@ def setup_run(tmp_path, prompts=PROMPTS):
     (tmp_path / "prompts.jsonl").write_text(
         "".join(json.dumps({"id": f"p{i}", "prompt": p, "source": "test"}) + "\n" for i, p in enumerate(prompts)))
     return SelfAlignConfig(run_dir=str(tmp_path), principles=FIXTURE, assistant_name="Nori",
-                           assistant_creator="the test lab", batch_size=2, identity_examples=3, max_new_tokens=64)
+                           assistant_creator="the test lab", batch_size=2, identity_examples=3, max_new_tokens=64,
+                           trim_truncated=False)
 
 
 def test_stage_writes_records_stats_and_figures(tmp_path):
@@ -111,6 +112,22 @@ def test_changed_filters_refilter_and_changed_sampling_regenerates(tmp_path):
     gen = FakeGenerator()
     run_self_align(dataclasses.replace(cfg, temperature=0.5), generator=gen)
     assert sum(len(c["prompts"]) for c in gen.calls[::2]) == 5 and gen.calls[0]["temperature"] == 0.5
+
+
+def test_thoughts_and_answers_that_run_long_are_cut_back_to_a_sentence(tmp_path):
+    """With trim_truncated (the default), thoughts that hit their limit are cut back to their last
+    sentence and still get an answer, and an answer cut by its limit keeps its complete sentences."""
+    cfg = dataclasses.replace(setup_run(tmp_path), trim_truncated=True)
+    script = list(SCRIPT)
+    script[2] = (CITING + " And more", "length", " " + GOOD + " Then let it co", "length")
+    gen = FakeGenerator(script=script)
+    stats = run_self_align(cfg, generator=gen)
+    assert [len(c["prompts"]) for c in gen.calls] == [2, 2, 2, 2, 1, 1]  # p2's thoughts now get an answer
+    recs = {r["id"]: r for r in read_jsonl(tmp_path / "self_align.jsonl")}
+    assert recs["p2"]["kept"] and recs["p2"]["response"] == GOOD and recs["p2"]["thoughts"] == CITING.strip()
+    assert recs["p2"]["edits"] == ["trimmed_to_sentence"]
+    assert recs["p3"]["drop_reason"] == "truncated"  # no complete sentence in what the limit left
+    assert stats["kept_answered"] == 3  # p0, p2, p4 (p1 is too short)
 
 
 def test_bad_inputs_are_named(tmp_path):

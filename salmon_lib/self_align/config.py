@@ -22,12 +22,15 @@ class SelfAlignConfig(StageConfig):
     max_prompts: int | None = None  # answer only the first N prompts of prompts.jsonl (None: all)
     temperature: float = 0.7  # sampling temperature (the original: 0.7)
     top_p: float = 0.95  # nucleus sampling (the original: 0.95)
-    thoughts_max_tokens: int = 128  # token limit of the internal thoughts (longer ones are dropped)
+    thoughts_max_tokens: int = 128  # token limit of the internal thoughts (see trim_truncated for longer ones)
     max_new_tokens: int = 512  # token limit of the answer (the original: 512 for thoughts + answer)
     batch_size: int = 16  # prompts per generate call; also how often results are saved
     identity_examples: int = 24  # "who are you"-style examples answered under assistant_name (0: none)
     min_chars: int = 40  # answers shorter than this are dropped (the original: 160)
-    keep_truncated: bool = False  # keep answers cut by max_new_tokens (the original kept them)
+    # keep answers cut by max_new_tokens as they are, less the partial last word (the original kept them)
+    keep_truncated: bool = False
+    # thoughts and answers cut by their token limit are cut back to their last complete sentence and kept
+    trim_truncated: bool = True
     leak_ngram: int = 6  # word n-gram length of the exemplar-leakage check
     leak_threshold: float = 0.3  # drop answers sharing this fraction of their n-grams with one exemplar answer
     echo_min_chars: int = 16  # drop answers repeating a prompt at least this long verbatim (0: off)

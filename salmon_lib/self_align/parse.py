@@ -1,7 +1,8 @@
 """Parse a self-aligned completion into thoughts, cited rules and answer, and decide whether to keep it.
 
 The filter chain follows the original where it is sound and replaces its blunt parts:
-- truncation is read from the generator's finish reason, not guessed from a missing terminator;
+- truncation is read from the generator's finish reason, not guessed from a missing terminator, and
+  a truncated answer is cut back to its last complete sentence rather than thrown away;
 - exemplar leakage is measured as word n-gram overlap with the exemplar answers, instead of a
   keyword blacklist that also drops every honest answer about the weather or birthdays;
 - a new turn inside the answer (role markers, the thoughts label) is caught structurally, and so is
@@ -25,12 +26,16 @@ DROP_REASONS = ("no_answer", "truncated", "empty", "too_short", "format_leak", "
 _WORD = re.compile(r"\w+", re.UNICODE)
 # Sentence- or line-sized pieces for the repetition cut: text up to and including . ! ? ; or a newline.
 _SEGMENT = re.compile(r"[^.!?;\n]*(?:[.!?;]+|\n+|$)")
+# The end of a sentence (its closing quote or bracket included) before whitespace, or a line break.
+_SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?=\s)|\n")
+_LIST_MARKER = re.compile(r"\s*\d+[.)]")
 
 
 @dataclasses.dataclass(frozen=True)
 class FilterSettings:
     min_chars: int = 40  # answers shorter than this are dropped
     keep_truncated: bool = False  # keep answers cut by the token limit (their last, partial word removed)
+    trim_truncated: bool = True  # keep answers cut by the token limit, cut back to their last complete sentence
     leak_ngram: int = 6  # word n-gram length for the exemplar-leakage check
     leak_threshold: float = 0.3  # drop when this fraction of the answer's n-grams occurs in one exemplar answer
     echo_min_chars: int = 16  # drop answers that repeat a prompt of at least this many characters verbatim (0: off)
@@ -69,6 +74,16 @@ def cut_repetition(answer: str, min_words: int) -> str:
             seen.add(key)
         end = m.end()
     return answer
+
+
+def trim_to_sentence(text: str) -> str:
+    """`text` up to the end of its last complete sentence or line ("" when there is none): what is
+    left of an answer the token limit cut in the middle of a sentence."""
+    for m in reversed(list(_SENTENCE_END.finditer(text))):
+        line = text[text.rfind("\n", 0, m.start()) + 1:m.end()]
+        if not _LIST_MARKER.fullmatch(line):  # "3." opening a list item ends nothing
+            return text[:m.end()].rstrip()
+    return ""
 
 
 def ngrams(text: str, n: int) -> set[tuple[str, ...]]:
@@ -128,10 +143,13 @@ class SelfAlignFilter:
             if cut != response:
                 edits.append("repetition_cut")
                 response = cut
-        if answer is not None and finish_reason == "length" and self.s.keep_truncated and "repetition_cut" not in edits:
-            # The last word may be cut in the middle.
-            response = response.rsplit(None, 1)[0] if " " in response else response
-            edits.append("partial_word_removed")
+        if answer is not None and finish_reason == "length" and "repetition_cut" not in edits:
+            if self.s.keep_truncated:  # the last word may be cut in the middle
+                response = response.rsplit(None, 1)[0] if " " in response else response
+                edits.append("partial_word_removed")
+            elif self.s.trim_truncated and (trimmed := trim_to_sentence(response)):
+                response = trimmed
+                edits.append("trimmed_to_sentence")
         overlap = self.leaks.overlap(response)
         reason = self._first_failure(prompt, answer, response, finish_reason, cited, edits, overlap)
         return Verdict(thoughts, cited, response, reason is None, reason, edits, round(overlap, 4))
@@ -140,7 +158,8 @@ class SelfAlignFilter:
         if answer is None:
             return "no_answer"
         # A repetition cut ends a looping answer, so hitting the token limit no longer matters.
-        if finish_reason == "length" and not self.s.keep_truncated and "repetition_cut" not in edits:
+        if finish_reason == "length" and not set(edits) & {"repetition_cut", "partial_word_removed",
+                                                            "trimmed_to_sentence"}:
             return "truncated"
         if not response:
             return "empty"

@@ -21,7 +21,7 @@ from ..io import DataError, RecordLog, atomic_write_json, iter_jsonl, read_json,
 from ..models import ModelConfig
 from .config import SelfAlignConfig
 from .identity import identity_records
-from .parse import DROP_REASONS, SelfAlignFilter
+from .parse import DROP_REASONS, SelfAlignFilter, trim_to_sentence
 from .prompt import build_prompt
 from ..generation.shared_prefix import PrefixGenerator
 
@@ -104,13 +104,16 @@ def run_self_align(cfg: SelfAlignConfig, generator=None) -> dict:
 def _thoughts_then_answers(shared: PrefixGenerator, layout, queries: list[str], cfg: SelfAlignConfig,
                            seed: int) -> list[tuple[str, str, int]]:
     """(raw completion, finish reason, tokens) per query: the thoughts, then the answer after the
-    answer label. Thoughts that hit their token limit get no answer (the parser drops them)."""
+    answer label. Thoughts that hit their token limit are cut back to their last complete sentence
+    (with `trim_truncated`; they are never trained on) or get no answer (the parser drops them)."""
     rendered = [layout.render(q) for q in queries]
     sampling = dict(temperature=cfg.temperature, top_p=cfg.top_p, seed=seed)
     thoughts = shared.generate(rendered, max_new_tokens=cfg.thoughts_max_tokens, stop=layout.thoughts_stop,
                                **sampling)
-    ended = [i for i, t in enumerate(thoughts) if t.finish_reason == "stop"]
-    openings = [layout.with_answer_label(rendered[i], thoughts[i].text) for i in ended]
+    texts = [t.text if t.finish_reason == "stop" else trim_to_sentence(t.text) if cfg.trim_truncated else ""
+             for t in thoughts]
+    ended = [i for i, text in enumerate(texts) if text.strip()]
+    openings = [layout.with_answer_label(rendered[i], texts[i]) for i in ended]
     answers = shared.generate(openings, max_new_tokens=cfg.max_new_tokens, stop=layout.stop, **sampling) \
         if openings else []
     out = [(t.text, t.finish_reason, t.num_tokens) for t in thoughts]
@@ -132,7 +135,7 @@ def _start_over_if_generation_changed(cfg: SelfAlignConfig, prefix: str, run_dir
     prompt, sampling); otherwise they are removed and every prompt is answered again."""
     signature = {"model": cfg.model, "prompt_sha256": hashlib.sha256(prefix.encode()).hexdigest(),
                  "temperature": cfg.temperature, "top_p": cfg.top_p, "max_new_tokens": cfg.max_new_tokens,
-                 "thoughts_max_tokens": cfg.thoughts_max_tokens, "seed": cfg.seed}
+                 "thoughts_max_tokens": cfg.thoughts_max_tokens, "trim_truncated": cfg.trim_truncated, "seed": cfg.seed}
     path = run_dir / GENERATION
     if path.exists() and (run_dir / OUTPUT).exists() and read_json(path) != signature:
         log.warning("%s: generation settings changed since the existing records were made; answering again",
