@@ -135,7 +135,7 @@ def test_shared_prefix_generation_matches_plain_generation():
     from salmon_lib.models import ModelConfig
     from salmon_lib.principles import load_self_align
     from salmon_lib.self_align.prompt import build_prompt
-    from salmon_lib.generation.shared_prefix import PrefixGenerator
+    from salmon_lib.generation.prefix_generation import PrefixGenerator
 
     layout = build_prompt(load_self_align(FIXTURE), "chatml", "Nori")
     prompts = [layout.render(q) for q in ("Hi", "How do I bake a loaf of rye bread at home?", "2+2?")]

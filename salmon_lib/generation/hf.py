@@ -1,5 +1,5 @@
 """Hugging Face backend: `model.generate` in length-sorted, per-batch padded batches, and
-log-prob scoring through `prefix.score_rows` (shared prefixes computed once)."""
+log-prob scoring through `prefix_scoring.score_rows` (shared prefixes computed once)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 
 from ..models import ModelConfig, ModelLoadError, load_model
 from .base import Completion, Generator, check_generate_args, check_pairs
-from .prefix import ScoreRow, score_rows
+from .prefix_scoring import ScoreRow, score_rows
 
 log = logging.getLogger(__name__)
 

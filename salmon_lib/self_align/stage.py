@@ -23,7 +23,7 @@ from .config import SelfAlignConfig
 from .identity import identity_records
 from .parse import DROP_REASONS, SelfAlignFilter
 from .prompt import build_prompt
-from ..generation.shared_prefix import PrefixGenerator
+from ..generation.prefix_generation import PrefixGenerator
 
 log = logging.getLogger(__name__)
 
