@@ -11,7 +11,7 @@ import dataclasses
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal, Mapping, TypeVar, Union
+from typing import Any, ClassVar, Literal, Mapping, TypeVar, Union
 
 import yaml
 
@@ -168,15 +168,33 @@ class Config:
 
 @dataclasses.dataclass
 class StageConfig(Config):
-    """Base for a pipeline stage's config: every stage reads and writes one run directory."""
+    """Base for a pipeline stage's config: every stage reads and writes one run directory.
+
+    `file_params` names the parameters that hold file paths: `check` resolves each non-empty one
+    (`salmon_lib.paths.resolve_file`), and stage code reads them through `file(name)`, so a
+    relative path works from the project root and from notebooks/ alike.
+    """
+
+    file_params: ClassVar[tuple[str, ...]] = ()
 
     run_dir: str = "outputs/scratch"  # the run directory this stage reads its inputs from and writes to
     seed: int = 0  # every random choice of the stage derives from this
 
     def __post_init__(self) -> None:
-        # JupyterLab starts a notebook's kernel in notebooks/, the runner in the project root: a
-        # relative run dir means the project's own outputs/ either way, never notebooks/outputs/.
-        path = Path(self.run_dir).expanduser()
-        if not path.is_absolute():
-            root = Path(__file__).resolve().parent.parent
-            self.run_dir = str((root if (root / "pyproject.toml").is_file() else Path.cwd()) / path)
+        from .paths import resolve_run_dir
+
+        self.run_dir = resolve_run_dir(self.run_dir)
+
+    def check(self) -> None:
+        super().check()
+        for name in self.file_params:
+            value = getattr(self, name)
+            for item in value if isinstance(value, list) else [value]:
+                if item:
+                    self.file(name, item)
+
+    def file(self, name: str, value: str | None = None) -> Path:
+        """The absolute path of file parameter `name` (or of `value`, one item of a list parameter)."""
+        from .paths import resolve_file
+
+        return resolve_file(name, getattr(self, name) if value is None else value)

@@ -11,8 +11,7 @@ import dataclasses
 import importlib
 from pathlib import Path
 
-# Where notebooks named by a relative path live: the folder holding the salmon_lib package.
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from .paths import PROJECT_ROOT
 
 
 @dataclasses.dataclass

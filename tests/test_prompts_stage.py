@@ -139,4 +139,5 @@ def test_relative_files_resolve_against_the_project_root(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)  # as a JupyterLab kernel started in notebooks/ would be elsewhere
     cfg = PromptsConfig.from_dict({"sources": {"dolly": ["tests/fixtures/prompts/dolly.jsonl"],
                                                "oasst1": ["OpenAssistant/oasst1"]}})
-    assert cfg.sources["dolly"] == [str(FIX / "dolly.jsonl")] and cfg.sources["oasst1"] == ["OpenAssistant/oasst1"]
+    assert cfg.source(cfg.sources["dolly"][0]) == str(FIX / "dolly.jsonl")
+    assert cfg.source("OpenAssistant/oasst1") == "OpenAssistant/oasst1"

@@ -25,6 +25,8 @@ PROBABILITIES = ("p_continue", "p_negate", "disclaimer_p", "label_noise", "rule_
 
 @dataclasses.dataclass
 class PreferencesConfig(AggregateOptions, StageConfig):
+    file_params = ("principles",)
+
     method: Literal["salmon", "almost"] = "salmon"  # SALMON's principle judge, or ALMoST's rubric comparisons
     model: str = "default"  # base model spec; the SFT adapter goes on top of it
     chat_format: str = "chatml"  # chat format of the model (salmon_lib.chat)
@@ -49,6 +51,7 @@ class PreferencesConfig(AggregateOptions, StageConfig):
     almost_length_filter: bool = True  # ALMoST's heuristic filter against short winners
 
     def check(self) -> None:
+        super().check()
         for name in PROBABILITIES:
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
@@ -105,10 +108,7 @@ def load_prompts(cfg: PreferencesConfig) -> list[dict]:
 def load_principle_set(cfg: PreferencesConfig):
     from ..principles import load_principles
 
-    path = Path(cfg.principles).expanduser()
-    if not path.is_absolute() and not path.exists():  # a notebook's kernel starts in notebooks/
-        path = Path(__file__).resolve().parents[2] / path
-    return load_principles(path)
+    return load_principles(cfg.file("principles"))
 
 
 def judged_principles(ps) -> list[tuple[str, str]]:
@@ -167,11 +167,12 @@ def aggregate(cfg: PreferencesConfig) -> dict:
 
 def evaluate_judge(cfg: PreferencesConfig, gen) -> dict:
     """Judge accuracy on the HHH pairs, or the reason it was skipped."""
-    from .hhh import evaluate, load_hhh, principles_for_types, resolve_path
+    from ..paths import find_file
+    from .hhh import evaluate, load_hhh, principles_for_types
 
     if not cfg.hhh_path:
         return update_stats(cfg, "hhh", {"skipped": "hhh_path is empty"})
-    path = resolve_path(cfg.hhh_path)
+    path = find_file(cfg.hhh_path, beside_project=True)  # the data lives beside the checkout, not in it
     if path is None:
         return update_stats(cfg, "hhh", {"skipped": f"{cfg.hhh_path} not found (the project ships no copy; "
                                                     "point hhh_path at your own hhh_eval.json)"})

@@ -23,6 +23,7 @@ from typing import Callable, Literal
 
 from ..config import ConfigError, StageConfig
 from ..io import RecordLog, atomic_path, atomic_write_json, write_jsonl
+from ..paths import candidates, find_file
 from .generate import Resume
 from .readers import READERS, check_location
 
@@ -37,15 +38,10 @@ _CACHE_KEYS = ("model", "chat_format", "seed", "seed_file", "question_types_file
                "tgrt_rounds", "tgrt_topics_per_type", "temperature", "top_p", "max_new_tokens", "batch_size")
 
 
-def _project_path(location: str) -> str:
-    root = Path(__file__).resolve().parents[2]
-    if location and not Path(location).expanduser().is_absolute() and (root / location).exists():
-        return str(root / location)
-    return location
-
-
 @dataclasses.dataclass
 class PromptsConfig(StageConfig):
+    file_params = ("seed_file", "question_types_file", "decontaminate_against")
+
     model: str = "default"  # its tokenizer measures prompt length; it also writes the generated prompts
     chat_format: str = "chatml"  # how generation requests are rendered (salmon_lib.chat)
     backend: Literal["auto", "hf", "vllm"] = "auto"  # generation engine
@@ -77,31 +73,19 @@ class PromptsConfig(StageConfig):
     max_prompts: int = 0  # size of the final pool; 0 keeps everything that survives
     shuffle: bool = True  # write the pool in a seeded random order, so a later stage taking its first N gets every source
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        # Like run_dir: a relative file means the project's, whether the kernel runs in the project
-        # root (runner) or in notebooks/ (JupyterLab). Dataset ids are left alone.
-        self.sources = {kind: [_project_path(loc) for loc in locs] for kind, locs in self.sources.items()}
-        self.seed_file, self.question_types_file = _project_path(self.seed_file), _project_path(self.question_types_file)
-        self.decontaminate_against = [_project_path(p) for p in self.decontaminate_against]
-
     def check(self) -> None:
+        super().check()
         for kind, locations in self.sources.items():
             if kind not in READERS:
                 raise ConfigError(f"sources: unknown format {kind!r}; known: {', '.join(READERS)}")
             for loc in locations:
-                problem = check_location(loc)
+                problem = check_location(self.source(loc))
                 if problem:
-                    raise ConfigError(f"sources.{kind}: {problem}")
+                    tried = "" if find_file(loc) else f" (tried {', '.join(map(str, candidates(loc)))})"
+                    raise ConfigError(f"sources.{kind}: {problem}{tried}")
         unknown = set(self.generators or ()) - set(GENERATORS)
         if unknown:
             raise ConfigError(f"generators: unknown {', '.join(sorted(unknown))}; known: {', '.join(GENERATORS)}")
-        for name, path in (("seed_file", self.seed_file), ("question_types_file", self.question_types_file)):
-            if path and not Path(path).is_file():
-                raise ConfigError(f"{name}: {path}: file not found")
-        for path in self.decontaminate_against:
-            if not Path(path).is_file():
-                raise ConfigError(f"decontaminate_against: {path}: file not found")
         if not 0 < self.min_tokens <= self.max_tokens:
             raise ConfigError(f"need 0 < min_tokens <= max_tokens, got {self.min_tokens} and {self.max_tokens}")
         for name in ("rouge_threshold", "near_dup_threshold"):
@@ -112,6 +96,11 @@ class PromptsConfig(StageConfig):
         for name in ("batch_size", "max_calls", "n_shot", "near_dup_ngram", "decontam_ngram", "max_new_tokens"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+    def source(self, location: str) -> str:
+        """A source location as read: a file found by the path resolver, else a dataset id."""
+        found = find_file(location)
+        return str(found) if found else location
 
     def active_generators(self) -> list[str]:
         if self.generators is None:
@@ -156,10 +145,11 @@ def _load_inputs(cfg: PromptsConfig) -> _Inputs:
     from .tgrt import QUESTION_TYPES, load_question_types
 
     which = cfg.active_generators()
-    seed_path = Path(cfg.seed_file or SEED_QUERIES)
+    seed_path = cfg.file("seed_file") if cfg.seed_file else Path(SEED_QUERIES)
     seeds = load_seed_queries(seed_path) if which else []
-    types = load_question_types(cfg.question_types_file or QUESTION_TYPES) if "tgrt" in which else []
-    evals = [p for path in cfg.decontaminate_against for p in read_eval_prompts(path)]
+    types_path = cfg.file("question_types_file") if cfg.question_types_file else QUESTION_TYPES
+    types = load_question_types(types_path) if "tgrt" in which else []
+    evals = [p for path in cfg.decontaminate_against for p in read_eval_prompts(cfg.file("decontaminate_against", path))]
     return _Inputs(seeds, seed_path.read_text(encoding="utf-8") if which else "", types, evals)
 
 
@@ -226,7 +216,7 @@ def build_pool(cfg: PromptsConfig) -> tuple[list[dict], dict]:
         records += _generate_records(cfg, None, inputs, stats)
     for kind, locations in cfg.sources.items():
         for location in locations:
-            got, report = read_source(kind, location)
+            got, report = read_source(kind, cfg.source(location))
             if report.errors:
                 log.warning("%s: skipped %d malformed record(s), e.g. %s", location, len(report.errors),
                             "; ".join(report.errors[:3]))

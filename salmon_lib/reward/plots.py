@@ -22,11 +22,10 @@ def responses_from_run(run_dir: str | Path, limit: int = 12, preferences: str = 
 
 
 def principle_texts(path: str | Path, negated: bool = False) -> dict[str, str]:
-    """{name: text} of a principle file (`principles/*.yaml`; relative paths also from the project root)."""
+    """{name: text} of a principle file."""
     from ..principles import load_principles
-    from .evaluate import project_path
 
-    return {p.name: p.text(negated) for p in load_principles(project_path(path)).principles}
+    return {p.name: p.text(negated) for p in load_principles(path).principles}
 
 
 def score_matrix(rm, responses: Sequence[tuple[str, str]], principles: Mapping[str, str], batch_size: int = 16,

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 from ..config import ConfigError, StageConfig
+from ..paths import find_file
 from ..runner.launch import Distributed
 from .pairs import Pair, PmpFormat
 
@@ -25,6 +26,8 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass
 class RewardConfig(StageConfig):
+    file_params = ("hhh_principles", "flip_probes", "flip_principles", "plot_principles")
+
     model: str = "default"  # the BASE model spec (not the SFT adapter): SALMON's RM starts from the base
     distributed: Distributed = "ddp"  # strategy when several GPUs are visible (accelerate launch); unused otherwise
     quantization: Literal["none", "4bit"] = "none"  # "4bit" trains QLoRA on an NF4 base
@@ -65,6 +68,7 @@ class RewardConfig(StageConfig):
     plot_responses: int = 12  # (prompt, response) rows taken from preferences.jsonl for the plots
 
     def check(self) -> None:
+        super().check()
         if not 0 <= self.eval_fraction < 1:
             raise ConfigError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
         for name in ("max_prompt_tokens", "max_response_tokens", "batch_size", "grad_accum", "lora_r",
@@ -104,7 +108,7 @@ def train_reward_model(cfg: RewardConfig, progress: bool = True):
     train, held = split_held_out(read_preferences(run / cfg.preferences), cfg.eval_fraction, cfg.seed)
     pmp: list[Pair] = []
     for src in cfg.pmp_data:
-        pmp += read_human_pairs(src, cfg.pmp_format, cfg.pmp_max_pairs, cfg.pmp_shp_min_ratio, cfg.seed)
+        pmp += read_human_pairs(str(find_file(src) or src), cfg.pmp_format, cfg.pmp_max_pairs, cfg.pmp_shp_min_ratio, cfg.seed)
 
     torch.manual_seed(cfg.seed)  # the fresh score head is drawn here
     tok, model = load_model(cfg.model_config(), head="score")

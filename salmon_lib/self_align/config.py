@@ -11,6 +11,8 @@ from .parse import FilterSettings
 
 @dataclasses.dataclass
 class SelfAlignConfig(StageConfig):
+    file_params = ("principles",)
+
     model: str = "default"  # base model spec that writes the answers (and is engraved in stage 02)
     chat_format: str = "chatml"  # salmon_lib.chat format of the prompt; its stop strings end each answer
     backend: Literal["auto", "hf", "vllm"] = "auto"  # generation backend (auto: vLLM when installed)
@@ -36,6 +38,7 @@ class SelfAlignConfig(StageConfig):
     repetition_min_words: int = 4  # sentences shorter than this may repeat without a cut
 
     def check(self) -> None:
+        super().check()
         if not 0.0 < self.top_p <= 1.0:
             raise ConfigError(f"top_p: must be in (0, 1], got {self.top_p}")
         if self.temperature < 0:

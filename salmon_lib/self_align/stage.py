@@ -55,8 +55,8 @@ def run_self_align(cfg: SelfAlignConfig, generator=None) -> dict:
 
     run_dir = Path(cfg.run_dir)
     prompts = read_prompts(run_dir / INPUT, cfg.max_prompts)
-    sa = load_self_align(cfg.principles)
-    layout = build_prompt(sa, cfg.chat_format, cfg.assistant_name, cfg.knowledge_cutoff, cfg.max_exemplars)
+    sa = load_self_align(cfg.file("principles"))
+    layout = prompt_layout(cfg, sa)
     check = SelfAlignFilter(cfg.filter_settings(), layout.fmt, layout.name, layout.exemplar_answers, sa.cited_rules)
     _start_over_if_generation_changed(cfg, layout.prefix, run_dir)
     records = RecordLog(run_dir / OUTPUT)
@@ -99,6 +99,14 @@ def run_self_align(cfg: SelfAlignConfig, generator=None) -> dict:
     for fig in plot_stats(stats, everything, run_dir / "figures").values():
         plt.close(fig)
     return stats
+
+
+def prompt_layout(cfg: SelfAlignConfig, rules=None):
+    """The Self-Align prompt of this config (`rules`: the loaded principle file, read if not given)."""
+    from ..principles import load_self_align
+
+    return build_prompt(rules or load_self_align(cfg.file("principles")), cfg.chat_format, cfg.assistant_name,
+                        cfg.knowledge_cutoff, cfg.max_exemplars)
 
 
 def _thoughts_then_answers(shared: PrefixGenerator, layout, queries: list[str], cfg: SelfAlignConfig,
