@@ -89,11 +89,29 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
 
 
+def renamed_keys(cls: type) -> dict[str, str]:
+    """{former parameter: what to write instead} of a config class and its bases."""
+    out: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        out.update(vars(klass).get("renamed", {}))
+    return out
+
+
+def check_renamed(cls: type, keys: Any, where: str) -> None:
+    """Refuse former parameters among `keys`, naming what replaced each."""
+    moved = renamed_keys(cls)
+    old = sorted(k for k in keys if k in moved)
+    if old:
+        raise ConfigError(f"{where}: " + "; ".join(
+            f"{k} is no longer a parameter of {cls.__name__}: {moved[k]}" for k in old))
+
+
 def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
     if unknown:
+        check_renamed(cls, unknown, where)
         raise ConfigError(
             f"{where}: unknown parameter(s) {', '.join(unknown)} for {cls.__name__}; "
             f"known: {', '.join(sorted(fields))}"
@@ -117,7 +135,14 @@ def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
 @dataclasses.dataclass
 class Config:
     """Base for every config. Subclasses are plain dataclasses with a short intent comment on
-    each field; override `check` for constraints between fields (raise ConfigError)."""
+    each field; override `check` for constraints between fields (raise ConfigError, and call
+    `super().check()` so that the checks of option mixins run too).
+
+    `renamed` maps a former parameter to what replaced it, so that an old preset, notebook or
+    `-p` argument stops with that message rather than "unknown parameter".
+    """
+
+    renamed: ClassVar[dict[str, str]] = {}
 
     @classmethod
     def from_dict(cls: type[C], data: Mapping[str, Any] | None, where: str = "") -> C:

@@ -26,12 +26,14 @@ PROBABILITIES = ("p_continue", "p_negate", "disclaimer_p", "label_noise", "rule_
 @dataclasses.dataclass
 class PreferencesConfig(AggregateOptions, StageConfig):
     file_params = ("principles",)
+    renamed = {"sft_adapter": "use_sft: true reads <run_dir>/sft, the folder the manifest hashes; "
+                              "use_sft: false samples and judges with the base model"}
 
     method: Literal["salmon", "almost"] = "salmon"  # SALMON's principle judge, or ALMoST's rubric comparisons
     model: str = "default"  # base model spec; the SFT adapter goes on top of it
     chat_format: str = "chatml"  # chat format of the model (salmon_lib.chat)
     backend: Literal["auto", "hf", "vllm"] = "auto"  # generation backend
-    sft_adapter: str = "sft"  # SFT adapter folder, relative to run_dir (stage 02), "" uses the base model
+    use_sft: bool = True  # answer and judge with stage 02's sft/ adapter on `model`; false: the base model alone
     principles: str = "principles/judge.yaml"  # principle set judged under and drawn from
     max_prompts: int = 0  # use the first N prompts of prompts.jsonl (0: all)
     batch_size: int = 16  # prompts per generation call
@@ -71,12 +73,12 @@ class PreferencesConfig(AggregateOptions, StageConfig):
         return Path(self.run_dir) / name
 
     def adapter(self) -> str | None:
-        if not self.sft_adapter:
+        if not self.use_sft:
             return None
-        path = self.path(self.sft_adapter)
+        path = self.path("sft")
         if not (path / "adapter_config.json").is_file():
-            raise ConfigError(f"sft_adapter: {path} holds no LoRA adapter; run stage 02 (engrave) first, "
-                              "or set sft_adapter = '' to sample and judge with the base model")
+            raise ConfigError(f"use_sft: {path} holds no LoRA adapter; run stage 02 (engrave) first, "
+                              "or set use_sft = False to sample and judge with the base model")
         return str(path)
 
 

@@ -205,9 +205,10 @@ def _flip_summary(c: dict, pos: Sequence[float] = (), neg: Sequence[float] = ())
 def evaluate_reward_model(rm, cfg, progress: bool = True) -> dict:
     """Held-out accuracy, HHH per type, principle-flip rates -> `<run>/rm_eval.json`."""
     from .pairs import read_preferences, split_held_out
+    from .train import PREFERENCES
 
     run = Path(cfg.run_dir)
-    _, held = split_held_out(read_preferences(run / cfg.preferences), cfg.eval_fraction, cfg.seed)
+    _, held = split_held_out(read_preferences(run / PREFERENCES), cfg.eval_fraction, cfg.seed)
     bs = cfg.score_batch_size
     hhh = find_hhh(cfg.hhh_eval)
     kinds = read_flip_probes(cfg.file("flip_probes") if cfg.flip_probes else None)

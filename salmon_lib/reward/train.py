@@ -23,16 +23,18 @@ from .pairs import Pair, PmpFormat
 
 log = logging.getLogger(__name__)
 
+PREFERENCES = "preferences.jsonl"  # stage 03's principle-labelled pairs, in the run directory
+
 
 @dataclasses.dataclass
 class RewardConfig(StageConfig):
     file_params = ("hhh_principles", "flip_probes", "flip_principles", "plot_principles")
+    renamed = {"preferences": f"the stage reads <run_dir>/{PREFERENCES}, the input the manifest hashes"}
 
     model: str = "default"  # the BASE model spec (not the SFT adapter): SALMON's RM starts from the base
     distributed: Distributed = "ddp"  # strategy when several GPUs are visible (accelerate launch); unused otherwise
     quantization: Literal["none", "4bit"] = "none"  # "4bit" trains QLoRA on an NF4 base
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
-    preferences: str = "preferences.jsonl"  # stage 03's pairs, relative to run_dir
     lora_r: int = 16  # LoRA rank
     lora_alpha: int = 32  # LoRA scaling numerator
     lora_dropout: float = 0.0  # dropout on the LoRA path
@@ -105,7 +107,7 @@ def train_reward_model(cfg: RewardConfig, progress: bool = True):
     start = time.perf_counter()
     run = Path(cfg.run_dir)
     template = cfg.template()
-    train, held = split_held_out(read_preferences(run / cfg.preferences), cfg.eval_fraction, cfg.seed)
+    train, held = split_held_out(read_preferences(run / PREFERENCES), cfg.eval_fraction, cfg.seed)
     pmp: list[Pair] = []
     for src in cfg.pmp_data:
         pmp += read_human_pairs(str(find_file(src) or src), cfg.pmp_format, cfg.pmp_max_pairs, cfg.pmp_shp_min_ratio, cfg.seed)

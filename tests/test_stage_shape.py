@@ -1,0 +1,43 @@
+"""Every registered stage has the one shape the runner and the tests rely on."""
+
+import dataclasses
+
+import pytest
+
+from salmon_lib.stages import STAGES
+
+
+def artifact_names(stage) -> set[str]:
+    return {name.rstrip("?").rstrip("/") for name in stage.inputs + stage.outputs}
+
+
+@pytest.mark.parametrize("stage", STAGES, ids=lambda s: s.name)
+def test_no_parameter_renames_an_artifact(stage):
+    """The manifest hashes the declared artifacts by their names: a parameter pointing the stage at
+    another file or folder of the run would make it read what the manifest never hashed (issue 13,
+    defect 10)."""
+    names = artifact_names(stage)
+    for f in dataclasses.fields(stage.config_class()):
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        values = default if isinstance(default, list) else [default]
+        renaming = [v for v in values if isinstance(v, str) and v.rstrip("/") in names]
+        assert not renaming, f"{stage.name}.{f.name} = {default!r} names a declared artifact"
+
+
+@pytest.mark.parametrize("stage, key, replacement", [
+    ("preferences", "sft_adapter", "use_sft"),
+    ("reward_model", "preferences", "<run_dir>/preferences.jsonl"),
+])
+def test_a_former_parameter_names_what_replaced_it(stage, key, replacement, tmp_path):
+    from salmon_lib.config import ConfigError
+    from salmon_lib.runner.presets import load_preset, parse_overrides, resolve
+
+    cls = next(s for s in STAGES if s.name == stage).config_class()
+    with pytest.raises(ConfigError, match=f"{key} is no longer a parameter of {cls.__name__}: .*{replacement}"):
+        cls.from_dict({key: "x"})
+    with pytest.raises(ConfigError, match=f"-p {stage}.{key}=x: {key} is no longer a parameter .*{replacement}"):
+        resolve(load_preset("tiny"), STAGES, parse_overrides([f"{stage}.{key}=x"]))
+    preset = tmp_path / "p.yaml"
+    preset.write_text(f"stages:\n  {stage}:\n    {key}: x\n")
+    with pytest.raises(ConfigError, match=f"p.yaml:3: stages.{stage}: {key} is no longer a parameter"):
+        resolve(load_preset(preset), STAGES)
