@@ -86,6 +86,6 @@ def test_stage_config_imports_without_torch():
     import sys
     from pathlib import Path
 
-    code = ("import sys; from salmon_lib.preferences.stage import PreferencesConfig; PreferencesConfig(); "
+    code = ("import sys; from salmon_lib.preferences.config import PreferencesConfig; PreferencesConfig(); import salmon_lib.preferences.stage; "
             "sys.exit('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parent.parent).returncode == 0

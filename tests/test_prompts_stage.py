@@ -16,7 +16,7 @@ ALL_SOURCES = {"sharegpt": [str(FIX / "sharegpt.json")], "openorca": [str(FIX / 
 
 
 def test_config_imports_without_torch():
-    code = "import sys, salmon_lib.prompts.stage as s; s.PromptsConfig(); sys.exit('torch' in sys.modules)"
+    code = "import sys, salmon_lib.prompts.stage, salmon_lib.prompts.config as c; c.PromptsConfig(); sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parent.parent).returncode == 0
 
 

@@ -12,7 +12,8 @@ import pytest
 from salmon_lib.io import DataError
 from salmon_lib.reward import RewardModel
 from salmon_lib.reward.pairs import read_human_pairs, read_preferences, split_held_out
-from salmon_lib.reward.train import RewardConfig, train, train_reward_model
+from salmon_lib.reward.config import RewardConfig
+from salmon_lib.reward.train import train, train_reward_model
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -1,6 +1,8 @@
 """Every registered stage has the one shape the runner and the tests rely on."""
 
 import dataclasses
+import importlib
+import inspect
 
 import pytest
 
@@ -41,3 +43,15 @@ def test_a_former_parameter_names_what_replaced_it(stage, key, replacement, tmp_
     preset.write_text(f"stages:\n  {stage}:\n    {key}: x\n")
     with pytest.raises(ConfigError, match=f"p.yaml:3: stages.{stage}: {key} is no longer a parameter"):
         resolve(load_preset(preset), STAGES)
+
+
+@pytest.mark.parametrize("stage", STAGES, ids=lambda s: s.name)
+def test_every_stage_package_has_its_config_and_run(stage):
+    """`<package>.config:<Config>` is what stages.py names, `<package>.stage.run(cfg)` runs the stage."""
+    module, _, _ = stage.config.partition(":")
+    package, _, leaf = module.rpartition(".")
+    assert leaf == "config", f"{stage.name}: the config class lives in {module}, not {package}.config"
+    run = importlib.import_module(f"{package}.stage").run
+    params = list(inspect.signature(run).parameters.values())
+    assert params[0].name == "cfg" and all(p.default is not p.empty for p in params[1:])
+    assert inspect.signature(run).return_annotation == "dict"

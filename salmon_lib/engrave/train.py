@@ -186,17 +186,9 @@ def reset_stale_checkpoints(cfg: EngraveConfig) -> bool:
     return stale
 
 
-def engrave(cfg: EngraveConfig) -> dict:
-    """What the notebook calls: drop stale checkpoints, then train in this process, or with one
-    process per GPU under `accelerate launch` when several are visible; returns the summary."""
-    from ..runner.launch import launch
-
-    reset_stale_checkpoints(cfg)
-    return launch("salmon_lib.engrave.train:engrave_entry", cfg.to_dict(), distributed=cfg.distributed)
-
-
 def engrave_entry(config: dict) -> dict:
-    """Entry point for `salmon_lib.runner.launch` (one call per process on several GPUs)."""
+    """Entry point for `salmon_lib.runner.launch` (one call per process on several GPUs); `stage.run`
+    starts it."""
     return run_engrave(EngraveConfig.from_dict(config))
 
 

@@ -6,8 +6,7 @@ ShareGPT artefacts, token length, exact dedup, near dedup, language, decontamina
 mix and size. Earlier records win dedup, so list the sources you trust most first. The result is
 written in a seeded random order (`shuffle`), since later stages may take the first N.
 
-This module imports no torch at import time: the runner validates `PromptsConfig` before it
-starts a kernel.
+`run(cfg)` is the whole stage; the parameters are `config.PromptsConfig`.
 """
 
 from __future__ import annotations
@@ -19,93 +18,19 @@ import random
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable
 
-from ..config import ConfigError, StageConfig
 from ..io import RecordLog, atomic_path, atomic_write_json, write_jsonl
-from ..paths import candidates, find_file
+from .config import PromptsConfig
 from .generate import Resume
-from .readers import READERS, check_location
 
 log = logging.getLogger(__name__)
 
-GENERATORS = ("seeds", "bootstrap", "self_instruct", "tgrt")
-DEFAULT_GENERATORS = ["seeds", "bootstrap", "tgrt"]
 # Generated prompts are appended here as they are accepted, so an interrupted stage resumes
 # instead of regenerating; a first line records the parameters they were made with.
 GENERATED_CACHE = "prompts_generated.jsonl"
 _CACHE_KEYS = ("model", "chat_format", "seed", "seed_file", "question_types_file", "n_shot", "rouge_threshold",
                "tgrt_rounds", "tgrt_topics_per_type", "temperature", "top_p", "max_new_tokens", "batch_size")
-
-
-@dataclasses.dataclass
-class PromptsConfig(StageConfig):
-    file_params = ("seed_file", "question_types_file", "decontaminate_against")
-
-    model: str = "default"  # its tokenizer measures prompt length; it also writes the generated prompts
-    chat_format: str = "chatml"  # how generation requests are rendered (salmon_lib.chat)
-    backend: Literal["auto", "hf", "vllm"] = "auto"  # generation engine
-    sources: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # {sharegpt|openorca|dolly|oasst1: [file or dataset id]}; {} means no pool: generate from seeds
-    generators: list[str] | None = None  # any of seeds, bootstrap, self_instruct, tgrt; None: seeds+bootstrap+tgrt when `sources` is empty, else none
-    seed_file: str = ""  # YAML of seed queries; "" means the ~100 shipped with salmon_lib
-    question_types_file: str = ""  # YAML of red-teaming question types; "" means the shipped 20
-    num_bootstrap: int = 40  # prompts to bootstrap from the seeds (ALMoST)
-    num_self_instruct: int = 40  # instructions to generate Self-Instruct style (Dromedary-1)
-    n_shot: int = 10  # demonstrations per bootstrapping request
-    rouge_threshold: float = 0.7  # a generated prompt this similar (ROUGE-L F) to one in the pool is dropped
-    tgrt_rounds: int = 2  # topic brainstorming requests per question type, at most
-    tgrt_topics_per_type: int = 3  # most topics per question type (the seed topic included)
-    temperature: float = 1.0  # sampling temperature of generation
-    top_p: float = 0.95  # nucleus sampling of generation
-    max_new_tokens: int = 48  # tokens per generated prompt (list-style requests get a multiple)
-    batch_size: int = 8  # generation requests per call
-    max_calls: int = 40  # most generate calls per method, so a stuck model cannot loop forever
-    min_tokens: int = 2  # shortest prompt kept, counted in tokens of the model tokenizer
-    max_tokens: int = 256  # longest prompt kept
-    near_dup: bool = True  # drop near-duplicates (MinHash LSH on word n-grams)
-    near_dup_threshold: float = 0.8  # Jaccard similarity at which a later prompt counts as a near-duplicate
-    near_dup_ngram: int = 3  # words per shingle for near-duplicate detection
-    languages: list[str] = dataclasses.field(default_factory=list)  # keep only these ISO 639-1 codes (py3langid); [] keeps all
-    decontaminate_against: list[str] = dataclasses.field(default_factory=list)  # files of evaluation prompts to keep out
-    decontam_ngram: int = 8  # a shared word n-gram of this length with an evaluation prompt drops a prompt
-    openorca_bucket_cap: int = 10000  # most prompts per OpenOrca bucket (niv/flan/t0/cot); 0 for no cap
-    source_mix: dict[str, float] = dataclasses.field(default_factory=dict)  # relative share per source; {} keeps the proportions as read
-    max_prompts: int = 0  # size of the final pool; 0 keeps everything that survives
-    shuffle: bool = True  # write the pool in a seeded random order, so a later stage taking its first N gets every source
-
-    def check(self) -> None:
-        super().check()
-        for kind, locations in self.sources.items():
-            if kind not in READERS:
-                raise ConfigError(f"sources: unknown format {kind!r}; known: {', '.join(READERS)}")
-            for loc in locations:
-                problem = check_location(self.source(loc))
-                if problem:
-                    tried = "" if find_file(loc) else f" (tried {', '.join(map(str, candidates(loc)))})"
-                    raise ConfigError(f"sources.{kind}: {problem}{tried}")
-        unknown = set(self.generators or ()) - set(GENERATORS)
-        if unknown:
-            raise ConfigError(f"generators: unknown {', '.join(sorted(unknown))}; known: {', '.join(GENERATORS)}")
-        if not 0 < self.min_tokens <= self.max_tokens:
-            raise ConfigError(f"need 0 < min_tokens <= max_tokens, got {self.min_tokens} and {self.max_tokens}")
-        for name in ("rouge_threshold", "near_dup_threshold"):
-            if not 0.0 < getattr(self, name) <= 1.0:
-                raise ConfigError(f"{name} must be in (0, 1], got {getattr(self, name)}")
-        if any(w < 0 for w in self.source_mix.values()):
-            raise ConfigError("source_mix: weights must be >= 0")
-        for name in ("batch_size", "max_calls", "n_shot", "near_dup_ngram", "decontam_ngram", "max_new_tokens"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-
-    def source(self, location: str) -> str:
-        """A source location as read: a file found by the path resolver, else a dataset id."""
-        found = find_file(location)
-        return str(found) if found else location
-
-    def active_generators(self) -> list[str]:
-        if self.generators is None:
-            return [] if self.sources else list(DEFAULT_GENERATORS)
-        return list(self.generators)
 
 
 def _open_cache(cfg: PromptsConfig, seed_text: str) -> RecordLog:

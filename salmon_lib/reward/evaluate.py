@@ -205,7 +205,7 @@ def _flip_summary(c: dict, pos: Sequence[float] = (), neg: Sequence[float] = ())
 def evaluate_reward_model(rm, cfg, progress: bool = True) -> dict:
     """Held-out accuracy, HHH per type, principle-flip rates -> `<run>/rm_eval.json`."""
     from .pairs import read_preferences, split_held_out
-    from .train import PREFERENCES
+    from .config import PREFERENCES
 
     run = Path(cfg.run_dir)
     _, held = split_held_out(read_preferences(run / PREFERENCES), cfg.eval_fraction, cfg.seed)

@@ -45,7 +45,7 @@ def read_prompts(path: str | Path, limit: int | None = None) -> list[dict]:
     return prompts
 
 
-def run_self_align(cfg: SelfAlignConfig, generator=None) -> dict:
+def run(cfg: SelfAlignConfig, generator=None) -> dict:
     """Answer, parse and filter every prompt (resuming from what `self_align.jsonl` holds), add the
     identity examples, write stats and figures; return the stats. `generator` (a
     salmon_lib.generation Generator) is made from `cfg.model` when not given."""
