@@ -1,5 +1,6 @@
 """Presets and -p overrides: validation before any kernel starts, precedence, shipped presets."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -8,9 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from salmon_lib.config import ConfigError
+from salmon_lib.config import ConfigError, StageConfig
 from salmon_lib.runner.launch import Distributed
-from salmon_lib.runner.pipeline import notebook_problems, select
+from salmon_lib.runner.notebooks import field_comments, notebook_problems, parameters_source, write_parameters
+from salmon_lib.runner.plan import select
 from salmon_lib.runner.presets import PRESET_DIR, load_preset, parse_overrides, resolve
 from salmon_lib.stages import PROJECT_ROOT, STAGES, Stage
 from tests.notebooks.runner_stages import STAGES as TEST_STAGES
@@ -129,6 +131,46 @@ def test_notebook_check_catches_drift(tmp_path):
     problems = notebook_problems(Stage("make", str(path), config=TEST_STAGES[0].config))
     assert f"{path}: parameter 'count' is not a field of MakeConfig" in problems
     assert f"{path}: parameter 'count' has no intent comment" in problems
+
+
+@pytest.mark.parametrize("old, new", [
+    ("n = 5  # how many records to write", "n = 5  # how many records"),  # a comment
+    ("n = 5  # how many records to write", "n = 6  # how many records to write"),  # a value
+    ("n = 5  # how many records to write", "count = 5  # how many records to write"),  # a name
+], ids=["comment", "value", "name"])
+def test_generated_parameters_cell_catches_any_difference_and_write_restores_it(tmp_path, old, new):
+    path = tmp_path / "00_make.ipynb"
+    path.write_text((PROJECT_ROOT / "tests/notebooks/00_make.ipynb").read_text().replace(old, new))
+    stage = Stage("make", str(path), config=TEST_STAGES[0].config)
+    problems = notebook_problems(stage)
+    assert any("differs from the one generated from MakeConfig" in p and new in p for p in problems), problems
+    assert write_parameters(stage)
+    assert notebook_problems(stage) == [] and not write_parameters(stage)
+
+
+def test_comments_come_from_beside_or_above_each_field_and_a_redeclared_field_wins():
+    @dataclasses.dataclass
+    class Base(StageConfig):
+        a: int = 1  # base a
+        # base b, said
+        # over two lines
+        b: str = "x"
+
+    @dataclasses.dataclass
+    class Child(Base):
+        c: list[str] = dataclasses.field(default_factory=lambda: ["y"])  # own c
+        a: int = 2  # child a
+
+    assert field_comments(Child)["b"] == "base b, said over two lines"
+    assert parameters_source(Child).splitlines()[2:] == [
+        'c = ["y"]  # own c', "a = 2  # child a", 'b = "x"  # base b, said over two lines']
+
+
+def test_notebooks_command_checks_every_stage_notebook():
+    out = subprocess.run([sys.executable, "-m", "salmon_lib", "notebooks", "--check"], cwd=PROJECT_ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"{len(STAGES)} of {len(STAGES)} notebooks match their configs"
 
 
 def test_registry_config_classes_import_without_torch():
