@@ -106,6 +106,15 @@ def check_renamed(cls: type, keys: Any, where: str) -> None:
             f"{k} is no longer a parameter of {cls.__name__}: {moved[k]}" for k in old))
 
 
+def _check_renamed_values(cls: type, data: Mapping[str, Any], where: str) -> None:
+    """Refuse former values (`renamed` keys of the form "key=value"), naming what replaced each."""
+    moved = renamed_keys(cls)
+    for key, value in data.items():
+        hint = moved.get(f"{key}={value}") if isinstance(value, str) else None
+        if hint:
+            raise ConfigError(f"{where}.{key}: {value!r} is no longer a value of {cls.__name__}.{key}: {hint}")
+
+
 def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
@@ -116,6 +125,7 @@ def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
             f"{where}: unknown parameter(s) {', '.join(unknown)} for {cls.__name__}; "
             f"known: {', '.join(sorted(fields))}"
         )
+    _check_renamed_values(cls, data, where)
     kwargs = {}
     for name, f in fields.items():
         if name in data:
@@ -138,8 +148,8 @@ class Config:
     each field; override `check` for constraints between fields (raise ConfigError, and call
     `super().check()` so that the checks of option mixins run too).
 
-    `renamed` maps a former parameter to what replaced it, so that an old preset, notebook or
-    `-p` argument stops with that message rather than "unknown parameter".
+    `renamed` maps a former parameter ("key") or value ("key=value") to what replaced it, so that
+    an old preset, notebook or `-p` argument stops with that message rather than a bare refusal.
     """
 
     renamed: ClassVar[dict[str, str]] = {}

@@ -20,7 +20,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 def quick_config(run_dir, **kw) -> RewardConfig:
     params = dict(run_dir=str(run_dir), model="tiny", learning_rate=3e-3, epochs=4.0, batch_size=8,
-                  eval_fraction=0.2, logging_steps=2, eval_steps=5, lora_r=8, warmup=0.0, hhh_eval="")
+                  eval_fraction=0.2, logging_steps=2, eval_steps=5, lora_r=8, warmup_ratio=0.0, hhh_eval="")
     params.update(kw)
     return RewardConfig.from_dict(params)
 

@@ -55,3 +55,33 @@ def test_every_stage_package_has_its_config_and_run(stage):
     params = list(inspect.signature(run).parameters.values())
     assert params[0].name == "cfg" and all(p.default is not p.empty for p in params[1:])
     assert inspect.signature(run).return_annotation == "dict"
+
+
+def test_shared_option_groups_have_one_definition():
+    from salmon_lib.options import GenerationOptions, LoraOptions, TrainingOptions
+
+    configs = {s.name: s.config_class() for s in STAGES}
+    assert {n for n, c in configs.items() if issubclass(c, TrainingOptions)} == {"engrave", "reward_model"}
+    assert {n for n, c in configs.items() if issubclass(c, LoraOptions)} == {"engrave", "reward_model"}
+    assert {n for n, c in configs.items() if issubclass(c, GenerationOptions)} == {"prompts", "self_align", "preferences"}
+    for cls in configs.values():  # every stage that trains spells these the same way
+        names = {f.name for f in dataclasses.fields(cls)}
+        assert not names & {"warmup", "qlora", "max_train_steps"}
+
+
+@pytest.mark.parametrize("stage, param, message", [
+    ("reward_model", "warmup=0.1", "warmup is no longer a parameter of RewardConfig: renamed to warmup_ratio"),
+    ("engrave", "warmup=0.1", "warmup is no longer a parameter of EngraveConfig: renamed to warmup_ratio"),
+    ("engrave", "method=qlora", "'qlora' is no longer a value of EngraveConfig.method: write method: lora with "
+                                "quantization: 4bit"),
+    ("engrave", "max_steps=0", r"max_steps: -1 \(use epochs\) or a positive number, got 0"),
+    ("reward_model", "max_steps=0", r"max_steps: -1 \(use epochs\) or a positive number, got 0"),
+    ("engrave", "method=full", None),
+])
+def test_renamed_training_options_name_their_replacement(stage, param, message):
+    from salmon_lib.config import ConfigError
+    from salmon_lib.runner.presets import load_preset, parse_overrides, resolve
+
+    overrides = parse_overrides([f"{stage}.{param}"] + ([f"{stage}.quantization=4bit"] if param == "method=full" else []))
+    with pytest.raises(ConfigError, match=message or "quantization: 4bit trains a LoRA adapter"):
+        resolve(load_preset("tiny"), STAGES, overrides)

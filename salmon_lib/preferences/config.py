@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 from ..config import ConfigError, StageConfig
+from ..options import GenerationOptions
 from .aggregate import AggregateOptions
 
 # More shots and better demonstrations win (ALMoST's rules of thumb, on one model).
@@ -15,7 +16,7 @@ PROBABILITIES = ("p_continue", "p_negate", "disclaimer_p", "label_noise", "rule_
 
 
 @dataclasses.dataclass
-class PreferencesConfig(AggregateOptions, StageConfig):
+class PreferencesConfig(AggregateOptions, GenerationOptions, StageConfig):
     file_params = ("principles",)
     renamed = {"sft_adapter": "use_sft: true reads <run_dir>/sft, the folder the manifest hashes; "
                               "use_sft: false samples and judges with the base model"}
@@ -23,14 +24,11 @@ class PreferencesConfig(AggregateOptions, StageConfig):
     method: Literal["salmon", "almost"] = "salmon"  # SALMON's principle judge, or ALMoST's rubric comparisons
     model: str = "default"  # base model spec; the SFT adapter goes on top of it
     chat_format: str = "chatml"  # chat format of the model (salmon_lib.chat)
-    backend: Literal["auto", "hf", "vllm"] = "auto"  # generation backend
     use_sft: bool = True  # answer and judge with stage 02's sft/ adapter on `model`; false: the base model alone
     principles: str = "principles/judge.yaml"  # principle set judged under and drawn from
     max_prompts: int = 0  # use the first N prompts of prompts.jsonl (0: all)
-    batch_size: int = 16  # prompts per generation call
     temperature: float = 0.7  # sampling temperature of the two answers per prompt
     top_p: float = 1.0  # nucleus sampling of the two answers
-    max_new_tokens: int = 256  # answer length limit
     min_response_chars: int = 16  # a pair with a shorter answer is dropped
     judge_batch_pairs: int = 8  # pairs per scoring call (x 2 orders x principles prompts)
     debias: Literal["none", "mean_position", "content_free"] = "none"  # position-bias correction applied before aggregation
@@ -48,7 +46,7 @@ class PreferencesConfig(AggregateOptions, StageConfig):
         for name in PROBABILITIES:
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
-        for name in ("draws_per_pair", "max_principles", "batch_size", "judge_batch_pairs", "max_new_tokens"):
+        for name in ("draws_per_pair", "max_principles", "judge_batch_pairs"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.method == "almost":

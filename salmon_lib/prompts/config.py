@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
-
 from ..config import ConfigError, StageConfig
+from ..options import GenerationOptions
 from ..paths import candidates, find_file
 from .readers import READERS, check_location
 
@@ -14,12 +13,11 @@ DEFAULT_GENERATORS = ["seeds", "bootstrap", "tgrt"]
 
 
 @dataclasses.dataclass
-class PromptsConfig(StageConfig):
+class PromptsConfig(GenerationOptions, StageConfig):
     file_params = ("seed_file", "question_types_file", "decontaminate_against")
 
     model: str = "default"  # its tokenizer measures prompt length; it also writes the generated prompts
     chat_format: str = "chatml"  # how generation requests are rendered (salmon_lib.chat)
-    backend: Literal["auto", "hf", "vllm"] = "auto"  # generation engine
     sources: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # {sharegpt|openorca|dolly|oasst1: [file or dataset id]}; {} means no pool: generate from seeds
     generators: list[str] | None = None  # any of seeds, bootstrap, self_instruct, tgrt; None: seeds+bootstrap+tgrt when `sources` is empty, else none
     seed_file: str = ""  # YAML of seed queries; "" means the ~100 shipped with salmon_lib
@@ -31,7 +29,6 @@ class PromptsConfig(StageConfig):
     tgrt_rounds: int = 2  # topic brainstorming requests per question type, at most
     tgrt_topics_per_type: int = 3  # most topics per question type (the seed topic included)
     temperature: float = 1.0  # sampling temperature of generation
-    top_p: float = 0.95  # nucleus sampling of generation
     max_new_tokens: int = 48  # tokens per generated prompt (list-style requests get a multiple)
     batch_size: int = 8  # generation requests per call
     max_calls: int = 40  # most generate calls per method, so a stuck model cannot loop forever
@@ -68,7 +65,7 @@ class PromptsConfig(StageConfig):
                 raise ConfigError(f"{name} must be in (0, 1], got {getattr(self, name)}")
         if any(w < 0 for w in self.source_mix.values()):
             raise ConfigError("source_mix: weights must be >= 0")
-        for name in ("batch_size", "max_calls", "n_shot", "near_dup_ngram", "decontam_ngram", "max_new_tokens"):
+        for name in ("max_calls", "n_shot", "near_dup_ngram", "decontam_ngram"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
 

@@ -6,40 +6,30 @@ import dataclasses
 from typing import Literal
 
 from ..config import ConfigError, StageConfig
-from ..runner.launch import Distributed
+from ..options import LoraOptions, TrainingOptions
 from .pairs import PmpFormat
 
 PREFERENCES = "preferences.jsonl"  # stage 03's principle-labelled pairs, in the run directory
 
 
 @dataclasses.dataclass
-class RewardConfig(StageConfig):
+class RewardConfig(LoraOptions, TrainingOptions, StageConfig):
     file_params = ("hhh_principles", "flip_probes", "flip_principles", "plot_principles")
     renamed = {"preferences": f"the stage reads <run_dir>/{PREFERENCES}, the input the manifest hashes"}
 
     model: str = "default"  # the BASE model spec (not the SFT adapter): SALMON's RM starts from the base
-    distributed: Distributed = "ddp"  # strategy when several GPUs are visible (accelerate launch); unused otherwise
-    quantization: Literal["none", "4bit"] = "none"  # "4bit" trains QLoRA on an NF4 base
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
-    lora_r: int = 16  # LoRA rank
     lora_alpha: int = 32  # LoRA scaling numerator
-    lora_dropout: float = 0.0  # dropout on the LoRA path
-    lora_target_modules: str = "all-linear"  # which linear layers get LoRA ("all-linear" or comma-separated names)
     max_prompt_tokens: int = 256  # the instruction keeps its LAST this-many tokens (never dropped)
     max_response_tokens: int = 768  # the response keeps its FIRST this-many tokens (never dropped)
     eval_fraction: float = 0.1  # share of prompts held out for accuracy (split by prompt)
     epochs: float = 1.0  # passes over the principle-labelled pairs
-    max_steps: int = 0  # >0 caps the optimizer steps of each phase (quick runs)
+    max_steps: int = -1  # stop each phase after this many optimiser steps (-1: run the epochs)
     learning_rate: float = 3e-5  # principle fine-tuning learning rate
     batch_size: int = 4  # pairs per device per step
-    grad_accum: int = 1  # gradient accumulation steps
-    warmup: float = 0.03  # warmup as a fraction of the steps
-    lr_scheduler: str = "cosine"  # transformers scheduler name
     center_rewards: float = 0.0  # >0 adds TRL's penalty on the mean reward (keeps scores near 0)
-    gradient_checkpointing: bool = False  # trade compute for memory on long inputs
     logging_steps: int = 5  # steps between logged training loss/accuracy points
     eval_steps: int = 20  # steps between held-out evaluations during training
-    report_to: Literal["none", "tensorboard"] = "none"  # tensorboard writes to <run>/rm_train/<phase>/runs
     pmp_data: list[str] = dataclasses.field(default_factory=list)  # human pairs for pre-training: .json/.jsonl files or dataset ids
     pmp_format: PmpFormat = "auto"  # hh (Anthropic HH-RLHF), shp (Stanford SHP) or auto-detect per source
     pmp_max_pairs: int = 0  # >0 samples this many human pairs per source
@@ -59,8 +49,7 @@ class RewardConfig(StageConfig):
         super().check()
         if not 0 <= self.eval_fraction < 1:
             raise ConfigError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
-        for name in ("max_prompt_tokens", "max_response_tokens", "batch_size", "grad_accum", "lora_r",
-                     "score_batch_size", "logging_steps", "eval_steps"):
+        for name in ("max_prompt_tokens", "max_response_tokens", "score_batch_size", "eval_steps"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
 

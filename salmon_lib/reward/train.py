@@ -42,10 +42,9 @@ def train_reward_model(cfg: RewardConfig, progress: bool = True):
     torch.manual_seed(cfg.seed)  # the fresh score head is drawn here
     tok, model = load_model(cfg.model_config(), head="score")
     template.check(tok)
-    targets = cfg.lora_target_modules
     peft_config = LoraConfig(
         task_type="SEQ_CLS", r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-        target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
+        target_modules=cfg.lora_targets(),
         # Named explicitly: peft adds "score" for SEQ_CLS too, but the head being lost on save is
         # the most reported reward-model defect in peers (TRL #1379, PR #2743).
         modules_to_save=["score"],
@@ -87,9 +86,9 @@ def _fit(cfg, model, tok, template, pairs, held, peft_config, phase, lr, epochs,
     bf16 = cuda and (cfg.dtype == "bfloat16" or (cfg.dtype == "auto" and torch.cuda.is_bf16_supported()))
     args = TrlRewardConfig(
         output_dir=str(Path(cfg.run_dir) / "rm_train" / phase),
-        num_train_epochs=epochs, max_steps=cfg.max_steps or -1, learning_rate=lr,
+        num_train_epochs=epochs, max_steps=cfg.max_steps, learning_rate=lr,
         per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum, warmup_steps=cfg.warmup, lr_scheduler_type=cfg.lr_scheduler,
+        gradient_accumulation_steps=cfg.grad_accum, warmup_steps=cfg.warmup_ratio, lr_scheduler_type=cfg.lr_scheduler,
         logging_steps=cfg.logging_steps, logging_first_step=True,
         eval_strategy="steps" if eval_ds is not None else "no", eval_steps=cfg.eval_steps,
         save_strategy="no", report_to=[] if cfg.report_to == "none" else [cfg.report_to],

@@ -80,13 +80,16 @@ def literal(value: Any) -> str:
 
 
 def cell_fields(cls: type) -> list[dataclasses.Field]:
-    """The fields in cell order: the stage base's (run_dir, seed), the class's own, then those of
-    its option mixins."""
-    fields = [f for f in dataclasses.fields(cls) if f.init]
-    own = list(vars(cls).get("__annotations__", {}))
-    first = [f for f in fields if f.name in ("run_dir", "seed") and f.name not in own]
-    mine = sorted((f for f in fields if f.name in own), key=lambda f: own.index(f.name))
-    return first + mine + [f for f in fields if f not in first and f not in mine]
+    """The fields in cell order: run_dir and seed, the ones the class adds, then each option
+    mixin's group in the order the class lists its bases (a field the class redeclares for another
+    default stays in its group)."""
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    declared_by = [vars(k).get("__annotations__", {}) for k in cls.__mro__ if dataclasses.is_dataclass(k)]
+    inherited = set().union(*map(set, declared_by[1:]))
+    order = ["run_dir", "seed", *(n for n in declared_by[0] if n not in inherited)]
+    for names in declared_by[1:]:
+        order += [n for n in names if n not in order]
+    return [fields[n] for n in order if n in fields]
 
 
 def parameters_source(cls: type) -> str:

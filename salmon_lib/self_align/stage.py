@@ -57,7 +57,7 @@ def run(cfg: SelfAlignConfig, generator=None) -> dict:
     prompts = read_prompts(run_dir / INPUT, cfg.max_prompts)
     sa = load_self_align(cfg.file("principles"))
     layout = prompt_layout(cfg, sa)
-    check = SelfAlignFilter(cfg.filter_settings(), layout.fmt, layout.name, layout.exemplar_answers, sa.cited_rules)
+    check = SelfAlignFilter(cfg, layout.fmt, layout.name, layout.exemplar_answers, sa.cited_rules)
     _start_over_if_generation_changed(cfg, layout.prefix, run_dir)
     records = RecordLog(run_dir / OUTPUT)
 
