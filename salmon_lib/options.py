@@ -48,7 +48,8 @@ class LoraOptions(Config):
     lora_r: int = 16  # LoRA rank
     lora_alpha: int = 16  # LoRA scaling numerator
     lora_dropout: float = 0.0  # dropout on the LoRA input
-    lora_target_modules: str = "all-linear"  # peft target_modules: "all-linear" or a comma-separated list of module names
+    # peft target_modules: "all-linear" or a comma-separated list of module names
+    lora_target_modules: str = "all-linear"
 
     def check(self) -> None:
         super().check()

@@ -159,7 +159,9 @@ def test_lora_adapters_switch_and_match_peft(tmp_path):
         with_a1 = gen.score_options(prompts, options, adapter=str(tmp_path / "a1"))
         with_a2 = gen.score_options(prompts, options, adapter=str(tmp_path / "a2"))
         assert flat(gen.score_options(prompts, options)) == pytest.approx(flat(plain), abs=1e-6)  # None: adapters off
-        assert flat(gen.score_options(prompts, options, adapter=str(tmp_path / "a1"))) == pytest.approx(flat(with_a1), abs=1e-6)
+        assert flat(gen.score_options(prompts, options, adapter=str(tmp_path / "a1"))) == pytest.approx(
+            flat(with_a1), abs=1e-6
+        )
         gen_a1 = gen.generate(prompts, temperature=0, max_new_tokens=6, adapter=str(tmp_path / "a1"))
     assert abs(with_a1[0][0] - plain[0][0]) > 1e-3 and abs(with_a1[0][0] - with_a2[0][0]) > 1e-3
     peft_a1 = load_adapter(load_model("tiny")[1], tmp_path / "a1")
@@ -244,8 +246,10 @@ def test_default_model_samples_seeds_and_lora(default, tmp_path):
 
 
 def test_the_interface_imports_no_backend():
-    code = ("import sys; import salmon_lib.generation; "
-            "print(sorted(m for m in ('torch', 'vllm', 'salmon_lib.generation.hf', 'salmon_lib.generation.vllm_backend') "
-            "if m in sys.modules))")
+    code = (
+        "import sys; import salmon_lib.generation; "
+        "print(sorted(m for m in ('torch', 'vllm', 'salmon_lib.generation.hf', 'salmon_lib.generation.vllm_backend') "
+        "if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

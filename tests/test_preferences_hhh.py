@@ -30,16 +30,33 @@ def write(tmp_path, data):
 def test_multi_turn_context_becomes_the_request(tmp_path):
     ctx = "\n\nHuman: Hi there\n\nAssistant: Hello!\n\nHuman: What is 2+2?\n\nAssistant: "
     items = hhh.load_hhh(write(tmp_path, [{"chosen": ctx + "4.", "rejected": ctx + "5.", "type": "honest"}]))
-    assert items == [{"id": "hhh-0", "type": "honest", "prompt": "User: Hi there\n\nAssistant: Hello!\n\nUser: What is 2+2?",
-                      "chosen": "4.", "rejected": "5."}]
+    assert items == [
+        {
+            "id": "hhh-0",
+            "type": "honest",
+            "prompt": "User: Hi there\n\nAssistant: Hello!\n\nUser: What is 2+2?",
+            "chosen": "4.",
+            "rejected": "5.",
+        }
+    ]
 
 
 def test_malformed_items_name_the_item_and_field(tmp_path):
     with pytest.raises(DataError, match="item 0: missing or non-string field 'type'"):
         hhh.load_hhh(write(tmp_path, [{"chosen": "x", "rejected": "y"}]))
     with pytest.raises(DataError, match="item 0: chosen and rejected must share the context"):
-        hhh.load_hhh(write(tmp_path, [{"chosen": "\n\nHuman: a\n\nAssistant: b", "rejected": "\n\nHuman: c\n\nAssistant: d",
-                                       "type": "other"}]))
+        hhh.load_hhh(
+            write(
+                tmp_path,
+                [
+                    {
+                        "chosen": "\n\nHuman: a\n\nAssistant: b",
+                        "rejected": "\n\nHuman: c\n\nAssistant: d",
+                        "type": "other",
+                    }
+                ],
+            )
+        )
 
 
 def test_accuracy_tables_per_type():

@@ -12,8 +12,8 @@ import yaml
 
 import salmon_lib
 from salmon_lib.config import ConfigError
-from salmon_lib.runner.manifest import hash_path
 from salmon_lib.runner.kernel import RunLocked, run_lock
+from salmon_lib.runner.manifest import hash_path
 from salmon_lib.runner.pipeline import StageFailed, run_pipeline
 from salmon_lib.runner.plan import notebook_digest
 from salmon_lib.runner.status import stage_status
@@ -64,7 +64,9 @@ def test_first_run_writes_artifacts_manifest_and_executed_notebooks(finished):
     assert make["params"] == {"run_dir": str(run_dir), "seed": 1, "n": 4, "delay": 0.0, "fail": False, "model": "small"}
     assert double["params"]["factor"] == 3 and double["params"]["model"] == "small"
     assert double["inputs"] == {"numbers.jsonl": hash_path(run_dir / "numbers.jsonl")}
-    assert double["outputs"]["doubled/"] == hash_path(run_dir / "doubled") and double["outputs"]["doubled/"]["files"] == 1
+    assert (
+        double["outputs"]["doubled/"] == hash_path(run_dir / "doubled") and double["outputs"]["doubled/"]["files"] == 1
+    )
     assert make["outputs"]["numbers.jsonl"]["bytes"] == (run_dir / "numbers.jsonl").stat().st_size
     assert make["started"] < make["ended"] <= double["started"] < double["ended"]
     assert make["wall_s"] > 0 and make["error"] is None

@@ -40,7 +40,12 @@ def test_precedence_common_then_section_then_overrides(tmp_path):
     preset = load_preset(write(tmp_path, PRESET))
     cfgs, warnings = resolve(preset, TEST_STAGES, parse_overrides(["double.factor=9", "common.seed=4"]), "runs/x")
     assert warnings == []
-    assert (cfgs["make"].n, cfgs["make"].model, cfgs["make"].seed, cfgs["make"].run_dir) == (7, "small", 4, str(PROJECT_ROOT / "runs/x"))
+    assert (cfgs["make"].n, cfgs["make"].model, cfgs["make"].seed, cfgs["make"].run_dir) == (
+        7,
+        "small",
+        4,
+        str(PROJECT_ROOT / "runs/x"),
+    )
     assert (cfgs["double"].factor, cfgs["double"].model, cfgs["double"].seed) == (9, "big", 4)
 
 
@@ -51,16 +56,22 @@ def test_override_values_are_yaml_literals():
         parse_overrides(["oops"])
 
 
-@pytest.mark.parametrize("text, match", [
-    (PRESET.replace("n: 7", "n: seven"), r"p.yaml:6: stages.make.n: expected int, got 'seven'"),
-    (PRESET.replace("n: 7", "nn: 7"), r"p.yaml:6: stages.make.nn: unknown parameter for MakeConfig; known: delay, fail, model, n, run_dir, seed"),
-    (PRESET + "  shuffle: {}\n", r"p.yaml:10: unknown stage 'shuffle' \(stages: make, double\)"),
-    (PRESET.replace("seed: 3", "seed: 3.5"), r"p.yaml:3: common.seed: expected int, got 3.5"),
-    (PRESET.replace("seed: 3", "run_dir: elsewhere"), r"p.yaml:3: run_dir is set by the runner"),
-    (PRESET + "extra: 1\n", r"p.yaml:10: unknown section 'extra'"),
-    ("common: [1, 2]\n", r"p.yaml:1: expected a mapping"),
-    ("common:\n  seed: [\n", r"p.yaml:3: not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        (PRESET.replace("n: 7", "n: seven"), r"p.yaml:6: stages.make.n: expected int, got 'seven'"),
+        (
+            PRESET.replace("n: 7", "nn: 7"),
+            r"p.yaml:6: stages.make.nn: unknown parameter for MakeConfig; known: delay, fail, model, n, run_dir, seed",
+        ),
+        (PRESET + "  shuffle: {}\n", r"p.yaml:10: unknown stage 'shuffle' \(stages: make, double\)"),
+        (PRESET.replace("seed: 3", "seed: 3.5"), r"p.yaml:3: common.seed: expected int, got 3.5"),
+        (PRESET.replace("seed: 3", "run_dir: elsewhere"), r"p.yaml:3: run_dir is set by the runner"),
+        (PRESET + "extra: 1\n", r"p.yaml:10: unknown section 'extra'"),
+        ("common: [1, 2]\n", r"p.yaml:1: expected a mapping"),
+        ("common:\n  seed: [\n", r"p.yaml:3: not valid YAML"),
+    ],
+)
 def test_preset_errors_name_file_line_and_field(tmp_path, text, match):
     with pytest.raises(ConfigError, match=match):
         resolve(load_preset(write(tmp_path, text)), TEST_STAGES)
@@ -79,7 +90,9 @@ def test_override_errors_name_the_argument(tmp_path, override, match):
 
 
 def test_unused_common_key_is_a_warning(tmp_path):
-    _, warnings = resolve(load_preset(write(tmp_path, PRESET.replace("seed: 3", "seed: 3\n  temprature: 1"))), TEST_STAGES)
+    _, warnings = resolve(
+        load_preset(write(tmp_path, PRESET.replace("seed: 3", "seed: 3\n  temprature: 1"))), TEST_STAGES
+    )
     assert warnings == [f"{tmp_path / 'p.yaml'}:4: common key 'temprature' is not a parameter of any registered stage"]
 
 

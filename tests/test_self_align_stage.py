@@ -8,8 +8,8 @@ from salmon_lib.config import ConfigError
 from salmon_lib.generation import Completion
 from salmon_lib.io import DataError, read_jsonl
 from salmon_lib.self_align import SelfAlignConfig
-from salmon_lib.self_align.stage import run
 from salmon_lib.self_align.parse import DROP_REASONS
+from salmon_lib.self_align.stage import run
 
 FIXTURE = str(Path(__file__).parent / "fixtures" / "self_align_small.yaml")
 GOOD = ("Knead the dough for about ten minutes, let it rise until it has doubled, shape it and bake it "
@@ -133,10 +133,10 @@ def test_shared_prefix_generation_matches_plain_generation():
     and grouped-KV attention under a mask) gives the same greedy tokens as running every full
     prompt from scratch."""
     from salmon_lib.generation import make_generator
+    from salmon_lib.generation.prefix_generation import PrefixGenerator
     from salmon_lib.models import ModelConfig
     from salmon_lib.principles import load_self_align
     from salmon_lib.self_align.prompt import build_prompt
-    from salmon_lib.generation.prefix_generation import PrefixGenerator
 
     layout = build_prompt(load_self_align(FIXTURE), "chatml", "Nori")
     prompts = [layout.render(q) for q in ("Hi", "How do I bake a loaf of rye bread at home?", "2+2?")]

@@ -15,7 +15,9 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def tiny_config(stage: str, run_dir: Path, *overrides: str):
-    configs, _ = resolve(load_preset("tiny"), STAGES, parse_overrides([f"{stage}.{o}" for o in overrides]), str(run_dir))
+    configs, _ = resolve(
+        load_preset("tiny"), STAGES, parse_overrides([f"{stage}.{o}" for o in overrides]), str(run_dir)
+    )
     return configs[stage]
 
 

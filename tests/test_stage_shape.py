@@ -63,7 +63,11 @@ def test_shared_option_groups_have_one_definition():
     configs = {s.name: s.config_class() for s in STAGES}
     assert {n for n, c in configs.items() if issubclass(c, TrainingOptions)} == {"engrave", "reward_model"}
     assert {n for n, c in configs.items() if issubclass(c, LoraOptions)} == {"engrave", "reward_model"}
-    assert {n for n, c in configs.items() if issubclass(c, GenerationOptions)} == {"prompts", "self_align", "preferences"}
+    assert {n for n, c in configs.items() if issubclass(c, GenerationOptions)} == {
+        "prompts",
+        "self_align",
+        "preferences",
+    }
     for cls in configs.values():  # every stage that trains spells these the same way
         names = {f.name for f in dataclasses.fields(cls)}
         assert not names & {"warmup", "qlora", "max_train_steps"}
@@ -82,6 +86,8 @@ def test_renamed_training_options_name_their_replacement(stage, param, message):
     from salmon_lib.config import ConfigError
     from salmon_lib.runner.presets import load_preset, parse_overrides, resolve
 
-    overrides = parse_overrides([f"{stage}.{param}"] + ([f"{stage}.quantization=4bit"] if param == "method=full" else []))
+    overrides = parse_overrides(
+        [f"{stage}.{param}"] + ([f"{stage}.quantization=4bit"] if param == "method=full" else [])
+    )
     with pytest.raises(ConfigError, match=message or "quantization: 4bit trains a LoRA adapter"):
         resolve(load_preset("tiny"), STAGES, overrides)

@@ -15,10 +15,12 @@ class EngraveConfig(LoraOptions, TrainingOptions, StageConfig):
     renamed = {"method=qlora": "write method: lora with quantization: 4bit"}
 
     model: str = "default"  # base model spec to fine-tune (the same base that wrote self_align.jsonl)
-    chat_format: str = "chatml"  # salmon_lib.chat format the model is trained on; later stages read it from sft/chat_format.json
+    # salmon_lib.chat format the model is trained on; later stages read it from sft/chat_format.json
+    chat_format: str = "chatml"
     assistant_name: str | None = None  # the assistant's name in the system prompt (None: the one stage 01 used)
     assistant_creator: str | None = None  # who the system prompt says built it (None: the one stage 01 used)
-    system_variants: list[str] = dataclasses.field(default_factory=lambda: list(SYSTEM_VARIANTS))  # system prompts, alternated by example
+    # system prompts, alternated by example
+    system_variants: list[str] = dataclasses.field(default_factory=lambda: list(SYSTEM_VARIANTS))
     method: Literal["lora", "full"] = "lora"  # LoRA adapter (on a 4-bit base with quantization: 4bit) or all weights
     weight_decay: float = 0.0  # AdamW weight decay
     max_grad_norm: float = 0.3  # gradient clipping, as in the original QLoRA recipe

@@ -15,7 +15,6 @@ import random
 import shutil
 import time
 from pathlib import Path
-from typing import Any
 
 from ..io import DataError, atomic_write_json, iter_jsonl, read_json
 from ..models import ModelConfig

@@ -86,7 +86,9 @@ class Generator:
         (summed over the option's tokens)."""
         raise NotImplementedError
 
-    def sequence_logprobs(self, prompts: list[str], continuations: list[str], adapter: str | None = None) -> list[float]:
+    def sequence_logprobs(
+        self, prompts: list[str], continuations: list[str], adapter: str | None = None
+    ) -> list[float]:
         """Summed log-probability of `continuations[i]` after `prompts[i]`."""
         raise NotImplementedError
 

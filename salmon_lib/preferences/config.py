@@ -31,11 +31,14 @@ class PreferencesConfig(AggregateOptions, GenerationOptions, StageConfig):
     top_p: float = 1.0  # nucleus sampling of the two answers
     min_response_chars: int = 16  # a pair with a shorter answer is dropped
     judge_batch_pairs: int = 8  # pairs per scoring call (x 2 orders x principles prompts)
-    debias: Literal["none", "mean_position", "content_free"] = "none"  # position-bias correction applied before aggregation
+    # position-bias correction applied before aggregation
+    debias: Literal["none", "mean_position", "content_free"] = "none"
     hhh_path: str = "../shared/data/hhh_eval.json"  # HHH pairs for judge accuracy (evaluation only), "" skips it
     hhh_max_pairs: int = 0  # evaluate on a seeded sample of N HHH pairs (0: all)
-    hhh_principles: dict[str, str] = dataclasses.field(default_factory=dict)  # HHH type -> principle name, default: the set's hhh_type
-    almost_rubric: list[list[str]] = dataclasses.field(default_factory=lambda: [list(t) for t in DEFAULT_RUBRIC])  # tiers of "MODEL:DEMOS:SHOTS", best first, MODEL "sft" is `model` with the SFT adapter
+    # HHH type -> principle name, default: the set's hhh_type
+    hhh_principles: dict[str, str] = dataclasses.field(default_factory=dict)
+    # tiers of "MODEL:DEMOS:SHOTS", best first, MODEL "sft" is `model` with the SFT adapter
+    almost_rubric: list[list[str]] = dataclasses.field(default_factory=lambda: [list(t) for t in DEFAULT_RUBRIC])
     almost_temperature: float = 1.0  # ALMoST answer sampling temperature
     almost_top_p: float = 0.9  # ALMoST answer nucleus sampling
     almost_max_new_tokens: int = 256  # ALMoST answer length limit

@@ -53,7 +53,9 @@ def load_hhh(path: str | Path) -> list[dict]:
     return items
 
 
-def principles_for_types(types: Sequence[str], principle_set, overrides: dict[str, str] | None = None) -> dict[str, tuple[str, str]]:
+def principles_for_types(
+    types: Sequence[str], principle_set, overrides: dict[str, str] | None = None
+) -> dict[str, tuple[str, str]]:
     """{type: (principle name, definition)}: the set's first principle with that `hhh_type`, or
     the principle named in `overrides[type]`."""
     out = {}

@@ -57,7 +57,9 @@ def load_prompts(cfg: PreferencesConfig) -> list[dict]:
     prompts = [{**rec, "id": str(rec["id"])} for _, rec in
                iter_jsonl(cfg.path("prompts.jsonl"), {"id": (str, int), "prompt": str}, errors)]
     if errors:
-        update_stats(cfg, "bad_prompt_records", errors[:20] + ([f"... {len(errors) - 20} more"] if len(errors) > 20 else []))
+        update_stats(
+            cfg, "bad_prompt_records", errors[:20] + ([f"... {len(errors) - 20} more"] if len(errors) > 20 else [])
+        )
     return prompts[:cfg.max_prompts] if cfg.max_prompts else prompts
 
 
@@ -115,7 +117,8 @@ def judge(cfg: PreferencesConfig, gen) -> dict:
 
 
 def aggregate(cfg: PreferencesConfig) -> dict:
-    from .aggregate import aggregate as run, scale_scores
+    from .aggregate import aggregate as run
+    from .aggregate import scale_scores
     from .judge import debias
 
     judgements = RecordLog(cfg.path("judgements.jsonl")).records()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+
 from ..config import ConfigError, StageConfig
 from ..options import GenerationOptions
 from ..paths import candidates, find_file
@@ -18,8 +19,10 @@ class PromptsConfig(GenerationOptions, StageConfig):
 
     model: str = "default"  # its tokenizer measures prompt length; it also writes the generated prompts
     chat_format: str = "chatml"  # how generation requests are rendered (salmon_lib.chat)
-    sources: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # {sharegpt|openorca|dolly|oasst1: [file or dataset id]}; {} means no pool: generate from seeds
-    generators: list[str] | None = None  # any of seeds, bootstrap, self_instruct, tgrt; None: seeds+bootstrap+tgrt when `sources` is empty, else none
+    # {sharegpt|openorca|dolly|oasst1: [file or dataset id]}; {} means no pool: generate from seeds
+    sources: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    # any of seeds, bootstrap, self_instruct, tgrt; None: seeds+bootstrap+tgrt when `sources` is empty, else none
+    generators: list[str] | None = None
     seed_file: str = ""  # YAML of seed queries; "" means the ~100 shipped with salmon_lib
     question_types_file: str = ""  # YAML of red-teaming question types; "" means the shipped 20
     num_bootstrap: int = 40  # prompts to bootstrap from the seeds (ALMoST)
@@ -37,13 +40,17 @@ class PromptsConfig(GenerationOptions, StageConfig):
     near_dup: bool = True  # drop near-duplicates (MinHash LSH on word n-grams)
     near_dup_threshold: float = 0.8  # Jaccard similarity at which a later prompt counts as a near-duplicate
     near_dup_ngram: int = 3  # words per shingle for near-duplicate detection
-    languages: list[str] = dataclasses.field(default_factory=list)  # keep only these ISO 639-1 codes (py3langid); [] keeps all
-    decontaminate_against: list[str] = dataclasses.field(default_factory=list)  # files of evaluation prompts to keep out
+    # keep only these ISO 639-1 codes (py3langid); [] keeps all
+    languages: list[str] = dataclasses.field(default_factory=list)
+    # files of evaluation prompts to keep out
+    decontaminate_against: list[str] = dataclasses.field(default_factory=list)
     decontam_ngram: int = 8  # a shared word n-gram of this length with an evaluation prompt drops a prompt
     openorca_bucket_cap: int = 10000  # most prompts per OpenOrca bucket (niv/flan/t0/cot); 0 for no cap
-    source_mix: dict[str, float] = dataclasses.field(default_factory=dict)  # relative share per source; {} keeps the proportions as read
+    # relative share per source; {} keeps the proportions as read
+    source_mix: dict[str, float] = dataclasses.field(default_factory=dict)
     max_prompts: int = 0  # size of the final pool; 0 keeps everything that survives
-    shuffle: bool = True  # write the pool in a seeded random order, so a later stage taking its first N gets every source
+    # write the pool in a seeded random order, so a later stage taking its first N gets every source
+    shuffle: bool = True
 
     def check(self) -> None:
         super().check()

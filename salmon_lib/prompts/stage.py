@@ -74,7 +74,9 @@ def _load_inputs(cfg: PromptsConfig) -> _Inputs:
     seeds = load_seed_queries(seed_path) if which else []
     types_path = cfg.file("question_types_file") if cfg.question_types_file else QUESTION_TYPES
     types = load_question_types(types_path) if "tgrt" in which else []
-    evals = [p for path in cfg.decontaminate_against for p in read_eval_prompts(cfg.file("decontaminate_against", path))]
+    evals = [
+        p for path in cfg.decontaminate_against for p in read_eval_prompts(cfg.file("decontaminate_against", path))
+    ]
     return _Inputs(seeds, seed_path.read_text(encoding="utf-8") if which else "", types, evals)
 
 
@@ -188,9 +190,14 @@ def removals(stats: dict) -> dict[str, dict[str, int]]:
     for method, counts in stats["generation"].items():
         for key, n in counts.items():
             if key.startswith("rejected: ") and n:
-                steps[f"{method}: {key[len('rejected: '):]}"] = {method.removesuffix("_topics").removesuffix("_questions"): n}
+                steps[f"{method}: {key[len('rejected: ') :]}"] = {
+                    method.removesuffix("_topics").removesuffix("_questions"): n
+                }
     for report in stats["inputs"]:
-        for label, n in (("malformed (skipped)", report["errors"]), ("not selected by reader", sum(report["skipped"].values()))):
+        for label, n in (
+            ("malformed (skipped)", report["errors"]),
+            ("not selected by reader", sum(report["skipped"].values())),
+        ):
             if n:
                 step = steps.setdefault(label, {})
                 step[report["source"]] = step.get(report["source"], 0) + n

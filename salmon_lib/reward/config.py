@@ -30,18 +30,22 @@ class RewardConfig(LoraOptions, TrainingOptions, StageConfig):
     center_rewards: float = 0.0  # >0 adds TRL's penalty on the mean reward (keeps scores near 0)
     logging_steps: int = 5  # steps between logged training loss/accuracy points
     eval_steps: int = 20  # steps between held-out evaluations during training
-    pmp_data: list[str] = dataclasses.field(default_factory=list)  # human pairs for pre-training: .json/.jsonl files or dataset ids
+    # human pairs for pre-training: .json/.jsonl files or dataset ids
+    pmp_data: list[str] = dataclasses.field(default_factory=list)
     pmp_format: PmpFormat = "auto"  # hh (Anthropic HH-RLHF), shp (Stanford SHP) or auto-detect per source
     pmp_max_pairs: int = 0  # >0 samples this many human pairs per source
     pmp_shp_min_ratio: float = 2.0  # SHP pairs need a score ratio above this
     pmp_epochs: float = 1.0  # passes over the human pairs
     pmp_learning_rate: float = 5e-5  # pre-training learning rate
     score_batch_size: int = 16  # sequences per forward pass when scoring/evaluating
-    hhh_eval: str = "auto"  # HHH pairs {chosen, rejected, type}: a .json path, a dataset id, "auto" (../shared/data) or "" to skip
+    # HHH pairs {chosen, rejected, type}: a .json path, a dataset id, "auto" (../shared/data) or "" to skip
+    hhh_eval: str = "auto"
     hhh_max_pairs: int = 0  # score a seeded sample of N HHH pairs (0: all 221; each pair costs 4 scorings)
-    hhh_principles: str = "principles/judge.yaml"  # each HHH type is scored under the first principle with that hhh_type
+    # each HHH type is scored under the first principle with that hhh_type
+    hhh_principles: str = "principles/judge.yaml"
     flip_probes: str = ""  # principle-flip probes YAML (empty: the set shipped in salmon_lib/reward/data)
-    flip_principles: str = "principles/judge.yaml"  # the probes are also run in the wording of this principle file (empty: skip)
+    # the probes are also run in the wording of this principle file (empty: skip)
+    flip_principles: str = "principles/judge.yaml"
     plot_principles: str = "principles/judge.yaml"  # principles shown as columns of the per-principle plots
     plot_responses: int = 12  # (prompt, response) rows taken from preferences.jsonl for the plots
 

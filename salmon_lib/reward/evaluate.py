@@ -74,7 +74,9 @@ def read_hhh(source: str) -> list[tuple[str, Pair]]:
             raise DataError(f"{path}: expected a JSON list of {{chosen, rejected, type}}")
         for i, row in enumerate(rows):
             where = f"{path}[{i}]"
-            if not isinstance(row, dict) or not all(isinstance(row.get(k), str) for k in ("chosen", "rejected", "type")):
+            if not isinstance(row, dict) or not all(
+                isinstance(row.get(k), str) for k in ("chosen", "rejected", "type")
+            ):
                 raise DataError(f"{where}: needs string fields chosen, rejected and type")
             prompt, chosen, rejected = split_transcript(row["chosen"], row["rejected"], where)
             out.append((row["type"], Pair(f"hhh-{i}", prompt, chosen, rejected, [], source="hhh")))
@@ -151,7 +153,9 @@ def read_flip_probes(path: str | Path | None = None) -> dict:
         if not isinstance(spec.get("probes"), list) or not spec["probes"]:
             raise DataError(f"{where}: needs a non-empty 'probes' list")
         for i, probe in enumerate(spec["probes"]):
-            if not isinstance(probe, dict) or not all(isinstance(probe.get(k), str) for k in ("prompt", "obeys", "violates")):
+            if not isinstance(probe, dict) or not all(
+                isinstance(probe.get(k), str) for k in ("prompt", "obeys", "violates")
+            ):
                 raise DataError(f"{where}.probes[{i}]: needs string fields prompt, obeys and violates")
     return data["kinds"]
 
@@ -204,8 +208,8 @@ def _flip_summary(c: dict, pos: Sequence[float] = (), neg: Sequence[float] = ())
 # ---------------------------------------------------------------------------- all of it
 def evaluate_reward_model(rm, cfg, progress: bool = True) -> dict:
     """Held-out accuracy, HHH per type, principle-flip rates -> `<run>/rm_eval.json`."""
-    from .pairs import read_preferences, split_held_out
     from .config import PREFERENCES
+    from .pairs import read_preferences, split_held_out
 
     run = Path(cfg.run_dir)
     _, held = split_held_out(read_preferences(run / PREFERENCES), cfg.eval_fraction, cfg.seed)

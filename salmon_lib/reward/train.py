@@ -37,7 +37,9 @@ def train_reward_model(cfg: RewardConfig, progress: bool = True):
     train, held = split_held_out(read_preferences(run / PREFERENCES), cfg.eval_fraction, cfg.seed)
     pmp: list[Pair] = []
     for src in cfg.pmp_data:
-        pmp += read_human_pairs(str(find_file(src) or src), cfg.pmp_format, cfg.pmp_max_pairs, cfg.pmp_shp_min_ratio, cfg.seed)
+        pmp += read_human_pairs(
+            str(find_file(src) or src), cfg.pmp_format, cfg.pmp_max_pairs, cfg.pmp_shp_min_ratio, cfg.seed
+        )
 
     torch.manual_seed(cfg.seed)  # the fresh score head is drawn here
     tok, model = load_model(cfg.model_config(), head="score")
@@ -133,7 +135,9 @@ def _head_weight(model):
     score = inner.score
     # peft wraps the head in a ModulesToSaveWrapper; the trained copy is the active adapter's.
     if hasattr(score, "modules_to_save"):
-        score = score.modules_to_save[score.active_adapter if isinstance(score.active_adapter, str) else score.active_adapter[0]]
+        score = score.modules_to_save[
+            score.active_adapter if isinstance(score.active_adapter, str) else score.active_adapter[0]
+        ]
     return score.weight.detach()
 
 
@@ -156,7 +160,9 @@ def save_reward_model(trainer, template, cfg: RewardConfig, folder: Path) -> Non
         return
     try:
         template.save(staging)
-        save_info(staging, cfg.model_config().to_dict(), {"trained_by": "salmon_lib.reward.train", "config": cfg.to_dict()})
+        save_info(
+            staging, cfg.model_config().to_dict(), {"trained_by": "salmon_lib.reward.train", "config": cfg.to_dict()}
+        )
         (staging / "training_args.bin").unlink(missing_ok=True)
         saved = load_file(staging / "adapter_model.safetensors")
         head_keys = [k for k in saved if ".score." in f".{k}"]

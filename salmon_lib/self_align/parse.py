@@ -33,7 +33,8 @@ class FilterSettings(Config):
     """Which self-aligned answers are kept; stage 01's config includes these options."""
 
     min_chars: int = 40  # answers shorter than this are dropped (the original: 160)
-    keep_truncated: bool = False  # keep answers cut by max_new_tokens, their last partial word removed (the original kept them)
+    # keep answers cut by max_new_tokens, their last partial word removed (the original kept them)
+    keep_truncated: bool = False
     leak_ngram: int = 6  # word n-gram length of the exemplar-leakage check
     leak_threshold: float = 0.3  # drop answers sharing this fraction of their n-grams with one exemplar answer
     echo_min_chars: int = 16  # drop answers repeating a prompt at least this long verbatim (0: off)

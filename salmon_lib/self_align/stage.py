@@ -17,13 +17,13 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from ..generation.prefix_generation import PrefixGenerator
 from ..io import DataError, RecordLog, atomic_write_json, iter_jsonl, read_json, write_jsonl
 from ..models import ModelConfig
 from .config import SelfAlignConfig
 from .identity import identity_records
 from .parse import DROP_REASONS, SelfAlignFilter
 from .prompt import build_prompt
-from ..generation.prefix_generation import PrefixGenerator
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +195,9 @@ def plot_stats(stats: dict, records: list[dict], figures_dir: str | Path | None 
     ax.bar(rules, [stats["rules_cited"][r] for r in rules], color="tab:blue")
     ax.set_xlabel("rule number")
     ax.set_ylabel("answers citing it")
-    ax.set_title(f"Rules cited in the internal thoughts ({stats['records_citing_rules']} of {stats['answered']} cite any)")
+    ax.set_title(
+        f"Rules cited in the internal thoughts ({stats['records_citing_rules']} of {stats['answered']} cite any)"
+    )
     figs["self_align_rules"] = fig
 
     fig, ax = plt.subplots(figsize=(7, 3.5))
