@@ -133,20 +133,25 @@ class RecordLog:
     """An append-only JSONL file of records keyed by `key`, for stages that resume.
 
     Opening it drops a torn trailing line (left by a killed process) and loads the ids already
-    written; `append` flushes and fsyncs each batch so that what `done` reports is on disk.
+    written; `append` flushes and fsyncs each batch so that what `current` reports is on disk.
+
+    A record may carry a `signature` (`salmon_lib.provenance.signature` of what produced it). A
+    record is current only under the signature its producer gives it now, so a stage regenerates
+    exactly the records whose signature changed; the new record supersedes the old one (the later
+    line wins, and reopening the file keeps one line per id).
     """
 
     def __init__(self, path: str | Path, key: str = "id"):
         self.path = Path(path)
         self.key = key
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.done: set = set()
+        self.done: dict = {}  # id -> signature of its latest record (None: unsigned)
         self._repair_and_load()
 
     def _repair_and_load(self) -> None:
         if not self.path.exists():
             return
-        good_bytes = 0
+        good_bytes = lines = 0
         with open(self.path, "rb") as f:
             for raw in f:
                 if not raw.endswith(b"\n"):
@@ -155,19 +160,27 @@ class RecordLog:
                     rec = json.loads(raw)
                 except json.JSONDecodeError:
                     break
-                self.done.add(rec[self.key])
+                self.done[rec[self.key]] = rec.get("signature")
                 good_bytes += len(raw)
+                lines += 1
         if good_bytes != self.path.stat().st_size:
             with open(self.path, "r+b") as f:
                 f.truncate(good_bytes)
+        if lines > len(self.done):  # superseded records: keep the latest of each id
+            write_jsonl(self.path, self.records())
+
+    def current(self, rid: object, signature: str | None = None) -> bool:
+        """Whether the record `rid` is written under `signature` (None: written unsigned)."""
+        return rid in self.done and self.done[rid] == signature
 
     def append(self, records: Iterable[dict]) -> None:
+        """Write the records that are not current under their own `signature`."""
         lines = []
         for rec in records:
-            rid = rec[self.key]
-            if rid in self.done:
+            rid, sig = rec[self.key], rec.get("signature")
+            if self.current(rid, sig):
                 continue
-            self.done.add(rid)
+            self.done[rid] = sig
             lines.append(json.dumps(rec, ensure_ascii=False) + "\n")
         if not lines:
             return
@@ -176,8 +189,15 @@ class RecordLog:
             f.flush()
             os.fsync(f.fileno())
 
-    def records(self) -> list[dict]:
-        return read_jsonl(self.path) if self.path.exists() else []
+    def records(self, wanted: dict | None = None) -> list[dict]:
+        """The latest record of each id, in the order ids first appeared; with `wanted` ({id:
+        signature}), only those current under it, in the order of `wanted`."""
+        latest: dict = {}
+        for rec in read_jsonl(self.path) if self.path.exists() else []:
+            latest[rec[self.key]] = rec
+        if wanted is None:
+            return list(latest.values())
+        return [latest[rid] for rid, sig in wanted.items() if rid in latest and latest[rid].get("signature") == sig]
 
     def __contains__(self, rid: object) -> bool:
         return rid in self.done

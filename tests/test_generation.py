@@ -117,6 +117,29 @@ def test_sampling_n_and_seeds(tiny):
     assert torch.rand(1) == before  # the caller's RNG is untouched
 
 
+def test_a_prompts_samples_depend_on_its_own_seed_not_on_its_batch(tiny):
+    """Per-prompt seeds: what a prompt gets does not depend on which prompts share the call (or the
+    backend's length-sorted batches), so a stage that seeds each record by its id resumes an
+    interrupted run with the same records."""
+    from salmon_lib.generation.prefix_generation import PrefixGenerator
+
+    prompts = [CHATML.prompt(q) for q in ("Tell me a story about a long journey across the sea.", "Hi",
+                                          "What is two plus two?", "Name a colour.")]
+    kw = dict(temperature=1.0, top_p=0.9, max_new_tokens=12)
+    together = tiny.generate(prompts, seed=[11, 12, 13, 14], **kw)
+    assert tiny.generate(prompts[2:3], seed=[13], **kw) == [together[2]]
+    assert tiny.generate([prompts[3], prompts[0]], seed=[14, 11], **kw) == [together[3], together[0]]
+    assert tiny.generate(prompts, n=2, seed=[11, 12, 13, 14], **kw)[1][0] == together[1][0]
+    prefix = CHATML.render([{"role": "system", "content": "You answer briefly. " * 12}], add_generation_prompt=False)
+    shared = PrefixGenerator(tiny, prefix)
+    long = [prefix + p for p in prompts]
+    alone = shared.generate(long[1:2], stop=CHATML.stop, seed=[12], **kw)
+    assert shared.generate(long, stop=CHATML.stop, seed=[11, 12, 13, 14], **kw)[1] == alone[0]
+    assert [c[0] for c in tiny.generate(long[1:2], stop=CHATML.stop, seed=[12], **kw)] == alone
+    with pytest.raises(GenerationError, match="one per prompt"):
+        tiny.generate(prompts, seed=[1, 2], **kw)
+
+
 def test_bad_arguments_are_named(tiny):
     with pytest.raises(GenerationError, match="top_p"):
         tiny.generate(["x"], top_p=0)

@@ -42,7 +42,7 @@ def test_record_log_resumes_and_drops_torn_line(tmp_path):
     with open(path, "a") as f:
         f.write('{"id": "c", "v"')  # what a kill -9 mid-write leaves
     log = RecordLog(path)
-    assert log.done == {"a", "b"} and "c" not in log
+    assert set(log.done) == {"a", "b"} and "c" not in log
     log.append([{"id": "c", "v": 3}])
     assert [r["id"] for r in log.records()] == ["a", "b", "c"]
     assert [r["v"] for r in read_jsonl(path)] == [1, 2, 3]
@@ -52,3 +52,18 @@ def test_write_jsonl_counts(tmp_path):
     assert write_jsonl(tmp_path / "o.jsonl", ({"i": i} for i in range(3))) == 3
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())
     assert os.path.getsize(tmp_path / "o.jsonl") > 0
+
+
+def test_record_log_supersedes_records_whose_signature_changed(tmp_path):
+    path = tmp_path / "r.jsonl"
+    log = RecordLog(path)
+    log.append([{"id": "a", "v": 1, "signature": "s1"}, {"id": "b", "v": 2, "signature": "s1"}])
+    assert log.current("a", "s1") and not log.current("a", "s2") and not log.current("c", "s1")
+    log.append([{"id": "a", "v": 9, "signature": "s1"}])  # current: ignored
+    log.append([{"id": "a", "v": 3, "signature": "s2"}])  # made under other inputs: supersedes
+    assert [r["v"] for r in log.records()] == [3, 2]
+    # only the records current under the signatures asked for, in that order: stale and unasked ones are left out
+    assert [r["id"] for r in log.records({"b": "s1", "a": "s1"})] == ["b"]
+    assert [r["id"] for r in log.records({"b": "s1", "a": "s2"})] == ["b", "a"]
+    reopened = RecordLog(path)
+    assert reopened.current("a", "s2") and [r["v"] for r in read_jsonl(path)] == [3, 2]  # one line per id

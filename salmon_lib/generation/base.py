@@ -77,8 +77,10 @@ class Generator:
     tokenizer = None
 
     def generate(self, prompts: list[str], n: int = 1, temperature: float = 0.7, top_p: float = 0.95,
-                 max_new_tokens: int = 256, stop: Sequence[str] = (), seed: int = 0,
+                 max_new_tokens: int = 256, stop: Sequence[str] = (), seed: int | Sequence[int] = 0,
                  adapter: str | None = None) -> list[list[Completion]]:
+        """`n` completions per prompt. `seed`: one seed per prompt (a prompt's samples then depend
+        on its seed alone, whatever else is in the call), or one int for the whole call."""
         raise NotImplementedError
 
     def score_options(self, prompts: list[str], options: list[str], adapter: str | None = None) -> list[list[float]]:

@@ -16,6 +16,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 from ..models import ModelConfig, ModelLoadError, load_model
 from .base import Completion, Generator, check_generate_args, check_pairs
 from .prefix_scoring import ScoreRow, score_rows
+from .seeding import hf_sampling, prompt_seeds, sample_seed
 
 log = logging.getLogger(__name__)
 
@@ -118,11 +119,12 @@ class HFGenerator(Generator):
 
     # -- generation -------------------------------------------------------------------------------
     def generate(self, prompts: list[str], n: int = 1, temperature: float = 0.7, top_p: float = 0.95,
-                 max_new_tokens: int = 256, stop: Sequence[str] = (), seed: int = 0,
+                 max_new_tokens: int = 256, stop: Sequence[str] = (), seed: int | Sequence[int] = 0,
                  adapter: str | None = None) -> list[list[Completion]]:
         stop = check_generate_args(prompts, n, temperature, top_p, max_new_tokens, stop)
         if not prompts:
             return []
+        seeds = prompt_seeds(seed, len(prompts))
         encoded = self.encode_prompts(prompts)
         # Longest first: a batch holds prompts of similar length, so little padding, and a batch
         # that does not fit in memory fails at the start rather than at the end.
@@ -130,16 +132,14 @@ class HFGenerator(Generator):
         per_batch = max(1, self.batch_size // n)
         results: list[list[Completion] | None] = [None] * len(prompts)
         greedy = temperature == 0
-        # top_k=0: no top-k cut (the HF default is 50), as in vLLM, so the backends sample alike.
-        sampling = dict(do_sample=False, temperature=None, top_p=None, top_k=None) if greedy \
-            else dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
-        rng_devices = [self.device] if self.device.type == "cuda" else []
-        # A private RNG stream: the same seed gives the same samples, and the caller's RNG is untouched.
-        with torch.random.fork_rng(devices=rng_devices), self._active(adapter), \
+        with self._active(adapter), \
                 tqdm(total=len(prompts), desc="generate", unit="prompt", disable=not self.progress) as bar:
-            torch.manual_seed(seed)
             for b in range(0, len(order), per_batch):
                 batch = order[b:b + per_batch]
+                # Each row samples from its own generator (no top-k cut, as in vLLM), so a prompt's
+                # samples do not depend on its batch and the caller's RNG is untouched.
+                row_seeds = [sample_seed(seeds[i], j) for i in batch for j in range(n)]
+                sampling = hf_sampling(temperature, top_p, row_seeds, self.device)
                 # Greedy decoding gives n identical completions: decode once, copy.
                 comps = self._generate_batch([encoded[i] for i in batch], 1 if greedy else n, max_new_tokens,
                                              stop, sampling)
@@ -158,8 +158,11 @@ class HFGenerator(Generator):
             ids[r, width - len(e):] = torch.tensor(e)
             mask[r, width - len(e):] = 1
         watch = _StopWatch(self.tokenizer, width, stop, self.eos_ids, len(encoded) * n)
-        out = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                                  max_new_tokens=max_new_tokens, num_return_sequences=n, pad_token_id=self.pad_id,
+        # n rows per prompt, next to each other (what num_return_sequences does, which greedy
+        # decoding over the per-row sampler's scores does not allow)
+        out = self.model.generate(input_ids=ids.repeat_interleave(n, 0).to(self.device),
+                                  attention_mask=mask.repeat_interleave(n, 0).to(self.device),
+                                  max_new_tokens=max_new_tokens, pad_token_id=self.pad_id,
                                   stopping_criteria=StoppingCriteriaList([watch]), **sampling)
         generated = out[:, width:].tolist()
         completions = []

@@ -69,8 +69,9 @@ class PrefixGenerator:
         return [c[0] for c in self.gen.generate(list(prompts), n=1, **kw)]
 
     def generate(self, prompts: Sequence[str], *, temperature: float, top_p: float, max_new_tokens: int,
-                 stop: Sequence[str], seed: int):
-        """One `Completion` per prompt, sampled like `gen.generate(prompts, n=1, ...)`."""
+                 stop: Sequence[str], seed: int | Sequence[int]):
+        """One `Completion` per prompt, sampled like `gen.generate(prompts, n=1, ...)` (`seed`: one
+        int, or one seed per prompt)."""
         kw = dict(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, stop=stop, seed=seed)
         gen = self.gen
         if getattr(gen, "backend", None) != "hf" or not all(p.startswith(self.prefix) for p in prompts):
@@ -78,8 +79,10 @@ class PrefixGenerator:
         import torch
 
         from .base import check_generate_args
+        from .seeding import hf_sampling, prompt_seeds
 
         stop = check_generate_args(list(prompts), 1, temperature, top_p, max_new_tokens, stop)
+        seeds = prompt_seeds(seed, len(prompts))
         if self._head is None:
             self._head = gen.encode_prompts([self.prefix])[0]
         head = self._head
@@ -87,14 +90,11 @@ class PrefixGenerator:
         if any(ids[:len(head)] != head for ids in full):
             # The tokenizer merges across the seam: the prefix is not a token prefix, so no sharing.
             return self._fallback(prompts, **kw)
-        sampling = dict(do_sample=False, temperature=None, top_p=None, top_k=None) if temperature == 0 \
-            else dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
-        devices = [gen.device] if gen.device.type == "cuda" else []
-        with torch.no_grad(), torch.random.fork_rng(devices=devices), _masked_gqa_attention(gen.model):
+        sampling = hf_sampling(temperature, top_p, seeds, gen.device)
+        with torch.no_grad(), _masked_gqa_attention(gen.model):
             if self._cache is None:
                 self._cache = gen.model(input_ids=torch.tensor([head], device=gen.device),
                                         use_cache=True).past_key_values
-            torch.manual_seed(seed)
             tails = [ids[len(head):] for ids in full]
             return _generate_batch(gen, head, tails, self._cache, max_new_tokens, stop, sampling)
 

@@ -16,12 +16,12 @@ import gc
 import json
 import logging
 import os
-import random
 from pathlib import Path
 from typing import Sequence
 
 from ..models import ModelConfig, ModelLoadError, resolve_model_dir
 from .base import Completion, GenerationError, Generator, check_generate_args, check_pairs
+from .seeding import prompt_seeds
 
 log = logging.getLogger(__name__)
 
@@ -130,17 +130,16 @@ class VLLMGenerator(Generator):
                                  lora_request=self._lora(adapter), use_tqdm=self.progress)
 
     def generate(self, prompts: list[str], n: int = 1, temperature: float = 0.7, top_p: float = 0.95,
-                 max_new_tokens: int = 256, stop: Sequence[str] = (), seed: int = 0,
+                 max_new_tokens: int = 256, stop: Sequence[str] = (), seed: int | Sequence[int] = 0,
                  adapter: str | None = None) -> list[list[Completion]]:
         from vllm import SamplingParams
 
         stop = check_generate_args(prompts, n, temperature, top_p, max_new_tokens, stop)
-        # One seed per prompt (vLLM gives the n samples of a request seed, seed+1, ...), drawn from
-        # `seed` so that equal prompts still get different samples.
-        rng = random.Random(seed)
+        # One seed per request (an int seed gives each prompt its own, so equal prompts still get
+        # different samples); vLLM draws the n samples of a request from it.
         params = [SamplingParams(n=n, temperature=temperature, top_p=top_p if temperature > 0 else 1.0,
-                                 max_tokens=max_new_tokens, stop=list(stop) or None, seed=rng.randrange(2**31),
-                                 skip_special_tokens=False) for _ in prompts]
+                                 max_tokens=max_new_tokens, stop=list(stop) or None, seed=s,
+                                 skip_special_tokens=False) for s in prompt_seeds(seed, len(prompts))]
         outputs = self._run(self.encode_prompts(prompts), params, adapter)
         return [[self._completion(o, stop) for o in out.outputs] for out in outputs]
 
