@@ -1,5 +1,6 @@
 """Aggregation on hand-made judgements, and the override heuristics."""
 
+import dataclasses
 from dataclasses import dataclass
 
 import pytest
@@ -31,7 +32,7 @@ class FixedSet:
 
 
 QUIET = dict(
-    disclaimer_rule=False, language_rule=False, label_noise=0.0, rule_label_noise=0.0, swap_p=0.0, draws_per_pair=1
+    disclaimer_rule=False, language_rule=False, label_noise=0.0, rule_label_noise=0.0, draws_per_pair=1
 )
 
 
@@ -88,8 +89,8 @@ def test_pairs_without_all_judgements_are_counted_not_used():
     assert ex == [] and stats["pairs_missing_judgements"] == 1
 
 
-def test_draws_are_seeded_per_pair_and_noise_and_swaps_are_counted():
-    opts = AggregateOptions(**{**QUIET, "draws_per_pair": 50, "label_noise": 0.5, "swap_p": 0.5})
+def test_draws_are_seeded_per_pair_and_noise_is_counted():
+    opts = AggregateOptions(**{**QUIET, "draws_per_pair": 50, "label_noise": 0.5})
     fs = FixedSet("A", [("A", False)])
     pairs = [pair("p1"), pair("p2")]
     scores = {"p1": {"A": 1.0}, "p2": {"A": 1.0}}
@@ -102,7 +103,6 @@ def test_draws_are_seeded_per_pair_and_noise_and_swaps_are_counted():
     assert st1["label_noise_flips"] == flips and 20 < flips < 80
     assert sum(e["chosen"] == "two" for e in ex1) == flips  # a flipped label chooses the judge's loser
     assert all(e["score_gap"] < 0 for e in ex1 if e["flags"]["label_noise"])
-    assert st1["swapped"] == sum(e["flags"]["swapped"] for e in ex1) and 0 < st1["swapped"] < 100
 
 
 def test_disclaimer_rule_prefers_the_other_response_with_its_probability():
@@ -158,3 +158,16 @@ def test_with_the_judge_principle_set_negation_shows_the_negative_definition():
         raw = scores[e["pair_id"]][dom["name"]] * (-1 if dom["negated"] else 1)
         assert (e["chosen"] == "one") == (raw > 0) and e["score_gap"] == pytest.approx(abs(raw))
     assert 0 < sum(p["negated"] for e in ex for p in e["principles"]) < sum(len(e["principles"]) for e in ex)
+
+
+def test_swap_p_is_gone_and_says_why():
+    """It only set a flag nothing read: a pointwise reward model never sees the order of a pair."""
+    from salmon_lib.config import ConfigError
+    from salmon_lib.preferences.config import PreferencesConfig
+
+    assert "swap_p" not in {f.name for f in dataclasses.fields(PreferencesConfig)}
+    with pytest.raises(ConfigError, match="swap_p is no longer a parameter.*order of a pair never reaches"):
+        PreferencesConfig.from_dict({"swap_p": 0.5})
+    examples, stats = aggregate([pair("p1")], {"p1": {"A": 1.0}}, FixedSet("A", [("A", False)]),
+                                AggregateOptions(**QUIET), seed=0)
+    assert "swapped" not in stats and set(examples[0]["flags"]) == {"rule", "label_noise"}

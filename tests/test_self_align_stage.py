@@ -149,3 +149,53 @@ def test_shared_prefix_generation_matches_plain_generation():
     assert [c.token_ids for c in first] == [c.token_ids for c in plain]
     assert [c.text for c in first] == [c.text for c in plain]
     assert [c.token_ids for c in again] == [c.token_ids for c in plain[1:]]
+
+
+def tiny_preset_config(run_dir, **changes):
+    from salmon_lib.runner.presets import load_preset, resolve
+    from salmon_lib.stages import STAGES
+
+    configs, _ = resolve(load_preset("tiny"), STAGES, {}, str(run_dir))
+    (run_dir / "prompts.jsonl").write_text("".join(
+        json.dumps({"id": f"p{i}", "prompt": p}) + "\n" for i, p in enumerate(PROMPTS + ["Say hello.", "Why?"])))
+    return dataclasses.replace(configs["self_align"], **changes)
+
+
+def test_interrupted_and_resumed_run_writes_the_records_of_an_uninterrupted_one(tmp_path, monkeypatch):
+    """Tiny preset on the tiny model. The interrupted run loses the last line of its first batch
+    (what a kill during the write leaves) and resumes in batches of another size: each record's
+    seeds derive from its id, so every record is what the uninterrupted run wrote."""
+    from salmon_lib.generation import make_generator
+    from salmon_lib.models import ModelConfig
+    from salmon_lib.self_align import stage
+
+    fields = ("id", "raw", "finish_reason", "num_tokens", "response", "kept")
+    monkeypatch.setattr(stage, "plot_stats", lambda *args, **kwargs: {})  # figures are not the point here
+    (tmp_path / "whole").mkdir()
+    (tmp_path / "resumed").mkdir()
+    with make_generator(ModelConfig(spec="tiny"), backend="hf", progress=False) as gen:
+        whole = tiny_preset_config(tmp_path / "whole")
+        run(whole, generator=gen)
+        expected = [{k: r.get(k) for k in fields} for r in read_jsonl(tmp_path / "whole" / "self_align.jsonl")]
+
+        cfg = tiny_preset_config(tmp_path / "resumed")
+        original, calls = stage._thoughts_then_answers, []
+
+        def interrupted(*args, **kwargs):
+            calls.append(1)
+            if len(calls) > 1:
+                raise KeyboardInterrupt
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(stage, "_thoughts_then_answers", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            run(cfg, generator=gen)
+        monkeypatch.setattr(stage, "_thoughts_then_answers", original)
+        path = tmp_path / "resumed" / "self_align.jsonl"
+        lines = path.read_text().splitlines(keepends=True)
+        assert len(lines) == cfg.batch_size
+        path.write_text("".join(lines[:-1]))
+        stats = run(dataclasses.replace(cfg, batch_size=cfg.batch_size - 1), generator=gen)
+    assert stats["generated_this_run"] == len(PROMPTS) + 2 - (cfg.batch_size - 1)
+    assert [{k: r.get(k) for k in fields} for r in read_jsonl(path)] == expected
+    assert len({r["raw"] for r in expected if r["id"].startswith("p")}) > 1  # sampled, not one repeated text

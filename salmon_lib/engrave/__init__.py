@@ -3,6 +3,6 @@ rules in the prompt. `config.EngraveConfig` holds the parameters (no torch), `st
 the stage; training code loads torch inside functions."""
 
 from .config import EngraveConfig
-from .format import ChatSpec, load_chat_spec, make_chat_spec
+from .format import ChatSpec, chat_spec_for, load_chat_spec, make_chat_spec
 
-__all__ = ["ChatSpec", "EngraveConfig", "load_chat_spec", "make_chat_spec"]
+__all__ = ["ChatSpec", "EngraveConfig", "chat_spec_for", "load_chat_spec", "make_chat_spec"]

@@ -12,18 +12,22 @@ from .aggregate import AggregateOptions
 
 # More shots and better demonstrations win (ALMoST's rules of thumb, on one model).
 DEFAULT_RUBRIC = (("sft:detailed:3",), ("sft:detailed:1",), ("sft:plain:1",))
-PROBABILITIES = ("p_continue", "p_negate", "disclaimer_p", "label_noise", "rule_label_noise", "swap_p")
+PROBABILITIES = ("p_continue", "p_negate", "disclaimer_p", "label_noise", "rule_label_noise")
 
 
 @dataclasses.dataclass
 class PreferencesConfig(AggregateOptions, GenerationOptions, StageConfig):
     file_params = ("principles",)
     renamed = {"sft_adapter": "use_sft: true reads <run_dir>/sft, the folder the manifest hashes; "
-                              "use_sft: false samples and judges with the base model"}
+                              "use_sft: false samples and judges with the base model",
+               "swap_p": "removed: it only set a flag that nothing read, and the reward model scores each answer of "
+                         "a pair on its own, so the order of a pair never reaches it (the judge sees both orders)"}
 
     method: Literal["salmon", "almost"] = "salmon"  # SALMON's principle judge, or ALMoST's rubric comparisons
     model: str = "default"  # base model spec; the SFT adapter goes on top of it
-    chat_format: str = "chatml"  # chat format of the model (salmon_lib.chat)
+    # None: prompt the SFT model as it was trained (sft/chat_format.json), the base model (use_sft: false) in chatml;
+    # a format given with use_sft must be the trained one (else an error naming both)
+    chat_format: str | None = None
     use_sft: bool = True  # answer and judge with stage 02's sft/ adapter on `model`; false: the base model alone
     principles: str = "principles/judge.yaml"  # principle set judged under and drawn from
     max_prompts: int = 0  # use the first N prompts of prompts.jsonl (0: all)
@@ -49,6 +53,13 @@ class PreferencesConfig(AggregateOptions, GenerationOptions, StageConfig):
         for name in PROBABILITIES:
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.chat_format is not None:
+            from ..chat import get_format
+
+            try:
+                get_format(self.chat_format)
+            except ValueError as err:
+                raise ConfigError(f"chat_format: {err}") from None
         for name in ("draws_per_pair", "max_principles", "judge_batch_pairs"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")

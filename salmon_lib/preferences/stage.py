@@ -4,18 +4,49 @@ by one, showing tables and figures between them.
 SALMON path: `sample` -> `judge` -> `aggregate` (+ `evaluate_judge` on the HHH pairs).
 ALMoST path: `almost_generate` -> `almost_compare`.
 Both write preferences.jsonl in one schema, so stage 04 consumes either. Each step adds its
-section to preferences_stats.json and saves its figures under figures/; pairs, judgements and
-ALMoST answers are `RecordLog`s, so an interrupted run resumes without redoing finished records.
+section to preferences_stats.json and saves its figures under figures/. The model is prompted as
+stage 02 trained it (`prompting`: sft/chat_format.json). Pairs, judgements and ALMoST answers are
+`RecordLog`s whose records carry the signature of what produced them (the rendered prompt, the
+model and the content of sft/, the sampling settings, the seed): a rerun makes again exactly the
+records whose signature changed, an interrupted run resumes without redoing finished ones, and only
+the current records of this run's prompts (`max_prompts`) are judged and aggregated.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import random
+from typing import Callable
 
+from ..chat import ChatFormat
 from ..io import RecordLog, atomic_write_json, iter_jsonl, read_json, write_jsonl
 from .aggregate import AggregateOptions
 from .config import PreferencesConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class Prompting:
+    """How the stage prompts its model: `render(user)` is the generation prompt, `fmt` the chat
+    format the judge and ALMoST's few-shot prompts are rendered in, `model` what the records'
+    signatures name (the base spec and the content hash of the adapter)."""
+
+    fmt: ChatFormat
+    render: Callable[[str], str]
+    model: dict
+
+
+def prompting(cfg: PreferencesConfig) -> Prompting:
+    """The SFT model exactly as stage 02 trained it (sft/chat_format.json: chat format, system
+    prompt); with use_sft: false, the base model in `chat_format` (chatml when unset)."""
+    from ..chat import get_format
+    from ..engrave.format import chat_spec_for
+    from ..provenance import content_hash
+
+    if cfg.use_sft:
+        adapter = cfg.adapter()
+        spec = chat_spec_for(adapter, cfg.chat_format)
+        return Prompting(spec.format, spec.prompt, {"model": cfg.model, "adapter": content_hash(adapter)})
+    fmt = get_format(cfg.chat_format or "chatml")
+    return Prompting(fmt, fmt.prompt, {"model": cfg.model, "adapter": None})
 
 
 def run(cfg: PreferencesConfig) -> dict:
@@ -74,18 +105,42 @@ def judged_principles(ps) -> list[tuple[str, str]]:
 
 
 # -- SALMON ---------------------------------------------------------------------------------------
+def pair_signatures(cfg: PreferencesConfig, pr: Prompting) -> dict[str, str]:
+    """{pair id: signature} of this run's prompts."""
+    from .sampling import pair_signatures as signatures
+
+    settings = {**pr.model, "temperature": cfg.temperature, "top_p": cfg.top_p,
+                "max_new_tokens": cfg.max_new_tokens, "seed": cfg.seed}
+    return signatures(load_prompts(cfg), pr.render, settings)
+
+
 def sample(cfg: PreferencesConfig, gen) -> dict:
     from .sampling import pair_stats, sample_pairs
 
-    log = RecordLog(cfg.path("pairs.jsonl"))
-    sample_pairs(gen, _fmt(cfg), load_prompts(cfg), log, adapter=cfg.adapter(), seed=cfg.seed,
+    pr = prompting(cfg)
+    log, wanted = RecordLog(cfg.path("pairs.jsonl")), pair_signatures(cfg, pr)
+    sample_pairs(gen, pr.render, pr.fmt.stop, load_prompts(cfg), log, wanted, adapter=cfg.adapter(), seed=cfg.seed,
                  temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
-                 min_chars=cfg.min_response_chars, batch_size=cfg.batch_size)
-    return update_stats(cfg, "pairs", pair_stats(log.records()))
+                 batch_size=cfg.batch_size)
+    return update_stats(cfg, "pairs", pair_stats(log.records(wanted), cfg.min_response_chars))
 
 
-def kept_pairs(cfg: PreferencesConfig) -> list[dict]:
-    return [p for p in RecordLog(cfg.path("pairs.jsonl")).records() if not p["dropped"]]
+def kept_pairs(cfg: PreferencesConfig, pr: Prompting | None = None) -> list[dict]:
+    """The current pairs of this run's prompts that go to the judge (not too short, not identical)."""
+    from .sampling import drop_reason
+
+    pairs = RecordLog(cfg.path("pairs.jsonl")).records(pair_signatures(cfg, pr or prompting(cfg)))
+    return [p for p in pairs if drop_reason(p, cfg.min_response_chars) is None]
+
+
+def judgements(cfg: PreferencesConfig, pr: Prompting | None = None) -> tuple[list[dict], list[dict]]:
+    """(kept pairs, their current judgements under every principle)."""
+    from .judge import judgement_signatures
+
+    pr = pr or prompting(cfg)
+    pairs = kept_pairs(cfg, pr)
+    wanted = judgement_signatures(pr.fmt, pairs, judged_principles(load_principle_set(cfg)), pr.model)
+    return pairs, RecordLog(cfg.path("judgements.jsonl")).records(wanted)
 
 
 def judge(cfg: PreferencesConfig, gen) -> dict:
@@ -93,16 +148,17 @@ def judge(cfg: PreferencesConfig, gen) -> dict:
     debiasing, so the stats show what the correction buys. Saves the score distributions, the
     position bias and the principles' correlation under figures/."""
     from . import plots
-    from .judge import agreement_stats, content_free_bias, debias, judge_pairs, position_bias
+    from .judge import agreement_stats, content_free_bias, debias, judge_pairs, judgement_signatures, position_bias
 
-    ps = load_principle_set(cfg)
-    principles = judged_principles(ps)
-    log = RecordLog(cfg.path("judgements.jsonl"))
-    judge_pairs(gen, _fmt(cfg), kept_pairs(cfg), principles, adapter=cfg.adapter(),
-                batch_pairs=cfg.judge_batch_pairs, log=log)
-    raw = log.records()
+    pr = prompting(cfg)
+    principles = judged_principles(load_principle_set(cfg))
+    pairs = kept_pairs(cfg, pr)
+    log, wanted = RecordLog(cfg.path("judgements.jsonl")), judgement_signatures(pr.fmt, pairs, principles, pr.model)
+    judge_pairs(gen, pr.fmt, pairs, principles, adapter=cfg.adapter(), batch_pairs=cfg.judge_batch_pairs, log=log,
+                signatures=wanted)
+    raw = log.records(wanted)
     biases = {"mean_position": position_bias(raw),
-              "content_free": content_free_bias(gen, _fmt(cfg), principles, adapter=cfg.adapter())}
+              "content_free": content_free_bias(gen, pr.fmt, principles, adapter=cfg.adapter())}
     stats = update_stats(cfg, "judge", {
         "judgements": len(raw),
         "bias": biases,
@@ -121,45 +177,48 @@ def aggregate(cfg: PreferencesConfig) -> dict:
     from .aggregate import scale_scores
     from .judge import debias
 
-    judgements = RecordLog(cfg.path("judgements.jsonl")).records()
+    pairs, judged = judgements(cfg)
     if cfg.debias != "none":
-        judgements = debias(judgements, read_json(cfg.path("preferences_stats.json"))["judge"]["bias"][cfg.debias])
-    scores, variance = scale_scores(judgements, cfg.require_agreement)
+        judged = debias(judged, read_json(cfg.path("preferences_stats.json"))["judge"]["bias"][cfg.debias])
+    scores, variance = scale_scores(judged, cfg.require_agreement)
     opts = AggregateOptions(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(AggregateOptions)})
-    examples, stats = run(kept_pairs(cfg), scores, load_principle_set(cfg), opts, cfg.seed)
+    examples, stats = run(pairs, scores, load_principle_set(cfg), opts, cfg.seed)
     write_jsonl(cfg.path("preferences.jsonl"), examples)
     return update_stats(cfg, "aggregate", {"debias": cfg.debias, "variance": variance, **stats})
 
 
 def evaluate_judge(cfg: PreferencesConfig, gen) -> dict:
     """Judge accuracy on the HHH pairs (and its figure under figures/), or the reason it was skipped."""
-    from ..paths import find_file
+    from ..hhh import hhh_source, load_hhh, sample_hhh
     from . import plots
-    from .hhh import evaluate, load_hhh, principles_for_types
+    from .hhh import evaluate, principles_for_types
 
-    if not cfg.hhh_path:
-        return update_stats(cfg, "hhh", {"skipped": "hhh_path is empty"})
-    path = find_file(cfg.hhh_path, beside_project=True)  # the data lives beside the checkout, not in it
-    if path is None:
-        return update_stats(cfg, "hhh", {"skipped": f"{cfg.hhh_path} not found (the project ships no copy; "
-                                                    "point hhh_path at your own hhh_eval.json)"})
-    items = load_hhh(path)
-    if cfg.hhh_max_pairs and cfg.hhh_max_pairs < len(items):  # a seeded sample keeps every type represented
-        items = sorted(random.Random(cfg.seed).sample(items, cfg.hhh_max_pairs), key=lambda it: int(it["id"][4:]))
+    source, skipped = hhh_source(cfg.hhh_path)
+    if source is None:
+        return update_stats(cfg, "hhh", {"skipped": skipped})
+    items = sample_hhh(load_hhh(source), cfg.hhh_max_pairs, cfg.seed)
     principles = principles_for_types([it["type"] for it in items], load_principle_set(cfg), cfg.hhh_principles)
-    result = evaluate(gen, _fmt(cfg), items, principles, adapter=cfg.adapter())
-    stats = update_stats(cfg, "hhh", {"path": str(path), "principles": {t: n for t, (n, _) in principles.items()},
+    result = evaluate(gen, prompting(cfg).fmt, items, principles, adapter=cfg.adapter())
+    stats = update_stats(cfg, "hhh", {"path": source, "principles": {t: n for t, (n, _) in principles.items()},
                                       **result})
     plots.hhh_accuracy(stats, cfg.path("figures") / "judge_hhh_accuracy.png")
     return stats
 
 
 # -- ALMoST ---------------------------------------------------------------------------------------
+def _almost_settings(cfg: PreferencesConfig, pr: Prompting, conf) -> dict:
+    """What an answer of configuration `conf` is made with ("sft": `model` with the run's adapter)."""
+    sft = conf.model == "sft"
+    return {"model": cfg.model if sft else conf.model, "adapter": pr.model["adapter"] if sft else None,
+            "temperature": cfg.almost_temperature, "top_p": cfg.almost_top_p,
+            "max_new_tokens": cfg.almost_max_new_tokens, "seed": cfg.seed}
+
+
 def almost_generate(cfg: PreferencesConfig) -> dict:
     """Answer every prompt under every rubric configuration (one model load per model spec)."""
-    from .almost import generate_responses, load_demos, parse_rubric
+    from .almost import generate_responses, load_demos, parse_rubric, response_signatures
 
-    prompts, demos = load_prompts(cfg), load_demos()
+    prompts, demos, pr = load_prompts(cfg), load_demos(), prompting(cfg)
     rubric = parse_rubric(cfg.almost_rubric)
     by_model: dict[str, list] = {}
     for conf, _ in rubric:
@@ -167,7 +226,8 @@ def almost_generate(cfg: PreferencesConfig) -> dict:
     for model, confs in by_model.items():
         with open_generator(cfg, model) as gen:
             for conf in confs:
-                generate_responses(gen, _fmt(cfg), prompts, conf, demos,
+                wanted = response_signatures(pr.fmt, prompts, conf, demos, _almost_settings(cfg, pr, conf))
+                generate_responses(gen, pr.fmt, prompts, conf, demos, wanted,
                                    adapter=cfg.adapter() if conf.model == "sft" else None,
                                    temperature=cfg.almost_temperature, top_p=cfg.almost_top_p,
                                    max_new_tokens=cfg.almost_max_new_tokens, seed=cfg.seed,
@@ -176,10 +236,15 @@ def almost_generate(cfg: PreferencesConfig) -> dict:
 
 
 def almost_responses(cfg: PreferencesConfig) -> dict[str, dict[str, dict]]:
-    from .almost import parse_rubric
+    """{configuration: {prompt id: answer}}: the current answers to this run's prompts."""
+    from .almost import load_demos, parse_rubric, response_signatures
 
-    return {conf.name: {r["id"]: r for r in RecordLog(cfg.path(f"almost/{conf.name}.jsonl")).records()}
-            for conf, _ in parse_rubric(cfg.almost_rubric)}
+    prompts, demos, pr = load_prompts(cfg), load_demos(), prompting(cfg)
+    out = {}
+    for conf, _ in parse_rubric(cfg.almost_rubric):
+        wanted = response_signatures(pr.fmt, prompts, conf, demos, _almost_settings(cfg, pr, conf))
+        out[conf.name] = {r["id"]: r for r in RecordLog(cfg.path(f"almost/{conf.name}.jsonl")).records(wanted)}
+    return out
 
 
 def almost_compare(cfg: PreferencesConfig) -> dict:
@@ -189,9 +254,3 @@ def almost_compare(cfg: PreferencesConfig) -> dict:
                                   cfg.almost_length_filter)
     write_jsonl(cfg.path("preferences.jsonl"), examples)
     return update_stats(cfg, "almost", stats)
-
-
-def _fmt(cfg: PreferencesConfig):
-    from ..chat import get_format
-
-    return get_format(cfg.chat_format)

@@ -28,13 +28,14 @@ def train_reward_model(cfg: RewardConfig, progress: bool = True):
 
     from ..io import atomic_write_json
     from ..models import load_model
-    from .pairs import read_human_pairs, read_preferences, split_held_out
+    from .pairs import read_human_pairs, read_preferences, split_held_out, without_noised_labels
     from .score import RewardModel
 
     start = time.perf_counter()
     run = Path(cfg.run_dir)
     template = cfg.template()
     train, held = split_held_out(read_preferences(run / PREFERENCES), cfg.eval_fraction, cfg.seed)
+    held = without_noised_labels(held)  # the evaluation during training measures what rm_eval.json does
     pmp: list[Pair] = []
     for src in cfg.pmp_data:
         pmp += read_human_pairs(
