@@ -168,18 +168,17 @@ _RESUME_NEUTRAL = {"run_dir", "resume", "logging_steps", "report_to", "save_step
 
 
 def reset_stale_checkpoints(cfg: EngraveConfig) -> bool:
-    """Delete `sft_checkpoints/` when it was made with different training settings (the runner
-    reruns a stage whose parameters changed; resuming the old run would mix two configs). Returns
+    """Delete `sft_checkpoints/` when it was made from other training data or settings (the runner
+    reruns a stage whose parameters or inputs changed; resuming the old run would continue, or
+    merely re-save, a model trained on something else). The fingerprint covers the settings, the
+    content of self_align.jsonl and the assistant identity the system prompt states. Returns
     whether it deleted anything."""
-    folder = Path(cfg.run_dir) / CHECKPOINTS
-    path = folder / "engrave_config.json"
-    settings = {k: v for k, v in cfg.to_dict().items() if k not in _RESUME_NEUTRAL}
-    stale = folder.is_dir() and (not path.exists() or read_json(path) != settings)
-    if stale:
-        log.warning("%s was made with other settings; training starts from scratch", folder)
-        shutil.rmtree(folder)
-    atomic_write_json(path, settings)
-    return stale
+    from ..provenance import content_hash, reset_if_changed
+
+    run_dir = Path(cfg.run_dir)
+    fingerprint = {"settings": {k: v for k, v in cfg.to_dict().items() if k not in _RESUME_NEUTRAL},
+                   INPUT: content_hash(run_dir / INPUT), "identity": list(assistant_identity(cfg))}
+    return reset_if_changed(run_dir / CHECKPOINTS, fingerprint)
 
 
 def engrave_entry(config: dict) -> dict:

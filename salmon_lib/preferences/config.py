@@ -25,8 +25,7 @@ class PreferencesConfig(AggregateOptions, GenerationOptions, StageConfig):
 
     method: Literal["salmon", "almost"] = "salmon"  # SALMON's principle judge, or ALMoST's rubric comparisons
     model: str = "default"  # base model spec; the SFT adapter goes on top of it
-    # None: prompt the SFT model as it was trained (sft/chat_format.json), the base model (use_sft: false) in chatml;
-    # a format given with use_sft must be the trained one (else an error naming both)
+    # None: the format sft/ was trained with (sft/chat_format.json), chatml for the base model; another one is an error
     chat_format: str | None = None
     use_sft: bool = True  # answer and judge with stage 02's sft/ adapter on `model`; false: the base model alone
     principles: str = "principles/judge.yaml"  # principle set judged under and drawn from
