@@ -133,13 +133,17 @@ def kept_pairs(cfg: PreferencesConfig, pr: Prompting | None = None) -> list[dict
     return [p for p in pairs if drop_reason(p, cfg.min_response_chars) is None]
 
 
-def judgements(cfg: PreferencesConfig, pr: Prompting | None = None) -> tuple[list[dict], list[dict]]:
-    """(kept pairs, their current judgements under every principle)."""
+def _judgement_plan(cfg: PreferencesConfig, pr: Prompting):
+    """(kept pairs, judged principles, {judgement id: signature})."""
     from .judge import judgement_signatures
 
-    pr = pr or prompting(cfg)
-    pairs = kept_pairs(cfg, pr)
-    wanted = judgement_signatures(pr.fmt, pairs, judged_principles(load_principle_set(cfg)), pr.model)
+    pairs, principles = kept_pairs(cfg, pr), judged_principles(load_principle_set(cfg))
+    return pairs, principles, judgement_signatures(pr.fmt, pairs, principles, pr.model)
+
+
+def judgements(cfg: PreferencesConfig) -> tuple[list[dict], list[dict]]:
+    """(kept pairs, their current judgements under every principle)."""
+    pairs, _, wanted = _judgement_plan(cfg, prompting(cfg))
     return pairs, RecordLog(cfg.path("judgements.jsonl")).records(wanted)
 
 
@@ -148,12 +152,11 @@ def judge(cfg: PreferencesConfig, gen) -> dict:
     debiasing, so the stats show what the correction buys. Saves the score distributions, the
     position bias and the principles' correlation under figures/."""
     from . import plots
-    from .judge import agreement_stats, content_free_bias, debias, judge_pairs, judgement_signatures, position_bias
+    from .judge import agreement_stats, content_free_bias, debias, judge_pairs, position_bias
 
     pr = prompting(cfg)
-    principles = judged_principles(load_principle_set(cfg))
-    pairs = kept_pairs(cfg, pr)
-    log, wanted = RecordLog(cfg.path("judgements.jsonl")), judgement_signatures(pr.fmt, pairs, principles, pr.model)
+    pairs, principles, wanted = _judgement_plan(cfg, pr)
+    log = RecordLog(cfg.path("judgements.jsonl"))
     judge_pairs(gen, pr.fmt, pairs, principles, adapter=cfg.adapter(), batch_pairs=cfg.judge_batch_pairs, log=log,
                 signatures=wanted)
     raw = log.records(wanted)
