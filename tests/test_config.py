@@ -45,7 +45,7 @@ def test_valid_values_and_int_widens_to_float():
         ({"tags": "a"}, "expected a list"),
         ({"tags": [1]}, "Sample.tags[0]: expected str"),
         ({"inner": {"j": 1}}, "unknown parameter(s) j"),
-        ({"steps": -1}, "steps must be >= 0"),
+        ({"steps": -1}, "Sample.steps: must be >= 0"),
     ],
 )
 def test_bad_values_name_the_key(data, message):

@@ -16,7 +16,7 @@ import shutil
 import time
 from pathlib import Path
 
-from ..io import DataError, atomic_write_json, iter_jsonl, read_json
+from ..io import DataError, aside_path, atomic_write_json, iter_jsonl, read_json
 from ..models import ModelConfig
 from .config import EngraveConfig
 from .format import ChatSpec, make_chat_spec, save_chat_spec
@@ -168,16 +168,18 @@ _RESUME_NEUTRAL = {"run_dir", "resume", "logging_steps", "report_to", "save_step
 
 
 def reset_stale_checkpoints(cfg: EngraveConfig) -> bool:
-    """Delete `sft_checkpoints/` when it was made with different training settings (the runner
-    reruns a stage whose parameters changed; resuming the old run would mix two configs). Returns
-    whether it deleted anything."""
+    """Move `sft_checkpoints/` out of the way (to `io.aside_path`, where `stage.run` puts it back
+    if training fails) when it was made with different training settings (the runner reruns a
+    stage whose parameters changed; resuming the old run would mix two configs). Returns whether
+    it moved anything."""
     folder = Path(cfg.run_dir) / CHECKPOINTS
     path = folder / "engrave_config.json"
     settings = {k: v for k, v in cfg.to_dict().items() if k not in _RESUME_NEUTRAL}
     stale = folder.is_dir() and (not path.exists() or read_json(path) != settings)
     if stale:
         log.warning("%s was made with other settings; training starts from scratch", folder)
-        shutil.rmtree(folder)
+        shutil.rmtree(aside_path(folder), ignore_errors=True)
+        os.replace(folder, aside_path(folder))
     atomic_write_json(path, settings)
     return stale
 
