@@ -125,15 +125,11 @@ def _check_signs(cls: type, values: Mapping[str, Any], where: str) -> None:
 
 
 def _at_field(err: ConfigError, fields: Mapping[str, Any], where: str) -> ConfigError:
-    """A check's "name: problem" (or "name must ...") as "where.name: problem", so that the runner
-    can point it at the preset line or `-p` argument that set `name`."""
+    """A check's "name: problem" as "where.name: problem", so that the runner can point it at the
+    preset line or `-p` argument that set `name`."""
     msg = str(err)
-    for name in sorted(fields, key=len, reverse=True):
-        for sep in (": ", " must "):
-            if msg.startswith(name + sep):
-                rest = msg[len(name) + len(sep):]
-                return ConfigError(f"{where}.{name}: {'must ' if sep == ' must ' else ''}{rest}")
-    return ConfigError(f"{where}: {msg}")
+    name = next((n for n in sorted(fields, key=len, reverse=True) if msg.startswith(f"{n}: ")), None)
+    return ConfigError(f"{where}.{msg}" if name else f"{where}: {msg}")
 
 
 def _check_renamed_values(cls: type, data: Mapping[str, Any], where: str) -> None:

@@ -292,6 +292,8 @@ def load_model(cfg: ModelConfig | str, head: Literal["causal", "score"] = "causa
 
     if isinstance(cfg, str):
         cfg = ModelConfig(spec=cfg)
+    if cfg.adapter:
+        check_adapter(cfg.adapter, head=head == "score")  # before minutes of loading a base it cannot fit
     location = resolve_model_dir(cfg)
     tok = load_tokenizer(cfg)
     dtype, device = _dtype_and_device(cfg)
@@ -311,7 +313,7 @@ def load_model(cfg: ModelConfig | str, head: Literal["causal", "score"] = "causa
     if quant is None:
         model.to(device)
     if cfg.adapter:
-        model = load_adapter(model, cfg.adapter, head=head == "score")
+        model = load_adapter(model, cfg.adapter)
     model.eval()
     return tok, model
 
@@ -346,11 +348,9 @@ def adapter_weight_names(path: Path) -> list[str]:
         raise ModelLoadError(f"{weights}: damaged or truncated adapter weights ({err})") from None
 
 
-def load_adapter(model, adapter: str | Path, trainable: bool = False, head: bool = False):
-    """Put a saved LoRA adapter on `model`; a damaged adapter, one made for another base or (with
-    `head`) one without the trained score head fails clearly."""
-    from peft import PeftModel
-
+def check_adapter(adapter: str | Path, head: bool = False) -> dict:
+    """The adapter's config, after checking from its files alone (no tensor is read) that it is
+    whole and, with `head`, carries a trained score head; ModelLoadError naming the file otherwise."""
     path = Path(adapter).expanduser()
     if not (path / "adapter_config.json").is_file():
         raise ModelLoadError(f"{path} is not a LoRA adapter folder: expected adapter_config.json")
@@ -362,10 +362,19 @@ def load_adapter(model, adapter: str | Path, trainable: bool = False, head: bool
     if head and not any(".score." in f".{n}" for n in names):
         raise ModelLoadError(f"{path}: the adapter holds no trained score head (score.weight), so its scores would "
                              "come from a randomly initialised head; it is not a reward model adapter")
+    return config if isinstance(config, dict) else {}
+
+
+def load_adapter(model, adapter: str | Path, trainable: bool = False):
+    """Put a saved LoRA adapter on `model`; a damaged adapter or one made for another base fails clearly."""
+    from peft import PeftModel
+
+    path = Path(adapter).expanduser()
+    config = check_adapter(path)
     try:
         return PeftModel.from_pretrained(model, path, is_trainable=trainable)
     except (RuntimeError, ValueError, KeyError, OSError) as err:
-        base = config.get("base_model_name_or_path") if isinstance(config, dict) else None
+        base = config.get("base_model_name_or_path")
         lines = [ln.strip() for ln in str(err).strip().splitlines()]
         first = next((ln for ln in lines if "size mismatch" in ln), lines[0] if lines else "")[:300]
         raise ModelLoadError(

@@ -212,12 +212,12 @@ def _run_cli(args) -> int:
         records = read_score_input(inp, errors)
         for e in errors:
             print(f"warning: skipped {e}", file=sys.stderr)
-        if not records:
-            fail(f"{inp}: no line to score ({len(errors)} bad line(s) skipped); nothing written")
-            return 1
         rm = RewardModel.load(args.reward_model, device=args.device)
     except (DataError, ModelLoadError) as err:
         return fail(str(err))
+    if not records:
+        fail(f"{inp}: no line to score ({len(errors)} bad line(s) skipped); nothing written")
+        return 1
     scores = rm.score([(r["prompt"], r["response"], r["principles"]) for r in records],
                       batch_size=args.batch_size, progress=True)
     try:

@@ -33,7 +33,7 @@ def run_dir_problem(run_dir: Path, write: bool = True) -> str | None:
             break
     existing = next(p for p in [run_dir, *run_dir.parents] if p.exists())
     if not os.access(existing, os.W_OK | os.X_OK):
-        return f"{existing}: no permission to write in this folder"
+        return f"{existing}: cannot write in this folder (no permission, or it is read-only or immutable)"
     if write:
         probe = existing / f".salmon-write-probe-{os.getpid()}.tmp"
         try:
