@@ -266,3 +266,30 @@ def test_bad_input(case: Case, base, tmp_path, capsys):
 def test_every_case_has_its_own_name():
     assert len({c.name for c in CASES}) == len(CASES)
 
+
+
+
+def test_a_reward_model_loads_its_trained_head_without_a_missing_key_report(base):
+    """The base model has no score head, so transformers reports score.weight as newly initialised;
+    the adapter then supplies the trained head. The report is dropped then, and only then."""
+    import logging
+
+    import torch
+
+    from salmon_lib.models import load_model
+    from salmon_lib.reward import RewardModel
+
+    run, _ = base
+    reports = []
+    handler = logging.Handler()
+    handler.emit = lambda record: reports.append(record.getMessage())
+    logger = logging.getLogger("transformers.modeling_utils")
+    logger.addHandler(handler)
+    try:
+        rm = RewardModel.load(run / "rm")
+        assert not [r for r in reports if "LOAD REPORT" in r]
+        assert torch.all(rm.head.weight == 0.5)  # the value make_reward_model saved, not a fresh init
+        load_model("tiny", head="score")  # no adapter: the head really is new, and the report says so
+        assert any("LOAD REPORT" in r and "score.weight" in r for r in reports)
+    finally:
+        logger.removeHandler(handler)
