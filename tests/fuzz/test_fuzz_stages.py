@@ -188,3 +188,21 @@ def test_a_finished_kernel_is_shut_down_without_an_interrupt(monkeypatch):
     km.shutting_down = False
     asyncio.run(km._async_interrupt_kernel())  # a user's interrupt of a running kernel still goes through
     assert calls == [False]
+
+
+def test_engraving_that_fails_keeps_the_checkpoints_of_earlier_settings(tmp_path):
+    """Stage 02 starts afresh when its settings changed; if that fresh start fails (here peft finds
+    no module to put LoRA on; in the issue, a 4-bit base on a machine without its dependencies),
+    the earlier checkpoints are back in place."""
+    from salmon_lib.engrave.stage import run as engrave
+    from tests.test_engrave import tiny_cfg, write_self_align
+
+    write_self_align(tmp_path, n=4)
+    old = write(tmp_path / "sft_checkpoints" / "checkpoint-2" / "adapter_model.safetensors", b"earlier weights")
+    write(tmp_path / "sft_checkpoints" / "engrave_config.json", json.dumps({"learning_rate": 1.0}))
+    before = file_digests(tmp_path / "sft_checkpoints")
+    with pytest.raises(ValueError, match="no_such_module"):
+        engrave(tiny_cfg(tmp_path, lora_target_modules="no_such_module"))
+    assert old.read_bytes() == b"earlier weights"
+    assert file_digests(tmp_path / "sft_checkpoints") == before
+    assert not (tmp_path / "sft").exists()
