@@ -110,13 +110,17 @@ def check_renamed(cls: type, keys: Any, where: str) -> None:
 
 
 def signed_fields(cls: type) -> set[str]:
-    """The numeric fields of a config class (and its bases) that may be negative."""
-    return {name for klass in cls.__mro__ for name in vars(klass).get("signed", ())}
+    """The numeric fields of a config class (and its bases) that may be negative: those listed in
+    `signed`, and those whose default is negative (a penalty, or -1 for "unset")."""
+    listed = {name for klass in cls.__mro__ for name in vars(klass).get("signed", ())}
+    negative = {f.name for f in dataclasses.fields(cls) if isinstance(f.default, (int, float))
+                and not isinstance(f.default, bool) and f.default < 0}
+    return listed | negative
 
 
 def _check_signs(cls: type, values: Mapping[str, Any], where: str) -> None:
     """Counts, sizes, rates and probabilities are never negative: refuse a negative number in any
-    field that the class does not list in `signed`, so every stage (and every new one) gets it."""
+    field that may not be (`signed_fields`), so every stage, and every new one, gets the check."""
     allowed = signed_fields(cls)
     for name, value in values.items():
         if (isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0
@@ -177,11 +181,13 @@ class Config:
 
     `renamed` maps a former parameter ("key") or value ("key=value") to what replaced it, so that
     an old preset, notebook or `-p` argument stops with that message rather than a bare refusal.
-    Numbers are finite, and never negative unless the field is listed in `signed`.
+    Numbers are finite, and never negative unless the field is listed in `signed` or its default
+    is negative.
     """
 
     renamed: ClassVar[dict[str, str]] = {}
-    signed: ClassVar[tuple[str, ...]] = ()  # numeric fields that may be negative (all others must be >= 0)
+    # numeric fields that may be negative besides those with a negative default (all others: >= 0)
+    signed: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def from_dict(cls: type[C], data: Mapping[str, Any] | None, where: str = "") -> C:

@@ -70,7 +70,6 @@ class TrainingOptions(Config):
     """The optimisation settings of a training stage (TRL trainer arguments)."""
 
     renamed = {"warmup": "renamed to warmup_ratio (the same fraction of the steps)"}
-    signed = ("max_steps",)
 
     quantization: Literal["none", "4bit"] = "none"  # "4bit": train on an NF4-quantized base (QLoRA; LoRA only)
     learning_rate: float = 2e-4  # peak learning rate

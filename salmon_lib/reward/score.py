@@ -68,6 +68,8 @@ class RewardModel:
     def score(self, items: Sequence[Item], batch_size: int = 16, share_prefix: bool = True,
               progress: bool = False) -> list[float]:
         """One float per (prompt, response, principles) item, in input order."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if not items:
             return []
         if not share_prefix:

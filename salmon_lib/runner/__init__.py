@@ -24,9 +24,9 @@ How a stage plugs in (stage authors): a stage is its package, its notebook, one 
      `file_params` and are read through `cfg.file(name)` (found from the project root and from
      notebooks/ alike); `file_checks` names the function that reads such a file, so a malformed
      one stops the runner up front. Numbers are finite and never negative unless listed in
-     `signed`; a `model` field is checked as a model spec (`model_params`) without loading it.
-     Read and write artifacts only under `cfg.run_dir`, by fixed names (no
-     parameter renames an artifact: the manifest hashes the declared names). A parameter that is
+     `signed` (or their default is negative); a `model` field is checked as a model spec
+     (`model_params`) without loading it. Read and write artifacts only under `cfg.run_dir`, by
+     fixed names (no parameter renames an artifact: the manifest hashes the declared names). A parameter that is
      renamed or removed goes into `renamed` with what replaced it. This module imports no torch at
      top level (import it inside functions).
    - `stage.py`: `run(cfg) -> dict` runs the whole stage (what the notebook does, minus display) and

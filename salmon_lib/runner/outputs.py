@@ -58,7 +58,7 @@ def _folder_diff(want: dict, have: dict) -> str:
 def describe_change(name: str, want: dict | None, have: dict | None) -> str | None:
     """How an output on disk (`have`) differs from the recorded one (`want`); None when it does not."""
     key = name.rstrip("?")
-    if want is None or (have is not None and have.get("sha256") == want.get("sha256")):
+    if not isinstance(want, dict) or (have is not None and have.get("sha256") == want.get("sha256")):
         return None
     if have is None:
         return f"{key} is missing"
@@ -68,8 +68,8 @@ def describe_change(name: str, want: dict | None, have: dict | None) -> str | No
     if "files" in have:
         return f"{key} changed since the stage wrote it ({_folder_diff(want, have)})"
     if have["bytes"] == 0:
-        return f"{key} was emptied ({want['bytes']} bytes when the stage wrote it)"
-    return f"{key} changed since the stage wrote it ({want['bytes']} -> {have['bytes']} bytes)"
+        return f"{key} was emptied ({want.get('bytes', '?')} bytes when the stage wrote it)"
+    return f"{key} changed since the stage wrote it ({want.get('bytes', '?')} -> {have['bytes']} bytes)"
 
 
 def good_record(record: dict | None) -> bool:
