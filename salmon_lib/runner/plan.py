@@ -152,7 +152,7 @@ def check_inputs(selected: list[Stage], run_dir: Path, stages: list[Stage] | Non
             source = writer.get(_bare(name))
             if _bare(name) in produced or source is None or manifest is None or hashes(name) is None:
                 continue
-            problem = _input_problem(source, manifest.get(source.name), name, run_dir, hashes, accept_changed)
+            problem = _input_problem(source, manifest.get(source.name), name, hashes, accept_changed)
             if problem:
                 raise ConfigError(f"stage {stage.name!r} reads {problem}")
         for name in stage.outputs:
@@ -163,8 +163,9 @@ def check_inputs(selected: list[Stage], run_dir: Path, stages: list[Stage] | Non
                 raise ConfigError(f"stage {stage.name!r}: {problem}; move it away and run again")
 
 
-def _input_problem(source: Stage, record: dict | None, name: str, run_dir: Path, hashes: Hashes,
+def _input_problem(source: Stage, record: dict | None, name: str, hashes: Hashes,
                    accept_changed: bool) -> str | None:
+    """Why `name`, written by `source` (which does not run now), cannot be read as it is."""
     if record is None:
         return None  # put there by hand (its stage never ran here): taken as it is
     rerun = f"run stage {source.name!r} again (--from {source.name})"
