@@ -27,7 +27,28 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
-    return args.func(args)
+    from .config import ConfigError
+    from .io import DataError
+    from .models import ModelLoadError
+
+    # Commands report the errors they expect themselves; these are the ones a bad file, folder or
+    # model can still raise from deeper down: one line naming it, never a traceback (-v shows it).
+    try:
+        return args.func(args)
+    except (ConfigError, DataError, ModelLoadError, OSError) as err:
+        if args.verbose:
+            raise
+        print(f"error: {_describe(err)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+def _describe(err: Exception) -> str:
+    if isinstance(err, OSError) and err.filename:
+        return f"{err.filename}: {err.strerror or err}"
+    return str(err)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ validates configs before any kernel starts.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 from typing import Literal
 
 from .config import Config, ConfigError
@@ -87,6 +88,13 @@ class TrainingOptions(Config):
         super().check()
         _at_least_one(self, "batch_size", "grad_accum", "logging_steps")
         if self.max_steps == 0 or self.max_steps < -1:
-            raise ConfigError(f"max_steps: -1 (use epochs) or a positive number, got {self.max_steps}")
+            raise ConfigError(f"max_steps: must be -1 (use epochs) or a positive number, got {self.max_steps}")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ConfigError(f"warmup_ratio: must be in [0, 1), got {self.warmup_ratio}")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"learning_rate: must be > 0, got {self.learning_rate}")
+        if self.max_steps == -1 and self.epochs <= 0:
+            raise ConfigError(f"epochs: must be > 0 when max_steps is -1, got {self.epochs}")
+        if self.quantization != "none" and importlib.util.find_spec("bitsandbytes") is None:
+            raise ConfigError(f"quantization: {self.quantization} needs the package bitsandbytes, which is not "
+                              "installed (pip install -c constraints.txt bitsandbytes); or use quantization: none")

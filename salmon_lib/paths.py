@@ -40,8 +40,11 @@ def resolve_file(param: str, value: str | Path, beside_project: bool = False) ->
     tried when it exists nowhere."""
     found = find_file(value, beside_project)
     if found is None:
-        tried = ", ".join(str(p) for p in candidates(value, beside_project))
-        raise ConfigError(f"{param}: {value}: file not found (tried {tried})")
+        places = candidates(value, beside_project)
+        folder = next((p for p in places if p.is_dir()), None)
+        if folder is not None:
+            raise ConfigError(f"{param}: {value}: {folder} is a folder, expected a file")
+        raise ConfigError(f"{param}: {value}: file not found (tried {', '.join(map(str, places))})")
     return found
 
 

@@ -15,11 +15,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 from typing import Any
 
-from .io import atomic_write_json
+from .io import aside_path, atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -49,15 +50,17 @@ def content_hash(path: str | Path) -> str | None:
 
 
 def reset_if_changed(folder: str | Path, fingerprint: dict) -> bool:
-    """Delete `folder` (e.g. training checkpoints) when it was made under another fingerprint, then
-    record the current one in it. Returns whether it deleted anything: a checkpoint trained on other
-    data or settings must never be resumed."""
+    """Move `folder` (e.g. training checkpoints) to `io.aside_path` when it was made under another
+    fingerprint, then record the current one in it. Returns whether it moved anything: a checkpoint
+    trained on other data or settings must never be resumed. Call it inside `io.restored_on_failure`,
+    which puts the old folder back if the fresh start fails and drops it if it succeeds."""
     folder = Path(folder)
     path = folder / FINGERPRINT
     current = json.loads(json.dumps(fingerprint, default=str))  # as it reads back from the file
     stale = folder.is_dir() and (not path.is_file() or json.loads(path.read_text(encoding="utf-8")) != current)
     if stale:
         log.warning("%s was made from other data or settings; starting from scratch", folder)
-        shutil.rmtree(folder)
+        shutil.rmtree(aside_path(folder), ignore_errors=True)
+        os.replace(folder, aside_path(folder))
     atomic_write_json(path, current)
     return stale

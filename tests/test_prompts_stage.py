@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from salmon_lib.config import ConfigError
-from salmon_lib.io import DataError, read_jsonl
+from salmon_lib.io import read_jsonl
 from salmon_lib.prompts import PromptsConfig, run
 
 FIX = Path(__file__).parent / "fixtures" / "prompts"
@@ -76,9 +76,9 @@ def test_seeds_only_and_a_bad_seed_file_leaves_outputs_alone(tmp_path):
     before = (tmp_path / "prompts.jsonl").read_bytes()
     bad = tmp_path / "seeds.yaml"
     bad.write_text("queries:\n  - fine\n  - {oops: 1}\n")
-    with pytest.raises(DataError, match=r"seeds.yaml: queries\[1\]"):
-        run(PromptsConfig.from_dict({"run_dir": str(tmp_path), "model": "tiny", "generators": ["seeds"],
-                                     "seed_file": str(bad)}))
+    with pytest.raises(ConfigError, match=r"seed_file: .*seeds.yaml: queries\[1\]"):  # caught at validation
+        PromptsConfig.from_dict({"run_dir": str(tmp_path), "model": "tiny", "generators": ["seeds"],
+                                 "seed_file": str(bad)})
     assert (tmp_path / "prompts.jsonl").read_bytes() == before
 
 
@@ -115,10 +115,9 @@ def test_generated_prompts_are_cached_for_resume(tmp_path):
 def test_input_files_are_checked_before_any_generation(tmp_path):
     bad = tmp_path / "types.yaml"
     bad.write_text("- name: x\n")
-    cfg = PromptsConfig.from_dict({"run_dir": str(tmp_path), "model": "tiny", "generators": ["bootstrap", "tgrt"],
-                                   "question_types_file": str(bad)})
-    with pytest.raises(DataError, match="types.yaml: item 0"):
-        run(cfg)
+    with pytest.raises(ConfigError, match="question_types_file: .*types.yaml: item 0"):
+        PromptsConfig.from_dict({"run_dir": str(tmp_path), "model": "tiny", "generators": ["bootstrap", "tgrt"],
+                                 "question_types_file": str(bad)})
     assert not (tmp_path / "prompts_generated.jsonl").exists()  # failed before a model was loaded
 
 

@@ -3,7 +3,6 @@ without shared prefixes, reload, the `score` command, evaluation and plots."""
 
 import dataclasses
 import json
-import logging
 import shutil
 from pathlib import Path
 
@@ -83,7 +82,7 @@ def test_shared_prefix_scores_equal_unshared(trained):
     assert rm.score([]) == []
 
 
-def test_score_cli_good_and_bad_lines(trained, tmp_path, caplog):
+def test_score_cli_good_and_bad_lines(trained, tmp_path, capsys):
     from salmon_lib.cli import main
 
     cfg, rm, _ = trained
@@ -97,15 +96,14 @@ def test_score_cli_good_and_bad_lines(trained, tmp_path, caplog):
              json.dumps(dict(good, response="Go away.", principles=[]))]
     src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     src.write_text("\n".join(lines) + "\n")
-    with caplog.at_level(logging.WARNING):
-        rc = main(["score", "--reward-model", str(Path(cfg.run_dir) / "rm"), "--input", str(src), "--output", str(out)])
+    rc = main(["score", "--reward-model", str(Path(cfg.run_dir) / "rm"), "--input", str(src), "--output", str(out)])
     assert rc == 0
     recs = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["response"] for r in recs] == [good["response"], "Go away."]
     assert recs[0]["score"] == pytest.approx(
         rm.score([(good["prompt"], good["response"], good["principles"])])[0], abs=1e-5
     )
-    log = caplog.text
+    log = capsys.readouterr().err
     for lineno, what in (
         (2, "not valid JSON"),
         (3, "missing field 'principles'"),

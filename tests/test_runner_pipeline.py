@@ -212,4 +212,5 @@ def test_dry_run_and_status_read_one_plan(finished, preset, tmp_path):
     reasons = {r["stage"]: r["reasons"] for r in stage_status(run_dir, STAGES)}
     assert messages == [f"[{name}] would " + (f"run: {'; '.join(r)}" if r else "skip: up to date")
                         for name, r in reasons.items()]
-    assert reasons["make"] == [] and reasons["double"] == ["input numbers.jsonl changed"]
+    assert reasons["make"] == ["output numbers.jsonl changed since the stage wrote it (88 -> 111 bytes)"]
+    assert reasons["double"] == ["input numbers.jsonl changed"]

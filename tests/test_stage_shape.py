@@ -78,8 +78,8 @@ def test_shared_option_groups_have_one_definition():
     ("engrave", "warmup=0.1", "warmup is no longer a parameter of EngraveConfig: renamed to warmup_ratio"),
     ("engrave", "method=qlora", "'qlora' is no longer a value of EngraveConfig.method: write method: lora with "
                                 "quantization: 4bit"),
-    ("engrave", "max_steps=0", r"max_steps: -1 \(use epochs\) or a positive number, got 0"),
-    ("reward_model", "max_steps=0", r"max_steps: -1 \(use epochs\) or a positive number, got 0"),
+    ("engrave", "max_steps=0", r"-p engrave.max_steps=0: must be -1 \(use epochs\) or a positive number, got 0"),
+    ("reward_model", "max_steps=0", r"max_steps=0: must be -1 \(use epochs\) or a positive number, got 0"),
     ("engrave", "method=full", None),
 ])
 def test_renamed_training_options_name_their_replacement(stage, param, message):
@@ -89,5 +89,5 @@ def test_renamed_training_options_name_their_replacement(stage, param, message):
     overrides = parse_overrides(
         [f"{stage}.{param}"] + ([f"{stage}.quantization=4bit"] if param == "method=full" else [])
     )
-    with pytest.raises(ConfigError, match=message or "quantization: 4bit trains a LoRA adapter"):
+    with pytest.raises(ConfigError, match=message or "quantization=4bit: 4bit trains a LoRA adapter"):
         resolve(load_preset("tiny"), STAGES, overrides)

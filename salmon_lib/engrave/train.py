@@ -168,11 +168,12 @@ _RESUME_NEUTRAL = {"run_dir", "resume", "logging_steps", "report_to", "save_step
 
 
 def reset_stale_checkpoints(cfg: EngraveConfig) -> bool:
-    """Delete `sft_checkpoints/` when it was made from other training data or settings (the runner
+    """Move `sft_checkpoints/` out of the way (to `io.aside_path`, where `stage.run` puts it back if
+    training fails) when it was made from other training data or settings (the runner
     reruns a stage whose parameters or inputs changed; resuming the old run would continue, or
     merely re-save, a model trained on something else). The fingerprint covers the settings, the
     content of self_align.jsonl and the assistant identity the system prompt states. Returns
-    whether it deleted anything."""
+    whether it moved anything."""
     from ..provenance import content_hash, reset_if_changed
 
     run_dir = Path(cfg.run_dir)

@@ -13,7 +13,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from ..models import ModelConfig, ModelLoadError, load_model
+from ..models import ModelConfig, ModelLoadError, check_adapter, load_model
 from .base import Completion, Generator, check_generate_args, check_pairs
 from .prefix_scoring import ScoreRow, score_rows
 from .seeding import hf_sampling, prompt_seeds, sample_seed
@@ -88,8 +88,7 @@ class HFGenerator(Generator):
         if key not in self._adapters:
             from peft import PeftModel
 
-            if not (Path(key) / "adapter_config.json").is_file():
-                raise ModelLoadError(f"{path} is not a LoRA adapter folder: expected adapter_config.json")
+            check_adapter(key)  # not an adapter, or a damaged one: fails here, naming the file
             name = f"adapter{len(self._adapters)}"
             try:
                 if isinstance(self.model, PeftModel):

@@ -29,9 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import yaml
-
 from ..chat import ChatFormat
+from ..io import read_yaml
 from ..provenance import derive_seed, signature
 
 DEMOS_PATH = Path(__file__).with_name("demos.yaml")
@@ -81,7 +80,7 @@ def parse_rubric(tiers: Sequence[Sequence[str]]) -> list[tuple[Configuration, in
 
 def load_demos(path: str | Path = DEMOS_PATH) -> dict:
     path = Path(path)
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data = read_yaml(path, "ALMoST demonstration file")
     if not isinstance(data, dict) or not isinstance(data.get("preamble"), str):
         raise ValueError(f"{path}: expected a mapping with a 'preamble' string")
     for name in DEMO_SETS:

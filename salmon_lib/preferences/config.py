@@ -18,6 +18,7 @@ PROBABILITIES = ("p_continue", "p_negate", "disclaimer_p", "label_noise", "rule_
 @dataclasses.dataclass
 class PreferencesConfig(AggregateOptions, GenerationOptions, StageConfig):
     file_params = ("principles",)
+    file_checks = {"principles": "salmon_lib.principles:load_principles"}
     renamed = {"sft_adapter": "use_sft: true reads <run_dir>/sft, the folder the manifest hashes; "
                               "use_sft: false samples and judges with the base model",
                "swap_p": "removed: it only set a flag that nothing read, and the reward model scores each answer of "

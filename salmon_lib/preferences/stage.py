@@ -18,7 +18,7 @@ import dataclasses
 from typing import Callable
 
 from ..chat import ChatFormat
-from ..io import RecordLog, atomic_write_json, iter_jsonl, read_json, write_jsonl
+from ..io import DataError, RecordLog, atomic_write_json, iter_jsonl, read_json, write_jsonl
 from .aggregate import AggregateOptions
 from .config import PreferencesConfig
 
@@ -91,6 +91,9 @@ def load_prompts(cfg: PreferencesConfig) -> list[dict]:
         update_stats(
             cfg, "bad_prompt_records", errors[:20] + ([f"... {len(errors) - 20} more"] if len(errors) > 20 else [])
         )
+    if not prompts:
+        raise DataError(f"{cfg.path('prompts.jsonl')}: no prompts to answer"
+                        + (f" ({len(errors)} bad line(s), e.g. {errors[0]})" if errors else " (the file is empty)"))
     return prompts[:cfg.max_prompts] if cfg.max_prompts else prompts
 
 

@@ -16,6 +16,9 @@ DEFAULT_GENERATORS = ["seeds", "bootstrap", "tgrt"]
 @dataclasses.dataclass
 class PromptsConfig(GenerationOptions, StageConfig):
     file_params = ("seed_file", "question_types_file", "decontaminate_against")
+    file_checks = {"seed_file": "salmon_lib.prompts.generate:load_seed_queries",
+                   "question_types_file": "salmon_lib.prompts.tgrt:load_question_types",
+                   "decontaminate_against": "salmon_lib.prompts.cleaning:read_eval_prompts"}
 
     model: str = "default"  # its tokenizer measures prompt length; it also writes the generated prompts
     chat_format: str = "chatml"  # how generation requests are rendered (salmon_lib.chat)

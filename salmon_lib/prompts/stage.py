@@ -20,7 +20,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable
 
-from ..io import RecordLog, atomic_path, atomic_write_json, write_jsonl
+from ..io import DataError, RecordLog, atomic_path, atomic_write_json, write_jsonl
 from .config import PromptsConfig
 from .generate import Resume
 
@@ -144,6 +144,10 @@ def build_pool(cfg: PromptsConfig) -> tuple[list[dict], dict]:
     for kind, locations in cfg.sources.items():
         for location in locations:
             got, report = read_source(kind, cfg.source(location))
+            if not got:
+                why = report.errors[0] if report.errors else (
+                    f"{report.rows} row(s), none kept: {dict(report.skipped)}" if report.rows else "it holds no rows")
+                raise DataError(f"sources.{kind}: {location}: no prompts read ({why})")
             if report.errors:
                 log.warning("%s: skipped %d malformed record(s), e.g. %s", location, len(report.errors),
                             "; ".join(report.errors[:3]))
@@ -174,6 +178,10 @@ def build_pool(cfg: PromptsConfig) -> tuple[list[dict], dict]:
                      lambda r: sampling.cap_buckets(r, cfg.openorca_bucket_cap, rng))
     records = _apply(stats, "mix / max_prompts", records,
                      lambda r: sampling.subsample(r, cfg.max_prompts, cfg.source_mix, rng))
+    if not records:
+        worst = max(stats["filters"], key=lambda f: sum(f["removed"].values()), default=None)
+        raise DataError(f"the prompt pool is empty: {stats['read']} prompt(s) read"
+                        + (f", the most removed by {worst['name']!r}" if worst else ""))
     if cfg.shuffle:
         rng.shuffle(records)
     stats["total"] = len(records)

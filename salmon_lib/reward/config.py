@@ -15,6 +15,10 @@ PREFERENCES = "preferences.jsonl"  # stage 03's principle-labelled pairs, in the
 @dataclasses.dataclass
 class RewardConfig(LoraOptions, TrainingOptions, StageConfig):
     file_params = ("hhh_principles", "flip_probes", "flip_principles", "plot_principles")
+    file_checks = {"hhh_principles": "salmon_lib.principles:load_principles",
+                   "flip_principles": "salmon_lib.principles:load_principles",
+                   "plot_principles": "salmon_lib.principles:load_principles",
+                   "flip_probes": "salmon_lib.reward.evaluate:read_flip_probes"}
     renamed = {"preferences": f"the stage reads <run_dir>/{PREFERENCES}, the input the manifest hashes"}
 
     model: str = "default"  # the BASE model spec (not the SFT adapter): SALMON's RM starts from the base

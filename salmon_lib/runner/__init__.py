@@ -9,8 +9,9 @@ Modules: `presets` (YAML presets and -p overrides, validated before any kernel s
 (what is stale and why: run, dry run and status all ask it), `kernel` (run lock, kernel
 environment, one notebook in a fresh kernel), `notebooks` (each notebook's parameters cell,
 generated from its config, and the checks on it), `pipeline` (orchestration), `status`,
-`manifest` (outputs/<run>/manifest.json: hashes, timings, versions), `launch` (run a training
-function under `accelerate launch` on several GPUs), `cli` (the commands).
+`manifest` (outputs/<run>/manifest.json: hashes, timings, versions), `outputs` (declared outputs
+against the manifest: damage, the copy kept while a stage reruns, changed outputs set aside),
+`launch` (run a training function under `accelerate launch` on several GPUs), `cli` (the commands).
 
 How a stage plugs in (stage authors): a stage is its package, its notebook, one line in
 `salmon_lib/stages.py`, a section in each preset and its tests.
@@ -21,8 +22,11 @@ How a stage plugs in (stage authors): a stage is its package, its notebook, one 
      groups come from `salmon_lib.options` (GenerationOptions, LoraOptions, TrainingOptions): list
      them as bases, redeclare a field only for another default. Parameters naming files go in
      `file_params` and are read through `cfg.file(name)` (found from the project root and from
-     notebooks/ alike). Read and write artifacts only under `cfg.run_dir`, by fixed names (no
-     parameter renames an artifact: the manifest hashes the declared names). A parameter that is
+     notebooks/ alike); `file_checks` names the function that reads such a file, so a malformed
+     one stops the runner up front. Numbers are finite and never negative unless listed in
+     `signed` (or their default is negative); a `model` field is checked as a model spec
+     (`model_params`) without loading it. Read and write artifacts only under `cfg.run_dir`, by
+     fixed names (no parameter renames an artifact: the manifest hashes the declared names). A parameter that is
      renamed or removed goes into `renamed` with what replaced it. This module imports no torch at
      top level (import it inside functions).
    - `stage.py`: `run(cfg) -> dict` runs the whole stage (what the notebook does, minus display) and
@@ -39,7 +43,10 @@ How a stage plugs in (stage authors): a stage is its package, its notebook, one 
    `Stage("rl", "notebooks/05_rl.ipynb", config="salmon_lib.rl.config:RLConfig", inputs=["rm/", "sft/"],
    outputs=["policy/", "rollouts.jsonl", "rl_metrics.jsonl"])`. Inputs/outputs are names in the run dir
    (files or folders, hashed by content); a trailing "?" marks one optional. Do not declare shared
-   folders such as figures/. A declared output the notebook did not write fails the stage.
+   folders such as figures/. A declared output the notebook did not write fails the stage. The
+   runner keeps a copy of a stage's finished outputs while it reruns and puts it back if the stage
+   fails (`outputs`), and reruns a stage whose outputs changed on disk: a stage may write its outputs
+   as it goes, and should raise (with what it failed on) rather than write empty ones.
 4. A section `stages: {<stage>: {...}}` in each of configs/*.yaml. Keys in `common:` (model, seed,
    chat_format, distributed, ...) reach your config only if it declares a field of that name.
 5. Tests: `tests/test_<stage>_*.py` for the stage's own logic and `run` on the tiny model. What

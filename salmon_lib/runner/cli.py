@@ -36,6 +36,7 @@ def _run(args) -> int:
         summary = run_pipeline(
             args.preset, run_dir_of(run), stages=load_registry(args.registry), start=args.start, stop=args.stop,
             only=args.only, overrides=args.param, progress=not args.no_progress, dry_run=args.dry_run,
+            accept_changed=args.accept_changed,
         )
     except (ConfigError, DataError, RunLocked) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -56,6 +57,9 @@ def _status(args) -> int:
     from .status import format_status, stage_status
 
     run_dir = run_dir_of(args.run)
+    if run_dir.exists() and not run_dir.is_dir():
+        print(f"error: {run_dir} is a file, not a run folder", file=sys.stderr)
+        return 2
     if not (run_dir / "manifest.json").is_file():
         print(f"error: {run_dir} has no manifest.json (nothing ran there yet)", file=sys.stderr)
         return 2
@@ -108,6 +112,8 @@ def add_cli(sub) -> None:
     p.add_argument("--registry", default="salmon_lib.stages:STAGES", help="stage list as module:attribute")
     p.add_argument("--no-progress", action="store_true", help="no per-cell progress bar")
     p.add_argument("--dry-run", action="store_true", help="validate and say what would run; start nothing")
+    p.add_argument("--accept-changed", action="store_true",
+                   help="use outputs edited since their stage wrote them as they are, instead of rerunning the stage")
     p.set_defaults(func=_run)
     p = sub.add_parser("status", help="what ran in a run directory, what is stale, timings")
     p.add_argument("--run", required=True, help="run name (outputs/RUN) or folder")

@@ -22,6 +22,28 @@ class RunLocked(RuntimeError):
     """Another runner holds this run directory."""
 
 
+def run_dir_problem(run_dir: Path, write: bool = True) -> str | None:
+    """Why the runner cannot use `run_dir` (None when it can): a file in the way, or a folder it
+    cannot write in (permissions, `chattr +i`). With `write`, an existing folder is probed by
+    creating and removing a hidden file; otherwise only permissions are looked at."""
+    for path in [run_dir, *run_dir.parents]:
+        if path.exists() and not path.is_dir():
+            return f"{path} is a file, not a folder: pick another --run"
+        if path.exists():
+            break
+    existing = next(p for p in [run_dir, *run_dir.parents] if p.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing}: cannot write in this folder (no permission, or it is read-only or immutable)"
+    if write:
+        probe = existing / f".salmon-write-probe-{os.getpid()}.tmp"
+        try:
+            probe.touch()
+            probe.unlink()
+        except OSError as err:
+            return f"{existing}: cannot write in this folder ({err.strerror}; is it read-only or immutable?)"
+    return None
+
+
 @contextlib.contextmanager
 def run_lock(run_dir: Path) -> Iterator[None]:
     """One runner per run directory; the OS drops the lock when the holder dies, even by kill -9."""
@@ -60,7 +82,7 @@ def executed_notebook(stage: Stage, run_dir: Path) -> Path:
     return run_dir / "notebooks" / stage.notebook_path().name
 
 
-def _recording_kernel_manager(on_start: Callable[[int, str], None]) -> type:
+def _recording_kernel_manager(on_start: Callable[[int, str], None] | None) -> type:
     """A kernel manager that reports the kernel's pid and connection file once it is up."""
     from jupyter_client.manager import AsyncKernelManager
     from traitlets import default
@@ -80,7 +102,15 @@ def _recording_kernel_manager(on_start: Callable[[int, str], None]) -> type:
 
         async def _async_post_start_kernel(self, **kw: Any) -> None:
             await super()._async_post_start_kernel(**kw)
-            on_start(self.provisioner.pid, self.connection_file)
+            if on_start is not None:
+                on_start(self.provisioner.pid, self.connection_file)
+
+        async def _async_interrupt_kernel(self) -> None:
+            # jupyter_client interrupts a kernel before asking it to shut down; an idle kernel then
+            # logs "KeyboardInterrupt caught in kernel" after every successful run. The shutdown
+            # request alone ends it (a busy one is killed after the shutdown wait).
+            if not self.shutting_down:
+                await super()._async_interrupt_kernel()
 
     return RecordingKernelManager
 
@@ -123,7 +153,7 @@ def execute_stage(stage: Stage, params: dict, run_dir: Path, progress: bool = Tr
     """
     import papermill
 
-    extra = {"kernel_manager_class": _recording_kernel_manager(on_kernel_start)} if on_kernel_start else {}
+    extra = {"kernel_manager_class": _recording_kernel_manager(on_kernel_start)}
     out = executed_notebook(stage, run_dir)
     partial = out.with_name(f"{out.stem}.partial.ipynb")
     out.parent.mkdir(parents=True, exist_ok=True)

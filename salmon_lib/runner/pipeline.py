@@ -1,9 +1,10 @@
 """Run a preset's stages through papermill, one fresh kernel per stage, skipping what is done.
 
-Every parameter, stage name, notebook and input is checked before any kernel starts; `plan`
-decides what runs (the same plan the dry run prints and `status` shows). Once a stage runs, every
-later selected stage runs too. A stage that fails is recorded as failed with its error; later
-stages do not run and nothing finished is touched.
+Every parameter, stage name, notebook, model spec, input and the run folder itself are checked
+before any kernel starts; `plan` decides what runs (the same plan the dry run prints and `status`
+shows). Once a stage runs, every later selected stage runs too. A stage that fails is recorded as
+failed with its error, its previous good outputs are put back (`outputs`), later stages do not run
+and nothing finished is touched.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ from typing import Callable
 import yaml
 
 from ..config import ConfigError
-from ..io import atomic_write_text
+from ..io import atomic_write_text, clean_temp_files
 from ..stages import STAGES, Stage
-from .kernel import execute_stage, executed_notebook, run_lock, stop_orphan_kernel
+from .kernel import execute_stage, executed_notebook, run_dir_problem, run_lock, stop_orphan_kernel
 from .manifest import RUN_YAML, Manifest, hash_artifacts, missing_artifacts, now, package_versions
 from .notebooks import fatal_problems
+from .outputs import drop_previous, keep_previous, output_changes, restore_previous, set_aside_changed
 from .plan import check_inputs, jsonable, kernel_run_dir, notebook_digest, plan, select
 from .presets import Preset, load_preset, parse_overrides, resolve
 
@@ -32,23 +34,28 @@ class StageFailed(RuntimeError):
 
 
 def _error_text(err: BaseException) -> str:
+    """One line: the exception and the first line of its message (what the stage failed on)."""
     ename, evalue = getattr(err, "ename", None), getattr(err, "evalue", None)
     if ename:
-        return f"{ename}: {evalue} (cell {getattr(err, 'exec_count', '?')})"
-    return f"{type(err).__name__}: {err}"
+        first = (str(evalue).strip().splitlines() or [""])[0]
+        return f"{ename}: {first} (cell {getattr(err, 'exec_count', '?')})"
+    first = (str(err).strip().splitlines() or [""])[0]
+    return f"{type(err).__name__}: {first}"
 
 
 def run_pipeline(
     preset: str | Path | Preset, run_dir: str | Path, stages: list[Stage] | None = None,
     start: str | None = None, stop: str | None = None, only: list[str] | None = None,
     overrides: list[str] = (), progress: bool = True, log: Callable[[str], None] = print,
-    dry_run: bool = False,
+    dry_run: bool = False, accept_changed: bool = False,
 ) -> list[tuple[str, str, float]]:
     """Run the selected stages; return [(stage, "ran" | "skipped", seconds)].
 
-    Raises ConfigError before any kernel starts when a parameter, stage name, notebook or input
-    is wrong, and StageFailed (after recording it in the manifest) when a stage fails.
-    `dry_run` validates and reports what would run ("would run" | "would skip"), writing nothing.
+    Raises ConfigError before any kernel starts when a parameter, stage name, notebook, input or
+    the run folder is wrong, and StageFailed (after recording it in the manifest) when a stage
+    fails. `dry_run` validates and reports what would run ("would run" | "would skip"), writing
+    nothing. `accept_changed` takes outputs edited since their stage wrote them as they are
+    (recorded in the manifest) instead of rerunning their stage.
     """
     stages = list(STAGES if stages is None else stages)
     if not stages:
@@ -57,6 +64,9 @@ def run_pipeline(
     selected = select(stages, start, stop, only)
     preset = preset if isinstance(preset, Preset) else load_preset(preset)
     run_dir = Path(run_dir).resolve()
+    problem = run_dir_problem(run_dir, write=not dry_run)
+    if problem:
+        raise ConfigError(problem)
     configs, warnings = resolve(preset, stages, parse_overrides(list(overrides)), kernel_run_dir(run_dir))
     for w in warnings:
         log(f"warning: {w}")
@@ -64,19 +74,20 @@ def run_pipeline(
         fatal = fatal_problems(stage)
         if fatal:
             raise ConfigError(f"stage {stage.name!r}: " + "; ".join(fatal))
-    check_inputs(selected, run_dir)
+    check_inputs(selected, run_dir, stages, Manifest(run_dir), accept_changed)
     params = {name: jsonable(cfg.to_dict()) for name, cfg in configs.items()}
 
     summary = []
     with contextlib.nullcontext() if dry_run else run_lock(run_dir):
         manifest = Manifest(run_dir)
         if not dry_run:
+            _tidy(stages, run_dir, manifest, accept_changed, log)
             resolved = {"preset": str(preset.path), "overrides": list(overrides), "written": now(),
                         "common": jsonable(preset.common), "stages": params}
             atomic_write_text(run_dir / RUN_YAML, yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True))
             manifest.data.update(preset=str(preset.path), overrides=list(overrides))
             manifest.save()
-        for step in plan(stages, run_dir, manifest, params, selected):
+        for step in plan(stages, run_dir, manifest, params, selected, accept_changed):
             stage, record, reasons = step.stage, step.record, step.reasons
             if dry_run:
                 log(f"[{stage.name}] would " + (f"run: {'; '.join(reasons)}" if reasons else "skip: up to date"))
@@ -88,10 +99,34 @@ def run_pipeline(
                 summary.append((stage.name, "skipped", 0.0))
                 continue
             log(f"[{stage.name}] running: {'; '.join(reasons)}")
-            stop_orphan_kernel(record, log)
+            set_aside_changed(stage, record, run_dir, log)
+            keep_previous(stage, record, run_dir)
             wall = _run_one(stage, params[stage.name], run_dir, manifest, progress, log)
             summary.append((stage.name, "ran", wall))
     return summary
+
+
+def _tidy(stages: list[Stage], run_dir: Path, manifest: Manifest, accept_changed: bool,
+          log: Callable[[str], None]) -> None:
+    """Under the run lock, before anything runs: stop kernels an interrupted run left behind,
+    remove the temporary files of writes they were killed in, and (with `accept_changed`) record
+    edited outputs as they now are."""
+    for record in manifest.stages.values():
+        stop_orphan_kernel(record, log)
+    removed = clean_temp_files(run_dir)
+    if removed:
+        log(f"removed {len(removed)} temporary file(s) left by an interrupted write: "
+            + ", ".join(str(p.relative_to(run_dir)) for p in removed[:5]))
+    if not accept_changed:
+        return
+    for stage in stages:
+        record = manifest.get(stage.name)
+        changes = output_changes(stage, record, run_dir)
+        if changes:
+            record["outputs"].update(hash_artifacts(run_dir, list(changes)))
+            record.setdefault("accepted_changes", []).append({"when": now(), "changes": list(changes.values())})
+            manifest.put(stage.name, record)
+            log(f"[{stage.name}] taking its changed output(s) as they are: {'; '.join(changes.values())}")
 
 
 def _run_one(stage: Stage, params: dict, run_dir: Path, manifest: Manifest, progress: bool,
@@ -116,22 +151,25 @@ def _run_one(stage: Stage, params: dict, run_dir: Path, manifest: Manifest, prog
         manifest.put(stage.name, record)
         return wall
 
+    def fail(error: str) -> StageFailed:
+        record["restored"] = restore_previous(stage, run_dir)
+        wall = close("failed", error)
+        kept = "; its previous outputs are back in place" if record["restored"] else ""
+        log(f"[{stage.name}] FAILED after {wall:.1f} s: {error}{kept}\n"
+            f"    executed notebook: {run_dir / record['executed']}")
+        return StageFailed(f"stage {stage.name!r} failed: {error}{kept}")
+
     try:
         execute_stage(stage, params, run_dir, progress, on_kernel_start=kernel_started)
     except KeyboardInterrupt:
         close("interrupted", "KeyboardInterrupt")
         raise
     except Exception as err:
-        wall = close("failed", _error_text(err))
-        log(f"[{stage.name}] FAILED after {wall:.1f} s: {record['error']}\n"
-            f"    executed notebook: {run_dir / record['executed']}")
-        raise StageFailed(f"stage {stage.name!r} failed: {record['error']}") from err
+        raise fail(_error_text(err)) from err
     missing = missing_artifacts(run_dir, stage.outputs)
     if missing:
-        error = f"finished without writing declared output(s): {', '.join(missing)}"
-        wall = close("failed", error)
-        log(f"[{stage.name}] FAILED after {wall:.1f} s: {error}")
-        raise StageFailed(f"stage {stage.name!r} {error}")
+        raise fail(f"finished without writing declared output(s): {', '.join(missing)}")
     wall = close("finished")
+    drop_previous(stage, run_dir)
     log(f"[{stage.name}] ran in {wall:.1f} s")
     return wall

@@ -16,7 +16,8 @@ from typing import Any, Mapping
 
 from ..config import ConfigError
 from ..stages import PROJECT_ROOT, Stage
-from .manifest import Manifest, hash_artifacts, missing_artifacts
+from .manifest import Manifest, artifact_path, hash_path, missing_artifacts
+from .outputs import describe_change, good_record, kind_problem, output_changes
 
 
 def jsonable(obj: Any) -> Any:
@@ -67,13 +68,35 @@ def _changed_keys(old: dict, new: dict) -> list[str]:
     return sorted(k for k in keys if old.get(k) != new.get(k))
 
 
+class Hashes:
+    """Content hashes of a run's artifacts, each computed once per plan (an output of one stage is
+    the input of the next)."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+        self._done: dict[Path, Any] = {}
+
+    def __call__(self, name: str) -> Any:
+        path = artifact_path(self.run_dir, name)[0]
+        if path not in self._done:
+            self._done[path] = hash_path(path)
+        return self._done[path]
+
+    def of(self, names: list[str]) -> dict[str, Any]:
+        return {name.rstrip("?"): self(name) for name in names}
+
+
 def stale_reasons(stage: Stage, record: dict | None, params: dict | None, run_dir: Path,
-                  upstream: list[dict | None]) -> list[str]:
+                  upstream: list[dict | None], hashes: Hashes | None = None,
+                  accept_changed: bool = False) -> list[str]:
     """Why `stage` must (re)run; empty when its finished record still holds.
 
-    `upstream` holds the records of the stages before it: one that ended after this stage
-    started has rerun since, so this stage's view of the pipeline is out of date.
+    `upstream` holds the records of the stages before it: one that finished after this stage
+    started has rerun since, so this stage's view of the pipeline is out of date. Outputs whose
+    content differs from what the stage wrote (damaged, emptied, replaced) make it stale, unless
+    `accept_changed` (the user edited them on purpose).
     """
+    hashes = hashes or Hashes(run_dir)
     if record is None:
         return ["never ran"]
     if record.get("status") == "running":
@@ -86,29 +109,73 @@ def stale_reasons(stage: Stage, record: dict | None, params: dict | None, run_di
     if notebook_digest(stage.notebook_path()) != record.get("notebook_sha256"):
         reasons.append("notebook changed")
     old_inputs = record.get("inputs", {})
-    for name, digest in hash_artifacts(run_dir, stage.inputs).items():
-        if digest != old_inputs.get(name):
+    for name, digest in hashes.of(stage.inputs).items():
+        if _content(digest) != _content(old_inputs.get(name)):
             reasons.append(f"input {name} changed")
     missing = missing_artifacts(run_dir, stage.outputs)
     if missing:
         reasons.append(f"output(s) missing: {', '.join(missing)}")
-    if any(r and (r.get("ended") or "") > (record.get("started") or "") for r in upstream):
+    if not accept_changed:
+        reasons += [f"output {why}" for why in output_changes(stage, record, run_dir, hashes).values()]
+    if any(r and r.get("status") == "finished" and (r.get("ended") or "") > (record.get("started") or "")
+           for r in upstream):
         reasons.append("an earlier stage ran since")
     return reasons
 
 
-def check_inputs(selected: list[Stage], run_dir: Path) -> None:
-    """Every required input exists already or is written by an earlier selected stage."""
+def _content(digest: dict | None) -> str | None:
+    """What identifies an artifact's content (records written before folders listed their files compare too)."""
+    return digest.get("sha256") if isinstance(digest, dict) else None
+
+
+def _bare(name: str) -> str:
+    return name.rstrip("?").rstrip("/")
+
+
+def check_inputs(selected: list[Stage], run_dir: Path, stages: list[Stage] | None = None,
+                 manifest: Manifest | None = None, accept_changed: bool = False) -> None:
+    """Every required input exists already or is written by an earlier selected stage; one written
+    by a stage that does not run now must be what that stage's last good run wrote (not partial
+    output of a run that failed or was interrupted, nor a file damaged since), unless
+    `accept_changed`. Every output a selected stage writes is of the kind it writes (file/folder)."""
+    writer = {_bare(name): s for s in stages or [] for name in s.outputs}
+    hashes = Hashes(run_dir)
     produced: dict[str, str] = {}
     for stage in selected:
         for name in missing_artifacts(run_dir, stage.inputs):
-            if name.rstrip("/") not in produced:
+            if _bare(name) not in produced:
                 raise ConfigError(
                     f"stage {stage.name!r} needs {name} in {run_dir}, which does not exist and no "
                     f"selected stage before it writes it (run the stage that writes it first)"
                 )
+        for name in stage.inputs:
+            source = writer.get(_bare(name))
+            if _bare(name) in produced or source is None or manifest is None or hashes(name) is None:
+                continue
+            problem = _input_problem(source, manifest.get(source.name), name, hashes, accept_changed)
+            if problem:
+                raise ConfigError(f"stage {stage.name!r} reads {problem}")
         for name in stage.outputs:
-            produced[name.rstrip("?").rstrip("/")] = stage.name
+            produced[_bare(name)] = stage.name
+            record = manifest.get(stage.name) if manifest else None
+            problem = kind_problem(run_dir, name)
+            if problem and not good_record(record):
+                raise ConfigError(f"stage {stage.name!r}: {problem}; move it away and run again")
+
+
+def _input_problem(source: Stage, record: dict | None, name: str, hashes: Hashes,
+                   accept_changed: bool) -> str | None:
+    """Why `name`, written by `source` (which does not run now), cannot be read as it is."""
+    if record is None:
+        return None  # put there by hand (its stage never ran here): taken as it is
+    rerun = f"run stage {source.name!r} again (--from {source.name})"
+    if not good_record(record):
+        return (f"{name}, which stage {source.name!r} left unfinished (its last run "
+                f"{record.get('status', 'did not finish')}): {rerun}")
+    change = describe_change(name, (record.get("outputs") or {}).get(name.rstrip("?")), hashes(name))
+    if change and not accept_changed:
+        return f"{name}, but {change}: {rerun}, or pass --accept-changed to use it as it is"
+    return None
 
 
 @dataclasses.dataclass
@@ -124,15 +191,16 @@ class StagePlan:
 
 
 def plan(stages: list[Stage], run_dir: Path, manifest: Manifest, params: Mapping[str, dict | None],
-         selected: list[Stage] | None = None) -> list[StagePlan]:
+         selected: list[Stage] | None = None, accept_changed: bool = False) -> list[StagePlan]:
     """For each selected stage (all of `stages` by default), in pipeline order: its own reasons to
     run, else "an earlier stage is stale" when a stage before it in the selection must run."""
     order = [s.name for s in stages]
+    hashes = Hashes(run_dir)
     out: list[StagePlan] = []
     for stage in stages if selected is None else selected:
         record = manifest.get(stage.name)
         upstream = [manifest.get(n) for n in order[: order.index(stage.name)]]
-        reasons = stale_reasons(stage, record, params.get(stage.name), run_dir, upstream)
+        reasons = stale_reasons(stage, record, params.get(stage.name), run_dir, upstream, hashes, accept_changed)
         if not reasons and any(p.stale for p in out):
             reasons = ["an earlier stage is stale"]
         out.append(StagePlan(stage, record, params.get(stage.name), reasons))

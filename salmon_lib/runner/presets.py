@@ -17,6 +17,7 @@ from typing import Any, Mapping
 import yaml
 
 from ..config import ConfigError, StageConfig, check_renamed
+from ..io import read_text
 from ..stages import PROJECT_ROOT, Stage
 
 PRESET_DIR = PROJECT_ROOT / "configs"
@@ -51,6 +52,8 @@ def find_preset(name_or_path: str | Path) -> Path:
     """A preset name (`tiny`) means configs/tiny.yaml in the project; anything else is a path."""
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.exists():
+        if path.is_dir():
+            raise ConfigError(f"{path}: is a folder, expected a preset file")
         if not path.is_file():
             raise ConfigError(f"{path}: preset file not found")
         return path
@@ -83,7 +86,7 @@ def _mapping(value: Any, where: str) -> dict[str, Any]:
 
 def load_preset(name_or_path: str | Path) -> Preset:
     path = find_preset(name_or_path)
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path, "preset file", error=ConfigError)
     try:
         data = yaml.load(text, Loader=Loader)
         root = yaml.compose(text, Loader=Loader)

@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from ..io import DataError, read_yaml
 from ..stages import STAGES, Stage
 from .manifest import RUN_YAML, Manifest, pid_alive
 from .plan import plan
@@ -18,7 +17,9 @@ def stage_status(run_dir: str | Path, stages: list[Stage] | None = None) -> list
     run_dir = Path(run_dir)
     manifest = Manifest(run_dir)
     run_yaml = run_dir / RUN_YAML
-    resolved = yaml.safe_load(run_yaml.read_text()) if run_yaml.exists() else {}
+    resolved = read_yaml(run_yaml, "run parameters file") if run_yaml.exists() else {}
+    if not isinstance(resolved, dict):
+        raise DataError(f"{run_yaml}: not the runner's record of resolved parameters (expected a mapping)")
     rows = []
     for p in plan(stages, run_dir, manifest, (resolved or {}).get("stages") or {}):
         record = p.record or {}

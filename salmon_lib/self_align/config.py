@@ -12,6 +12,7 @@ from .parse import FilterSettings
 @dataclasses.dataclass
 class SelfAlignConfig(FilterSettings, GenerationOptions, StageConfig):
     file_params = ("principles",)
+    file_checks = {"principles": "salmon_lib.principles:load_self_align"}
 
     model: str = "default"  # base model spec that writes the answers (and is engraved in stage 02)
     chat_format: str = "chatml"  # salmon_lib.chat format of the prompt; its stop strings end each answer

@@ -44,6 +44,8 @@ def read_prompts(path: str | Path, limit: int | None = None) -> list[dict]:
         prompts.append(rec)
         if limit is not None and len(prompts) >= limit:
             break
+    if not prompts and limit != 0:
+        raise DataError(f"{path}: no prompts to answer (the file is empty)")
     return prompts
 
 
