@@ -33,11 +33,16 @@ ORIGINAL_BATCH = 8  # 4 pairs x 2 orders per 80 GB GPU in SALMON's script
 
 
 def make_pairs(n: int) -> list[dict]:
+    """n distinct (request, answer, other answer) triples. Repeated pairs would flatter K=1: the
+    scorer computes an identical row once, so half the K=1 work vanished when 16 pairs were 8
+    dialogues twice (what made K=8 look 3.65x as costly as K=1)."""
     demos = load_demos()
     dialogues = demos["detailed"] + demos["plain"]
-    return [{"id": f"b{i}", "prompt": dialogues[i % len(dialogues)]["user"],
-             "response_1": dialogues[i % len(dialogues)]["assistant"],
-             "response_2": dialogues[(i + 3) % len(dialogues)]["assistant"]} for i in range(n)]
+    m = len(dialogues)
+    if n > m * (m - 1):
+        raise ValueError(f"at most {m * (m - 1)} distinct pairs from {m} dialogues, asked for {n}")
+    return [{"id": f"b{i}", "prompt": dialogues[i % m]["user"], "response_1": dialogues[i % m]["assistant"],
+             "response_2": dialogues[(i % m + 1 + i // m) % m]["assistant"]} for i in range(n)]
 
 
 def original_margins(model, tok, prompts: list[str], max_batches: int = 0) -> list[float]:
