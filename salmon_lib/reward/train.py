@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass
 class RewardConfig(StageConfig):
+    kind: Literal["trained", "contrastive"] = "trained"  # trained: LoRA + score head on preferences.jsonl; contrastive: rm/ is a training-free spec scoring with the model's own likelihoods (reward/contrastive.py)
     model: str = "default"  # the BASE model spec (not the SFT adapter): SALMON's RM starts from the base
     distributed: Distributed = "ddp"  # strategy when several GPUs are visible (accelerate launch); unused otherwise
     quantization: Literal["none", "4bit"] = "none"  # "4bit" trains QLoRA on an NF4 base
@@ -63,6 +64,10 @@ class RewardConfig(StageConfig):
     flip_principles: str = "principles/judge.yaml"  # the probes are also run in the wording of this principle file (empty: skip)
     plot_principles: str = "principles/judge.yaml"  # principles shown as columns of the per-principle plots
     plot_responses: int = 12  # (prompt, response) rows taken from preferences.jsonl for the plots
+    chat_format: str = "chatml"  # contrastive kind: the chat format it prompts the model with
+    contrastive_mode: Literal["contrastive", "ensemble"] = "ensemble"  # contrastive kind: the principle contrast alone, or plus the answer's likelihood (scores without principles too)
+    contrastive_adapter: str = "sft"  # contrastive kind: LoRA adapter on `model`, relative to run_dir ("" = the base model)
+    contrastive_principles: list[str] = dataclasses.field(default_factory=lambda: ["principles/judge.yaml", "principles/rl.yaml"])  # contrastive kind: files whose principles (and negations) it knows
 
     def check(self) -> None:
         if not 0 <= self.eval_fraction < 1:
