@@ -66,7 +66,7 @@ class RewardConfig(StageConfig):
     plot_responses: int = 12  # (prompt, response) rows taken from preferences.jsonl for the plots
     chat_format: str = "chatml"  # contrastive kind: the chat format it prompts the model with
     contrastive_mode: Literal["contrastive", "ensemble"] = "ensemble"  # contrastive kind: the principle contrast alone, or plus the answer's likelihood (scores without principles too)
-    contrastive_adapter: str = "sft"  # contrastive kind: LoRA adapter on `model`, relative to run_dir ("" = the base model)
+    contrastive_adapter: str = "sft"  # contrastive kind: LoRA adapter on `model`, relative to run_dir (empty: the base model)
     contrastive_principles: list[str] = dataclasses.field(default_factory=lambda: ["principles/judge.yaml", "principles/rl.yaml"])  # contrastive kind: files whose principles (and negations) it knows
 
     def check(self) -> None:
