@@ -51,7 +51,8 @@ def test_each_mode_equals_a_direct_forward_pass(gens):
     values = jm.response_values(gen, FMT, [(request, response, CONCISE)], ["contrastive", "likelihood", "pmi", "pointwise"])
     under = logprob(gen, system(request, CONCISE.text), answer)
     n = len(gen.tokenizer(answer, add_special_tokens=False)["input_ids"])
-    assert values["contrastive"][0] == pytest.approx(under - logprob(gen, system(request, CONCISE.opposite), answer), abs=1e-4)
+    assert values["contrastive"][0] == pytest.approx((under - logprob(gen, system(request, CONCISE.opposite), answer)) / n,
+                                                     abs=1e-5)
     assert values["likelihood"][0] == pytest.approx(under / n, abs=1e-5)
     assert values["pmi"][0] == pytest.approx(under - logprob(gen, system(request, None), answer), abs=1e-4)
     ask = FMT.prompt(jm.POINTWISE_TURN.format(request=request, answer=response, text=CONCISE.text))

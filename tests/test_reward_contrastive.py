@@ -39,6 +39,10 @@ def logprob(gen, prompt, continuation):
     return sum(logp[len(p) + i - 1, t].item() for i, t in enumerate(c))
 
 
+def tokens(gen):
+    return len(gen.encode_pieces([ITEM[1] + FMT.end])[0])
+
+
 def under(gen, text):
     return logprob(gen, FMT.prompt(ITEM[0], system=PRINCIPLE_SYSTEM.format(text=" ".join(text.split())) if text else None),
                    ITEM[1] + FMT.end)
@@ -56,7 +60,8 @@ def test_load_reward_reads_the_spec_folder_and_keeps_paths_relative(reward, tmp_
 def test_score_is_the_contrast_of_a_direct_forward_pass_and_flips_with_negation(reward):
     gen = reward.gen
     (pos,) = reward.score([(*ITEM, [CONCISE.definition])])
-    assert pos == pytest.approx(under(gen, CONCISE.definition) - under(gen, CONCISE.negative_definition), abs=1e-4)
+    expected = (under(gen, CONCISE.definition) - under(gen, CONCISE.negative_definition)) / tokens(gen)
+    assert pos == pytest.approx(expected, abs=1e-5)
     (neg,) = reward.score([(*ITEM, [CONCISE.negative_definition])])
     assert neg == pytest.approx(-pos, abs=1e-5)
 
@@ -67,7 +72,8 @@ def test_several_principles_negate_together_and_interventions_stay(reward):
     (s,) = reward.score([(*ITEM, [intervention, CONCISE.definition, HONEST.negative_definition])])
     given = " ".join([intervention, CONCISE.definition, HONEST.negative_definition])
     flipped = " ".join([intervention, CONCISE.negative_definition, HONEST.definition])
-    assert s == pytest.approx(under(gen, " ".join(given.split())) - under(gen, " ".join(flipped.split())), abs=1e-4)
+    expected = (under(gen, " ".join(given.split())) - under(gen, " ".join(flipped.split()))) / tokens(gen)
+    assert s == pytest.approx(expected, abs=1e-5)
     assert reward.score([(*ITEM, [intervention])]) == [0.0]
     assert reward.score([(*ITEM, [])]) == [0.0]
 
@@ -83,7 +89,7 @@ def test_an_unknown_principle_is_named_until_its_negation_is_given(reward):
 def test_ensemble_adds_the_scaled_likelihood_and_ranks_without_principles(reward):
     items = [(*ITEM, [CONCISE.definition]), (*ITEM, []), (ITEM[0], "Spiders have eight legs.", [])]
     contrast, likelihood = reward.parts(items)
-    n = len(reward.gen.encode_pieces([ITEM[1] + FMT.end])[0])
+    n = tokens(reward.gen)
     assert likelihood[0] == pytest.approx(under(reward.gen, CONCISE.definition) / n, abs=1e-5)
     assert likelihood[1] == pytest.approx(under(reward.gen, None) / n, abs=1e-5)
     ensemble = ContrastiveReward(reward.gen, FMT, {CONCISE.definition: CONCISE.negative_definition}, mode="ensemble",

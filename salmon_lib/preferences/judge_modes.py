@@ -10,11 +10,14 @@ debiasing (a no-op) and aggregation downstream work unchanged.
 
 Values of one response under a criterion (`text`, and its negation `opposite`):
 - contrastive: log p(answer | request, text as system prompt) - log p(answer | request, opposite
-  as system prompt); negating the criterion swaps the two, so the value changes sign exactly.
-  `layout="suffix"` puts the criterion after the answer instead: log p(text | request, answer)
-  - log p(opposite | request, answer), which by Bayes differs from the system layout only by a
-  term that depends on the request, not the answer (it cancels within a pair), and lets every
-  criterion of a response share one pass over the request and answer.
+  as system prompt), per answer token (the log-likelihood ratio divided by the answer's length:
+  summed, a long answer outweighs a short one whatever the principle says; on the development
+  probes, benchmarks/data/dev_probes.yaml, the per-token ratio picked the obeying answer 15 of 16
+  times, the sum 13). Negating the criterion swaps the two prompts, so the value changes sign
+  exactly. `layout="suffix"` puts the criterion after the answer instead: log p(text | request,
+  answer) - log p(opposite | request, answer), which by Bayes differs from the summed system
+  layout only by a term that depends on the request, not the answer (it cancels within a pair),
+  and lets every criterion of a response share one pass over the request and answer.
 - likelihood: the answer's mean per-token log-probability with `text` as the system prompt.
 - pmi: log p(answer | request, text) - log p(answer | request), summed over the answer's tokens.
 - pointwise: log p("Yes") - log p("No") when asked whether the answer follows the criterion.
@@ -122,15 +125,17 @@ def response_values(gen, fmt: ChatFormat, items: Sequence[tuple[str, str, Criter
                 need["says_opposite"] = row(describe, " ".join(c.opposite.split()))
         plan.append(need)
     lp = gen.sequence_logprobs([p for p, _ in rows], [c for _, c in rows], adapter=adapter) if rows else []
+    lengths = [len(ids) for ids in gen.encode_pieces([_answer(fmt, r) for _, r, _ in items])]
     out: dict[str, list[float]] = {}
     if "likelihood" in modes:
-        lengths = [len(ids) for ids in gen.encode_pieces([_answer(fmt, r) for _, r, _ in items])]
         out["likelihood"] = [lp[n["text"]] / k for n, k in zip(plan, lengths)]
     if "pmi" in modes:
         out["pmi"] = [lp[n["text"]] - lp[n["none"]] for n in plan]
     if "contrastive" in modes:
-        a, b = ("text", "opposite") if layout == "system" else ("says_text", "says_opposite")
-        out["contrastive"] = [lp[n[a]] - lp[n[b]] for n in plan]
+        if layout == "system":
+            out["contrastive"] = [(lp[n["text"]] - lp[n["opposite"]]) / k for n, k in zip(plan, lengths)]
+        else:
+            out["contrastive"] = [lp[n["says_text"]] - lp[n["says_opposite"]] for n in plan]
     if "pointwise" in modes:
         scores = gen.score_options([_pointwise_prompt(fmt, q, r, c.text) for q, r, c in items],
                                    list(POINTWISE_OPTIONS), adapter=adapter)

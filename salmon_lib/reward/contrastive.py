@@ -1,6 +1,6 @@
 """A training-free instructable reward: the contrastive score behind the reward-model API.
 
-`score([(prompt, response, principles)])` returns, per item,
+`score([(prompt, response, principles)])` returns, per item and per response token,
     log p(response | prompt, principles as system prompt)
   - log p(response | prompt, the same principles each replaced by its negation),
 the score stage 03's contrastive judge reads (`preferences.judge_modes`), so a stage that takes a
@@ -140,7 +140,7 @@ class ContrastiveReward:
 
     def parts(self, items: Sequence[tuple[str, str, Sequence[str]]], batch_size: int = 16,
               progress: bool = False) -> tuple[list[float], list[float]]:
-        """Per item, unscaled: the contrastive score and the response's mean per-token
+        """Per item, unscaled and per response token: the contrastive score and the response's
         log-probability under the principles as given."""
         from ..preferences.judge_modes import PRINCIPLE_SYSTEM, _answer
 
@@ -169,7 +169,7 @@ class ContrastiveReward:
         if bar is not None:
             bar.close()
         lengths = [len(ids) for ids in self.gen.encode_pieces([_answer(self.fmt, r) for _, r, _ in items])]
-        return [lp[g] - lp[o] for g, o in plan], [lp[g] / n for (g, _), n in zip(plan, lengths)]
+        return [(lp[g] - lp[o]) / n for (g, o), n in zip(plan, lengths)], [lp[g] / n for (g, _), n in zip(plan, lengths)]
 
     def close(self) -> None:
         self.gen.close()
