@@ -66,7 +66,11 @@ def original_margins(model, tok, prompts: list[str], max_batches: int = 0) -> li
             mask[i, ORIGINAL_LENGTH - len(r):] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         with torch.no_grad():
-            logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=1).logits[:, -1].float()
+            logits = (
+                model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=1)
+                .logits[:, -1]
+                .float()
+            )
         logp = torch.log_softmax(logits, -1)
         out += (logp[:, a] - logp[:, b]).tolist()
     return out
@@ -74,7 +78,7 @@ def original_margins(model, tok, prompts: list[str], max_batches: int = 0) -> li
 
 def computed_tokens(gen, prompts: list[str], continuations: list[str] | None = None) -> int:
     """Tokens the HF scorer runs for these rows: each shared prefix once, then every suffix."""
-    from salmon_lib.generation.prefix import ScoreRow, group_rows
+    from salmon_lib.generation.prefix_scoring import ScoreRow, group_rows
 
     ids = gen.encode_prompts(prompts)
     if continuations is not None:
@@ -95,7 +99,8 @@ def time_modes(gen, fmt, pairs, principle_set, k: int, result: dict) -> None:
     runs.insert(1, ("contrastive", "suffix"))
     for mode, layout in runs:
         t = time.perf_counter()
-        judge_modes.judge_pairs_likelihood(gen, fmt, pairs, criteria, mode, layout, batch_pairs=len(pairs), progress=False)
+        judge_modes.judge_pairs_likelihood(gen, fmt, pairs, criteria, mode, layout, batch_pairs=len(pairs),
+                                           progress=False)
         result[f"mode_{judge_modes.judge_key(mode, layout)}_s"] = time.perf_counter() - t
     gen.share_prefix = False
     t = time.perf_counter()
@@ -151,9 +156,11 @@ def main(argv=None) -> int:
             batches = -(-len(prompts) // ORIGINAL_BATCH)
             measured = min(args.original_batches or batches, batches)
             result["k8_original_s"] = elapsed * batches / measured
-            result["k8_original_batches_timed"] = f"{measured}/{batches}" + (" (extrapolated)" if measured < batches else "")
+            extrapolated = " (extrapolated)" if measured < batches else ""
+            result["k8_original_batches_timed"] = f"{measured}/{batches}{extrapolated}"
             # prompts are ordered pair -> order -> principle; s12 is the order-12 margin
-            original_s12 = [margins[2 * 8 * i + j] for i in range(len(pairs)) for j in range(8) if 2 * 8 * i + j < len(margins)]
+            original_s12 = [margins[2 * 8 * i + j] for i in range(len(pairs)) for j in range(8)
+                            if 2 * 8 * i + j < len(margins)]
             result["original_over_k8"] = result["k8_original_s"] / result["k8_s"]
             result["max_abs_score_diff"] = max(abs(x - y) for x, y in zip(shared, original_s12))
     result.update({

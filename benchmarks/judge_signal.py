@@ -41,9 +41,12 @@ def judge_signal(gen, hhh_items, adapter, dev_probes) -> dict:
         out["hhh"] = hhh_accuracy(gen, fmt, hhh_items, criteria, COMPARED, adapter=adapter)
         out["hhh_seconds"] = round(time.perf_counter() - t, 1)
     kinds = read_flip_probes()
-    for name, ks in (("flips_probe_wording", kinds), ("flips_judge_wording", with_judge_wording(kinds, ROOT / "principles/judge.yaml")),
-                     ("flips_dev", read_flip_probes(dev_probes))):
-        out[name] = {k: v["overall"]["correct_flip_rate"] for k, v in flip_sensitivity(gen, fmt, ks, COMPARED, adapter=adapter).items()}
+    sets = {"flips_probe_wording": kinds,
+            "flips_judge_wording": with_judge_wording(kinds, ROOT / "principles/judge.yaml"),
+            "flips_dev": read_flip_probes(dev_probes)}
+    for name, ks in sets.items():
+        flips = flip_sensitivity(gen, fmt, ks, COMPARED, adapter=adapter)
+        out[name] = {k: v["overall"]["correct_flip_rate"] for k, v in flips.items()}
     return out
 
 
@@ -56,7 +59,9 @@ def rlcd_variant(run: Path, prompts: Path, model: str, adapter: str | None, spec
     temperature, candidates, cap = spec.split(":")
     run.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(prompts, run / "prompts.jsonl")
-    cfg = stage.PreferencesConfig(run_dir=str(run), model=model, method="rlcd", sft_adapter=adapter or "", backend="hf",
+    if adapter:
+        (run / "sft").symlink_to(Path(adapter).resolve())
+    cfg = stage.PreferencesConfig(run_dir=str(run), model=model, method="rlcd", use_sft=bool(adapter), backend="hf",
                                   max_prompts=max_prompts, rlcd_temperature=float(temperature),
                                   rlcd_candidates=int(candidates), rlcd_max_new_tokens=int(cap), batch_size=32)
     t = time.perf_counter()
@@ -141,7 +146,8 @@ def main(argv=None) -> int:
                             progress=False) as gen:
             for name, path in adapters.items():
                 t = time.perf_counter()
-                result["judge"][name] = judge_signal(gen, items, str(Path(path).resolve()) if path else None, args.dev_probes)
+                adapter = str(Path(path).resolve()) if path else None
+                result["judge"][name] = judge_signal(gen, items, adapter, args.dev_probes)
                 result["judge"][name]["seconds"] = round(time.perf_counter() - t, 1)
                 print(name, json.dumps(result["judge"][name]), flush=True)
                 save()
@@ -168,14 +174,12 @@ def main(argv=None) -> int:
         print(name, json.dumps(entry["contrast"]["overall"]), flush=True)
         save()
         if i == 0:  # the training-free reward, evaluated on the first variant's held-out pairs
-            if last:
-                (run / "sft").symlink_to(Path(last).resolve())
             for adapter in ("sft", "") if last else ("",):
                 for mode in ("contrastive", "ensemble"):
                     key = f"{mode}_{adapter or 'base'}"
                     result.setdefault("contrastive_reward", {})[key] = reward_eval(
                         run, args.model, args.hhh, args.dtype, args.rm_hhh_max, kind="contrastive",
-                        contrastive_mode=mode, contrastive_adapter=adapter)
+                        contrastive_mode=mode, contrastive_use_sft=bool(adapter))
                     print("contrastive reward", key, json.dumps(result["contrastive_reward"][key]), flush=True)
                     save()
         if args.train_rm:

@@ -25,7 +25,8 @@ def gens():
     from salmon_lib.models import ModelConfig
 
     with generation.make_generator(ModelConfig(spec="tiny"), backend="hf", progress=False) as shared, \
-            generation.make_generator(ModelConfig(spec="tiny"), backend="hf", progress=False, share_prefix=False) as plain:
+            generation.make_generator(ModelConfig(spec="tiny"), backend="hf", progress=False,
+                                      share_prefix=False) as plain:
         yield shared, plain
 
 
@@ -48,11 +49,12 @@ def test_each_mode_equals_a_direct_forward_pass(gens):
     gen, _ = gens
     request, response = PAIRS[0]["prompt"], PAIRS[0]["response_1"]
     answer = response + FMT.end
-    values = jm.response_values(gen, FMT, [(request, response, CONCISE)], ["contrastive", "likelihood", "pmi", "pointwise"])
+    modes = ["contrastive", "likelihood", "pmi", "pointwise"]
+    values = jm.response_values(gen, FMT, [(request, response, CONCISE)], modes)
     under = logprob(gen, system(request, CONCISE.text), answer)
     n = len(gen.tokenizer(answer, add_special_tokens=False)["input_ids"])
-    assert values["contrastive"][0] == pytest.approx((under - logprob(gen, system(request, CONCISE.opposite), answer)) / n,
-                                                     abs=1e-5)
+    opposite = logprob(gen, system(request, CONCISE.opposite), answer)
+    assert values["contrastive"][0] == pytest.approx((under - opposite) / n, abs=1e-5)
     assert values["likelihood"][0] == pytest.approx(under / n, abs=1e-5)
     assert values["pmi"][0] == pytest.approx(under - logprob(gen, system(request, None), answer), abs=1e-4)
     ask = FMT.prompt(jm.POINTWISE_TURN.format(request=request, answer=response, text=CONCISE.text))
@@ -69,7 +71,8 @@ def test_contrastive_changes_sign_under_negation(gens, layout):
     gen, _ = gens
     items = [(p["prompt"], p["response_1"], c) for p in PAIRS for c in (CONCISE, HONEST)]
     pos = jm.response_values(gen, FMT, items, ["contrastive"], layout=layout)["contrastive"]
-    neg = jm.response_values(gen, FMT, [(q, r, c.negated()) for q, r, c in items], ["contrastive"], layout=layout)["contrastive"]
+    negated = [(q, r, c.negated()) for q, r, c in items]
+    neg = jm.response_values(gen, FMT, negated, ["contrastive"], layout=layout)["contrastive"]
     assert all(abs(v) > 1e-6 for v in pos)
     assert neg == pytest.approx([-v for v in pos], abs=1e-4)
 

@@ -27,7 +27,7 @@ def test_stage_runs_under_the_runner_on_the_tiny_preset(tmp_path, method, mode):
     from salmon_lib.io import read_json, read_jsonl
 
     run_dir = prepared(tmp_path)
-    overrides = ["preferences.sft_adapter=''", f"preferences.method={method}", f"preferences.judge_mode={mode}",
+    overrides = ["preferences.use_sft=false", f"preferences.method={method}", f"preferences.judge_mode={mode}",
                  "preferences.rlcd_max_new_tokens=16", "preferences.min_response_chars=1"]
     summary = pipeline.run_pipeline("tiny", run_dir, only=["preferences"], overrides=overrides, progress=False)
     assert [action for _, action, _ in summary] == ["ran"]
@@ -38,7 +38,7 @@ def test_stage_runs_under_the_runner_on_the_tiny_preset(tmp_path, method, mode):
     if method == "salmon":
         assert examples and stats["aggregate"]["examples"] == len(examples)
         assert {"judge", "pairs", "hhh", "signal"} <= set(stats) and stats["judge"]["mode"] == mode
-        assert (run_dir / "figures" / "judge_scores.png").is_file() and (run_dir / "figures" / "judge_signal.png").is_file()
+        assert all((run_dir / "figures" / f).is_file() for f in ("judge_scores.png", "judge_signal.png"))
         judged = read_jsonl(run_dir / "judgements.jsonl")
         from salmon_lib.principles import load_principles
 

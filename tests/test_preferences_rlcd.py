@@ -56,8 +56,8 @@ def test_answers_are_written_under_the_principle_and_its_negation(gen, principle
         assert spy.prompts[i] == FMT.prompt(PROMPTS[i]["prompt"], system=rlcd.system_prompt(p.definition))
         assert spy.prompts[3 + i] == FMT.prompt(PROMPTS[i]["prompt"], system=rlcd.system_prompt(p.negative_definition))
         c = jm.Criterion(p.name, p.definition, p.negative_definition)
-        values = jm.response_values(gen, FMT, [(r["prompt"], r["response_pos"], c), (r["prompt"], r["response_neg"], c)],
-                                    ["contrastive"])["contrastive"]
+        both = [(r["prompt"], r["response_pos"], c), (r["prompt"], r["response_neg"], c)]
+        values = jm.response_values(gen, FMT, both, ["contrastive"])["contrastive"]
         assert [r["value_pos"], r["value_neg"]] == pytest.approx(values, abs=1e-4)
         assert r["margin"] == pytest.approx(r["value_pos"] - r["value_neg"])
     # resuming adds nothing; a new prompt adds one record
@@ -95,7 +95,8 @@ def test_best_of_k_keeps_the_candidate_the_contrast_favours(gen, principles, tmp
         assert r["value_neg"] == min(v for v, _ in neg) and r["candidates"] == 3
 
 
-def record(pid, principle, pos="written under the principle", neg="written under the negation", margin=1.0, dropped=None):
+def record(pid, principle, pos="written under the principle", neg="written under the negation", margin=1.0,
+           dropped=None):
     return {"id": f"rlcd-{pid}", "prompt_id": pid, "prompt": f"prompt {pid}", "principle": principle,
             "response_pos": pos, "response_neg": neg, "value_pos": margin / 2, "value_neg": -margin / 2,
             "margin": margin, "tokens": [3, 4], "truncated": [False, False], "candidates": 1, "dropped": dropped}
@@ -115,8 +116,8 @@ def test_examples_carry_label_and_principle_both_ways(principles):
 
 
 def test_filters_are_counted(principles):
-    records = [record("a", "Concise"), record("b", "Ethical", margin=-0.5), record("c", "Specific", dropped="identical"),
-               record("d", "Creative", margin=0.2)]
+    records = [record("a", "Concise"), record("b", "Ethical", margin=-0.5),
+               record("c", "Specific", dropped="identical"), record("d", "Creative", margin=0.2)]
     _, plain = rlcd.examples(records, principles)
     assert plain["pairs_kept"] == 3 and plain["dropped"] == {"identical": 1}
     _, confirmed = rlcd.examples(records, principles, confirm=True, min_margin=0.5)

@@ -44,8 +44,8 @@ def tokens(gen):
 
 
 def under(gen, text):
-    return logprob(gen, FMT.prompt(ITEM[0], system=PRINCIPLE_SYSTEM.format(text=" ".join(text.split())) if text else None),
-                   ITEM[1] + FMT.end)
+    system = PRINCIPLE_SYSTEM.format(text=" ".join(text.split())) if text else None
+    return logprob(gen, FMT.prompt(ITEM[0], system=system), ITEM[1] + FMT.end)
 
 
 def test_load_reward_reads_the_spec_folder_and_keeps_paths_relative(reward, tmp_path):
@@ -111,14 +111,17 @@ def test_stage_04_writes_a_contrastive_rm_folder_and_evaluates_it(tmp_path):
                                         ("What is 2+2?", "4.", "Arithmetic has a long history."),
                                         ("Say hi.", "Hi!", "Greetings are many and varied.")]):
         for neg in (False, True):
-            examples.append({"id": f"e{i}{neg}", "prompt": p, "chosen": bad if neg else good, "rejected": good if neg else bad,
+            chosen, rejected = (bad, good) if neg else (good, bad)
+            examples.append({"id": f"e{i}{neg}", "prompt": p, "chosen": chosen, "rejected": rejected,
                              "principles": [{"name": "Concise", "text": CONCISE.text(neg), "negated": neg}]})
     (run / "preferences.jsonl").write_text("".join(json.dumps(e) + "\n" for e in examples))
-    cfg = RewardConfig(run_dir=str(run), model="tiny", kind="contrastive", contrastive_adapter="", hhh_eval="",
-                       eval_fraction=0.34, flip_principles="principles/judge.yaml")
+    cfg = RewardConfig(run_dir=str(run), model="tiny", kind="contrastive", contrastive_mode="ensemble",
+                       contrastive_use_sft=False, hhh_eval="", eval_fraction=0.34,
+                       flip_principles="principles/judge.yaml")
     reward, stats = build_from_config(cfg, progress=False)
     spec = json.loads((run / "rm" / SPEC_FILE).read_text())
-    assert spec["mode"] == "ensemble" and spec["scales"] == stats["scales"] and all(v > 0 for v in stats["scales"].values())
+    assert spec["mode"] == "ensemble" and spec["scales"] == stats["scales"]
+    assert all(v > 0 for v in stats["scales"].values())
     assert json.loads((run / "reward_stats.json").read_text())["kind"] == "contrastive"
     result = evaluate_reward_model(load_reward(run / "rm"), cfg, progress=False)
     assert result["held_out"]["n"] >= 2 and result["flip"]["overall"]["n"] == 24

@@ -83,7 +83,8 @@ def _describe_prompt(fmt: ChatFormat, request: str, response: str) -> str:
 
 
 def _pointwise_prompt(fmt: ChatFormat, request: str, response: str, text: str) -> str:
-    return fmt.prompt(POINTWISE_TURN.format(request=request.strip(), answer=response.strip(), text=" ".join(text.split())))
+    turn = POINTWISE_TURN.format(request=request.strip(), answer=response.strip(), text=" ".join(text.split()))
+    return fmt.prompt(turn)
 
 
 def response_values(gen, fmt: ChatFormat, items: Sequence[tuple[str, str, Criterion]], modes: Sequence[str],

@@ -121,7 +121,8 @@ def judge_signal(rows: dict[str, dict], path=None):
     import matplotlib.pyplot as plt
 
     modes = list(rows)
-    metrics = [m for m in ("hhh_overall", "flips_probe_wording", "flips_judge_wording") if any(m in r for r in rows.values())]
+    metrics = [m for m in ("hhh_overall", "flips_probe_wording", "flips_judge_wording")
+               if any(m in r for r in rows.values())]
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(modes) * max(1, len(metrics)) / 2), 3.6))
     width = 0.8 / max(1, len(metrics))
     for k, metric in enumerate(metrics):
@@ -146,7 +147,8 @@ def rlcd_contrast(stats: dict, path=None):
     fig, (left, right) = plt.subplots(1, 2, figsize=(max(8, 0.9 * len(names) + 4), 3.6))
     width = 0.4
     left.bar([i for i in range(len(names))], [by[n]["words_pos"] for n in names], width, label="under the principle")
-    left.bar([i + width for i in range(len(names))], [by[n]["words_neg"] for n in names], width, label="under its negation")
+    left.bar([i + width for i in range(len(names))], [by[n]["words_neg"] for n in names], width,
+             label="under its negation")
     left.set_xticks([i + width / 2 for i in range(len(names))], names, rotation=40, ha="right", fontsize=8)
     left.set_ylabel("mean words")
     left.legend(fontsize=8)

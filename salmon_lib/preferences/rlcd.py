@@ -107,7 +107,9 @@ def examples(records: Sequence[dict], principle_set, *, confirm: bool = False, m
         p = principle_set.by_name(rec["principle"])
         for negated in (False, True):
             rng = random.Random(f"{seed}:{rec['id']}:{negated}")
-            chosen, rejected = (rec["response_neg"], rec["response_pos"]) if negated else (rec["response_pos"], rec["response_neg"])
+            chosen, rejected = rec["response_pos"], rec["response_neg"]
+            if negated:
+                chosen, rejected = rejected, chosen
             out.append({
                 "id": f"{rec['id']}:{'neg' if negated else 'pos'}", "pair_id": rec["id"], "prompt": rec["prompt"],
                 "chosen": chosen, "rejected": rejected,

@@ -44,7 +44,8 @@ def _margins(gen, fmt: ChatFormat, items: Sequence[tuple[str, str, str, Criterio
         v = response_values(gen, fmt, flat, ["contrastive"], layout="suffix", adapter=adapter)["contrastive"]
         out["contrastive-suffix"] = diffs(v)
     if "ensemble" in keys:
-        recs = [{"principle": c.name, "parts": {p: out[p][i] for p in ENSEMBLE_PARTS}} for i, (*_, c) in enumerate(items)]
+        recs = [{"principle": c.name, "parts": {p: out[p][i] for p in ENSEMBLE_PARTS}}
+                for i, (*_, c) in enumerate(items)]
         out["ensemble"] = [r["s12"] for r in combine(recs)]
     if "pairwise" in keys:
         from .judge import judge_pairs
@@ -77,7 +78,8 @@ def hhh_accuracy(gen, fmt: ChatFormat, items: Sequence[dict], criteria: dict[str
     return out
 
 
-def flip_sensitivity(gen, fmt: ChatFormat, kinds: dict, keys: Sequence[str], adapter: str | None = None) -> dict[str, dict]:
+def flip_sensitivity(gen, fmt: ChatFormat, kinds: dict, keys: Sequence[str],
+                     adapter: str | None = None) -> dict[str, dict]:
     """{key: {"overall": {...}, "by_kind": {kind: {...}}}} with the reward evaluation's flip summary
     (`correct_flip_rate`: obeying wins under the principle and violating under the negation)."""
     from ..reward.evaluate import flip_summary

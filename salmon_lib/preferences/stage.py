@@ -1,93 +1,48 @@
-"""Stage 03 as library calls: the notebook runs these steps in order, with plots between them.
+"""Stage 03 as library calls: `run(cfg)` is the whole stage; the notebook runs the same steps one
+by one, showing tables and figures between them.
 
-SALMON path: `sample` -> `judge` (in `judge_mode`) -> `aggregate` (+ `evaluate_judge` on the HHH
-pairs and the flip probes). RLCD path: `rlcd` -> `aggregate`; `salmon+rlcd` runs both into one file.
-ALMoST path: `almost_generate` -> `almost_compare`.
+SALMON path: `sample` -> `judge` (in `judge_mode`) -> `aggregate`. RLCD path: `rlcd` -> `aggregate`;
+`salmon+rlcd` runs both into one file. Both end with `evaluate_judge`: the judge's signal on the HHH
+pairs and the flip probes. ALMoST path: `almost_generate` -> `almost_compare`.
 All write preferences.jsonl in one schema, so stage 04 consumes any. Each step adds its
-section to preferences_stats.json; pairs, judgements and ALMoST answers are `RecordLog`s, so an
-interrupted run resumes without redoing finished records.
+section to preferences_stats.json and saves its figures under figures/; pairs, judgements and
+ALMoST answers are `RecordLog`s, so an interrupted run resumes without redoing finished records.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import random
-from pathlib import Path
-from typing import Literal
 
-from ..config import ConfigError, StageConfig
 from ..io import RecordLog, atomic_write_json, iter_jsonl, read_json, write_jsonl
 from .aggregate import AggregateOptions
-
-# More shots and better demonstrations win (ALMoST's rules of thumb, on one model).
-DEFAULT_RUBRIC = (("sft:detailed:3",), ("sft:detailed:1",), ("sft:plain:1",))
-PROBABILITIES = ("p_continue", "p_negate", "disclaimer_p", "label_noise", "rule_label_noise", "swap_p")
+from .config import PreferencesConfig
 
 
-@dataclasses.dataclass
-class PreferencesConfig(AggregateOptions, StageConfig):
-    method: Literal["salmon", "almost", "rlcd", "salmon+rlcd"] = "salmon"  # SALMON's principle judge, ALMoST's rubric comparisons, RLCD's pairs by construction, or SALMON and RLCD examples in one file
-    model: str = "default"  # base model spec; the SFT adapter goes on top of it
-    chat_format: str = "chatml"  # chat format of the model (salmon_lib.chat)
-    backend: Literal["auto", "hf", "vllm"] = "auto"  # generation backend
-    sft_adapter: str = "sft"  # SFT adapter folder, relative to run_dir (stage 02), "" uses the base model
-    principles: str = "principles/judge.yaml"  # principle set judged under and drawn from
-    max_prompts: int = 0  # use the first N prompts of prompts.jsonl (0: all)
-    batch_size: int = 16  # prompts per generation call
-    temperature: float = 0.7  # sampling temperature of the two answers per prompt
-    top_p: float = 1.0  # nucleus sampling of the two answers
-    max_new_tokens: int = 256  # answer length limit
-    min_response_chars: int = 16  # a pair with a shorter answer is dropped
-    judge_batch_pairs: int = 8  # pairs per scoring call (x 2 orders x principles prompts)
-    judge_mode: Literal["pairwise", "contrastive", "likelihood", "pmi", "pointwise", "ensemble"] = "pairwise"  # how the judge reads a principle (preferences/judge_modes.py); pairwise is SALMON's
-    judge_layout: Literal["system", "suffix"] = "system"  # contrastive mode: the principle as system prompt before the answer, or as a description after it
-    judge_compare: bool = False  # also measure every judge mode's HHH accuracy and flip-probe sensitivity, side by side
-    flip_probes: str = ""  # flip probes for the judge's principle sensitivity (empty: salmon_lib/reward/data/flip_probes.yaml)
-    rlcd_temperature: float = 0.7  # RLCD answer sampling temperature (0: greedy)
-    rlcd_candidates: int = 1  # RLCD: answers sampled per side; the one the contrastive score favours most for its side is kept
-    rlcd_max_new_tokens: int = 256  # RLCD answer length limit
-    rlcd_confirm: bool = False  # RLCD: keep only pairs whose contrastive margin is above rlcd_min_margin
-    rlcd_min_margin: float = 0.0  # RLCD: the margin a confirmed pair needs
-    debias: Literal["none", "mean_position", "content_free"] = "none"  # position-bias correction applied before aggregation
-    hhh_path: str = "../shared/data/hhh_eval.json"  # HHH pairs for judge accuracy (evaluation only), "" skips it
-    hhh_max_pairs: int = 0  # evaluate on a seeded sample of N HHH pairs (0: all)
-    hhh_principles: dict[str, str] = dataclasses.field(default_factory=dict)  # HHH type -> principle name, default: the set's hhh_type
-    almost_rubric: list[list[str]] = dataclasses.field(default_factory=lambda: [list(t) for t in DEFAULT_RUBRIC])  # tiers of "MODEL:DEMOS:SHOTS", best first, MODEL "sft" is `model` with the SFT adapter
-    almost_temperature: float = 1.0  # ALMoST answer sampling temperature
-    almost_top_p: float = 0.9  # ALMoST answer nucleus sampling
-    almost_max_new_tokens: int = 256  # ALMoST answer length limit
-    almost_length_filter: bool = True  # ALMoST's heuristic filter against short winners
+def run(cfg: PreferencesConfig) -> dict:
+    """The whole stage, as the notebook runs it (figures saved, none shown); returns the content of
+    preferences_stats.json."""
+    import matplotlib.pyplot as plt
 
-    def check(self) -> None:
-        for name in PROBABILITIES:
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
-        for name in ("draws_per_pair", "max_principles", "batch_size", "judge_batch_pairs", "max_new_tokens",
-                     "rlcd_candidates", "rlcd_max_new_tokens"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.rlcd_candidates > 1 and self.rlcd_temperature == 0:
-            raise ConfigError("rlcd_candidates > 1 needs rlcd_temperature > 0: greedy decoding gives identical candidates")
-        if self.method == "almost":
-            from .almost import parse_rubric
+    if cfg.method != "almost":
+        with open_generator(cfg) as gen:
+            if "salmon" in sources(cfg):
+                sample(cfg, gen)
+                judge(cfg, gen)
+            if "rlcd" in sources(cfg):
+                rlcd(cfg, gen)
+            aggregate(cfg)
+            evaluate_judge(cfg, gen)
+    else:
+        almost_generate(cfg)
+        almost_compare(cfg)
+    plt.close("all")
+    return read_json(cfg.path("preferences_stats.json"))
 
-            try:
-                parse_rubric(self.almost_rubric)
-            except ValueError as err:
-                raise ConfigError(str(err)) from None
 
-    # -- paths ------------------------------------------------------------------------------------
-    def path(self, name: str) -> Path:
-        return Path(self.run_dir) / name
-
-    def adapter(self) -> str | None:
-        if not self.sft_adapter:
-            return None
-        path = self.path(self.sft_adapter)
-        if not (path / "adapter_config.json").is_file():
-            raise ConfigError(f"sft_adapter: {path} holds no LoRA adapter; run stage 02 (engrave) first, "
-                              "or set sft_adapter = '' to sample and judge with the base model")
-        return str(path)
+def sources(cfg: PreferencesConfig) -> list[str]:
+    """Where the examples come from: ["salmon"], ["rlcd"] or both ("salmon+rlcd"); ALMoST is its own path."""
+    return cfg.method.split("+")
 
 
 def update_stats(cfg: PreferencesConfig, section: str, value) -> dict:
@@ -111,21 +66,16 @@ def load_prompts(cfg: PreferencesConfig) -> list[dict]:
     prompts = [{**rec, "id": str(rec["id"])} for _, rec in
                iter_jsonl(cfg.path("prompts.jsonl"), {"id": (str, int), "prompt": str}, errors)]
     if errors:
-        update_stats(cfg, "bad_prompt_records", errors[:20] + ([f"... {len(errors) - 20} more"] if len(errors) > 20 else []))
+        update_stats(
+            cfg, "bad_prompt_records", errors[:20] + ([f"... {len(errors) - 20} more"] if len(errors) > 20 else [])
+        )
     return prompts[:cfg.max_prompts] if cfg.max_prompts else prompts
 
 
 def load_principle_set(cfg: PreferencesConfig):
     from ..principles import load_principles
 
-    return load_principles(_principles_path(cfg))
-
-
-def _principles_path(cfg: PreferencesConfig) -> Path:
-    path = Path(cfg.principles).expanduser()
-    if not path.is_absolute() and not path.exists():  # a notebook's kernel starts in notebooks/
-        path = Path(__file__).resolve().parents[2] / path
-    return path
+    return load_principles(cfg.file("principles"))
 
 
 def judged_principles(ps) -> list[tuple[str, str]]:
@@ -150,29 +100,38 @@ def kept_pairs(cfg: PreferencesConfig) -> list[dict]:
 def judge(cfg: PreferencesConfig, gen) -> dict:
     """Judge every kept pair under every principle. Pairwise: record order agreement raw and under
     each debiasing, so the stats show what the correction buys. Likelihood modes: one score per
-    pair and principle (no slots, so nothing to debias)."""
+    pair and principle (no slots, so nothing to debias). Saves the score distributions, the
+    principles' correlation and (pairwise) the position bias under figures/."""
+    from . import plots
     from .judge import agreement_stats, content_free_bias, debias, judge_pairs, position_bias
     from .judge_modes import criteria_of, judge_pairs_likelihood
 
     ps = load_principle_set(cfg)
     log = RecordLog(cfg.path("judgements.jsonl"))
+    figures = cfg.path("figures")
     if cfg.judge_mode != "pairwise":
         judge_pairs_likelihood(gen, _fmt(cfg), kept_pairs(cfg), criteria_of(ps), cfg.judge_mode, cfg.judge_layout,
                                adapter=cfg.adapter(), batch_pairs=cfg.judge_batch_pairs, log=log)
-        return update_stats(cfg, "judge", {"mode": judge_key(cfg), **score_stats(judgements(cfg))})
-    principles = judged_principles(ps)
-    judge_pairs(gen, _fmt(cfg), kept_pairs(cfg), principles, adapter=cfg.adapter(),
-                batch_pairs=cfg.judge_batch_pairs, log=log)
-    raw = judgements(cfg)
-    biases = {"mean_position": position_bias(raw),
-              "content_free": content_free_bias(gen, _fmt(cfg), principles, adapter=cfg.adapter())}
-    return update_stats(cfg, "judge", {
-        "mode": "pairwise",
-        "judgements": len(raw),
-        "bias": biases,
-        "agreement": {"none": agreement_stats(raw),
-                      **{name: agreement_stats(debias(raw, b)) for name, b in biases.items()}},
-    })
+        records = judgements(cfg)
+        stats = update_stats(cfg, "judge", {"mode": judge_key(cfg), **score_stats(records)})
+    else:
+        principles = judged_principles(ps)
+        judge_pairs(gen, _fmt(cfg), kept_pairs(cfg), principles, adapter=cfg.adapter(),
+                    batch_pairs=cfg.judge_batch_pairs, log=log)
+        records = judgements(cfg)
+        biases = {"mean_position": position_bias(records),
+                  "content_free": content_free_bias(gen, _fmt(cfg), principles, adapter=cfg.adapter())}
+        stats = update_stats(cfg, "judge", {
+            "mode": "pairwise",
+            "judgements": len(records),
+            "bias": biases,
+            "agreement": {"none": agreement_stats(records),
+                          **{name: agreement_stats(debias(records, b)) for name, b in biases.items()}},
+        })
+        plots.position_bias(stats["agreement"], figures / "judge_position_bias.png")
+    plots.score_distributions(records, figures / "judge_scores.png")
+    plots.principle_correlation(records, figures / "judge_principle_correlation.png")
+    return stats
 
 
 def judge_key(cfg: PreferencesConfig) -> str:
@@ -202,7 +161,9 @@ def score_stats(records: list[dict]) -> dict:
 
 
 def rlcd(cfg: PreferencesConfig, gen) -> dict:
-    """RLCD pairs: one answer under a drawn principle and one under its negation, per prompt."""
+    """RLCD pairs: one answer under a drawn principle and one under its negation, per prompt; the
+    contrast per principle (figures/rlcd_contrast.png)."""
+    from . import plots
     from .rlcd import contrast_stats, generate_pairs
 
     log = RecordLog(cfg.path("rlcd.jsonl"))
@@ -210,17 +171,21 @@ def rlcd(cfg: PreferencesConfig, gen) -> dict:
                    seed=cfg.seed, temperature=cfg.rlcd_temperature, top_p=cfg.top_p,
                    max_new_tokens=cfg.rlcd_max_new_tokens, candidates=cfg.rlcd_candidates,
                    min_chars=cfg.min_response_chars, batch_size=cfg.batch_size)
-    return update_stats(cfg, "rlcd_contrast", contrast_stats(log.records()))
+    stats = update_stats(cfg, "rlcd_contrast", contrast_stats(log.records()))
+    if stats["by_principle"]:
+        plots.rlcd_contrast(stats, cfg.path("figures") / "rlcd_contrast.png")
+    return stats
 
 
 def aggregate(cfg: PreferencesConfig) -> dict:
     """preferences.jsonl from the method's sources: SALMON's aggregated judgements, RLCD's pairs, or both."""
-    from .aggregate import aggregate as run, scale_scores
+    from .aggregate import aggregate as run
+    from .aggregate import scale_scores
     from .judge import debias
     from .rlcd import examples as rlcd_examples
 
     out, examples = {"method": cfg.method}, []
-    if "salmon" in cfg.method.split("+"):
+    if "salmon" in sources(cfg):
         records = judgements(cfg)
         if cfg.debias != "none" and cfg.judge_mode == "pairwise":
             records = debias(records, read_json(cfg.path("preferences_stats.json"))["judge"]["bias"][cfg.debias])
@@ -229,7 +194,7 @@ def aggregate(cfg: PreferencesConfig) -> dict:
         salmon, stats = run(kept_pairs(cfg), scores, load_principle_set(cfg), opts, cfg.seed)
         examples += salmon
         out.update({"debias": cfg.debias if cfg.judge_mode == "pairwise" else "none", "variance": variance, **stats})
-    if "rlcd" in cfg.method.split("+"):
+    if "rlcd" in sources(cfg):
         rlcd, stats = rlcd_examples(RecordLog(cfg.path("rlcd.jsonl")).records(), load_principle_set(cfg),
                                     confirm=cfg.rlcd_confirm, min_margin=cfg.rlcd_min_margin, seed=cfg.seed,
                                     swap_p=cfg.swap_p)
@@ -242,12 +207,14 @@ def aggregate(cfg: PreferencesConfig) -> dict:
 
 def evaluate_judge(cfg: PreferencesConfig, gen) -> dict:
     """The judge's signal in the mode in use (every mode with `judge_compare`): HHH accuracy per
-    type (pairwise: with the debiasing tables, as before) and correct flips on the flip probes in
-    their own wording and in the principle file's. Skipped parts say why."""
+    type (pairwise: with its debiasing tables, as before) and correct flips on the flip probes in
+    their own wording and in the principle file's. Writes the `hhh` and `signal` sections and their
+    figures; skipped parts say why."""
     from ..reward.evaluate import read_flip_probes, with_judge_wording
+    from . import plots
     from .hhh import evaluate, principles_for_types
     from .judge_modes import criteria_of
-    from .signal import COMPARED, flip_sensitivity, hhh_accuracy
+    from .signal import COMPARED, flip_sensitivity, hhh_accuracy, table
 
     keys = list(COMPARED) if cfg.judge_compare else [judge_key(cfg)]
     ps = load_principle_set(cfg)
@@ -258,30 +225,35 @@ def evaluate_judge(cfg: PreferencesConfig, gen) -> dict:
     else:
         names = principles_for_types([it["type"] for it in items], ps, cfg.hhh_principles)
         criteria = {t: criteria_of(ps, [n])[0] for t, (n, _) in names.items()}
-        accuracy = hhh_accuracy(gen, _fmt(cfg), items, criteria, [k for k in keys if k != "pairwise"], adapter=cfg.adapter())
-        hhh = {"path": str(cfg.hhh_path), "principles": {t: n for t, (n, _) in names.items()}, "mode": judge_key(cfg)}
+        likelihood = [k for k in keys if k != "pairwise"]
+        accuracy = hhh_accuracy(gen, _fmt(cfg), items, criteria, likelihood, adapter=cfg.adapter())
+        hhh = {"principles": {t: n for t, (n, _) in names.items()}, "mode": judge_key(cfg)}
         if "pairwise" in keys:  # SALMON's judge keeps its tables: raw, debiased, order agreement
             tables = evaluate(gen, _fmt(cfg), items, names, adapter=cfg.adapter())
             accuracy["pairwise"] = {"n": len(items), **{t: v["acc_both_orders"] for t, v in tables["none"].items()}}
             if cfg.judge_mode == "pairwise":
                 hhh.update(tables)
+                plots.hhh_accuracy(hhh, cfg.path("figures") / "judge_hhh_accuracy.png")
         result["hhh"] = {k: accuracy[k] for k in keys}
         update_stats(cfg, "hhh", {**hhh, "accuracy": accuracy[judge_key(cfg)]})
-    kinds = read_flip_probes(cfg.flip_probes or None)
+    kinds = read_flip_probes(cfg.file("flip_probes") if cfg.flip_probes else None)
     result["flips"] = {"probe_wording": flip_sensitivity(gen, _fmt(cfg), kinds, keys, adapter=cfg.adapter())}
-    judge_wording = with_judge_wording(kinds, _principles_path(cfg))
+    judge_wording = with_judge_wording(kinds, cfg.file("principles"))
     if judge_wording:
         result["flips"]["judge_wording"] = flip_sensitivity(gen, _fmt(cfg), judge_wording, keys, adapter=cfg.adapter())
-    return update_stats(cfg, "signal", result)
+    stats = update_stats(cfg, "signal", result)
+    plots.judge_signal(table(stats), cfg.path("figures") / "judge_signal.png")
+    return stats
 
 
 def hhh_items(cfg: PreferencesConfig) -> list[dict] | str:
     """The (seeded sample of) HHH pairs, or why there are none."""
-    from .hhh import load_hhh, resolve_path
+    from ..paths import find_file
+    from .hhh import load_hhh
 
     if not cfg.hhh_path:
         return "hhh_path is empty"
-    path = resolve_path(cfg.hhh_path)
+    path = find_file(cfg.hhh_path, beside_project=True)  # the data lives beside the checkout, not in it
     if path is None:
         return f"{cfg.hhh_path} not found (the project ships no copy; point hhh_path at your own hhh_eval.json)"
     items = load_hhh(path)

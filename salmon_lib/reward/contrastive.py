@@ -67,8 +67,8 @@ def write_spec(folder: str | Path, *, model: dict, adapter: str | None, chat_for
 class ContrastiveReward:
     """Scores like `RewardModel.score`, from a causal LM's likelihoods (no trained head)."""
 
-    def __init__(self, gen, fmt, opposites: dict[str, str], interventions: Iterable[str] = (), mode: str = "contrastive",
-                 scales: dict[str, float] | None = None, spec: dict | None = None):
+    def __init__(self, gen, fmt, opposites: dict[str, str], interventions: Iterable[str] = (),
+                 mode: str = "contrastive", scales: dict[str, float] | None = None, spec: dict | None = None):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         self.gen, self.fmt, self.mode = gen, fmt, mode
@@ -103,7 +103,8 @@ class ContrastiveReward:
                     opposites[p.negative_definition] = p.definition
             interventions += [iv.text for iv in ps.interventions]
         gen = HFGenerator(model, progress=False)
-        return cls(gen, get_format(spec["chat_format"]), opposites, interventions, spec["mode"], spec.get("scales"), spec)
+        return cls(gen, get_format(spec["chat_format"]), opposites, interventions, spec["mode"], spec.get("scales"),
+                   spec)
 
     def learn_opposites(self, pairs: Iterable[tuple[str, str]]) -> None:
         """Add (text, negation) pairs, both ways round."""
@@ -136,7 +137,8 @@ class ContrastiveReward:
         contrast, likelihood = self.parts(items, batch_size, progress)
         if self.mode == "contrastive":
             return contrast
-        return [c / self.scales["contrastive"] + lik / self.scales["likelihood"] for c, lik in zip(contrast, likelihood)]
+        sc, sl = self.scales["contrastive"], self.scales["likelihood"]
+        return [c / sc + lik / sl for c, lik in zip(contrast, likelihood)]
 
     def parts(self, items: Sequence[tuple[str, str, Sequence[str]]], batch_size: int = 16,
               progress: bool = False) -> tuple[list[float], list[float]]:
@@ -169,7 +171,8 @@ class ContrastiveReward:
         if bar is not None:
             bar.close()
         lengths = [len(ids) for ids in self.gen.encode_pieces([_answer(self.fmt, r) for _, r, _ in items])]
-        return [(lp[g] - lp[o]) / n for (g, o), n in zip(plan, lengths)], [lp[g] / n for (g, _), n in zip(plan, lengths)]
+        contrast = [(lp[g] - lp[o]) / n for (g, o), n in zip(plan, lengths)]
+        return contrast, [lp[g] / n for (g, _), n in zip(plan, lengths)]
 
     def close(self) -> None:
         self.gen.close()
@@ -198,18 +201,17 @@ def build_from_config(cfg, progress: bool = True):
     import time
 
     from ..config import ConfigError
-    from .evaluate import project_path
+    from ..paths import resolve_file
+    from .config import PREFERENCES
     from .pairs import read_preferences, split_held_out
 
     start = time.perf_counter()
     run = Path(cfg.run_dir)
-    adapter = None
-    if cfg.contrastive_adapter:
-        adapter = run / cfg.contrastive_adapter
-        if not (adapter / "adapter_config.json").is_file():
-            raise ConfigError(f"contrastive_adapter: {adapter} holds no LoRA adapter; run stage 02 (engrave) "
-                              "first, or set contrastive_adapter = '' to score with the base model")
-    files = [project_path(f) for f in cfg.contrastive_principles]
+    adapter = run / "sft" if cfg.contrastive_use_sft else None
+    if adapter is not None and not (adapter / "adapter_config.json").is_file():
+        raise ConfigError(f"contrastive_use_sft: {adapter} holds no LoRA adapter; run stage 02 (engrave) first, "
+                          "or set contrastive_use_sft = False to score with the base model")
+    files = [resolve_file("contrastive_principles", f) for f in cfg.contrastive_principles]
     spec = dict(model=cfg.model_config().to_dict(), adapter=adapter, chat_format=cfg.chat_format,
                 principle_files=files, mode=cfg.contrastive_mode)
     folder = write_spec(run / "rm", **spec)
@@ -217,7 +219,7 @@ def build_from_config(cfg, progress: bool = True):
     stats = {"kind": "contrastive", "mode": cfg.contrastive_mode, "adapter": str(adapter) if adapter else None,
              "principle_files": [str(f) for f in files]}
     if cfg.contrastive_mode == "ensemble":
-        train, _ = split_held_out(read_preferences(run / cfg.preferences), cfg.eval_fraction, cfg.seed)
+        train, _ = split_held_out(read_preferences(run / PREFERENCES), cfg.eval_fraction, cfg.seed)
         reward.scales = calibrate(reward, train)
         write_spec(folder, **spec, scales=reward.scales)
         stats.update(scales=reward.scales, calibration_pairs=min(len(train), 32))
