@@ -83,6 +83,30 @@ def test_sequence_logprobs_equal_full_forward(tiny):
         assert g == pytest.approx(reference_logprob(tiny, p, c), abs=1e-4)
 
 
+def test_identical_rows_are_scored_once(tiny, monkeypatch):
+    from salmon_lib.generation import prefix_scoring as prefix
+
+    prompts, conts = judge_prompts(1, 2), ["a) wins.", "b"]
+    calls = []
+    real = prefix._score_batch
+    monkeypatch.setattr(prefix, "_score_batch",
+                        lambda model, rows, *a: calls.append(len(rows)) or real(model, rows, *a))
+    once = tiny.sequence_logprobs(prompts, conts)
+    rows_once = sum(calls)
+    calls.clear()
+    twice = tiny.sequence_logprobs(prompts * 3, conts * 3)
+    assert sum(calls) == rows_once and twice == once * 3
+
+
+def test_long_continuations_are_batched_within_the_lm_head_budget(tiny, monkeypatch):
+    from salmon_lib.generation import prefix_scoring as prefix
+
+    monkeypatch.setattr(prefix, "MAX_SCORED", 40)
+    prompts, conts = judge_prompts(1, 3), ["word " * 30, "other " * 25, "a b c"]
+    expected = [reference_logprob(tiny, p, c) for p, c in zip(prompts, conts)]
+    assert tiny.sequence_logprobs(prompts, conts) == pytest.approx(expected, abs=1e-4)
+
+
 def test_stop_strings_cut_text_and_end_rows(tiny):
     prompts = [CHATML.prompt("Say something."), CHATML.prompt("Something else, much longer, please.")]
     # The random tiny model's greedy text is one repeated token: sample (same seed, same draws).

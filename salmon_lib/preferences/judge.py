@@ -42,7 +42,7 @@ def judge_user_turn(instruction: str, output_a: str, output_b: str, name: str, d
         f"### Request\n{instruction.strip()}\n\n"
         f"### Output (a)\n{output_a.strip()}\n\n"
         f"### Output (b)\n{output_b.strip()}\n\n"
-        f"### Principle\n{name}: {definition.strip()}\n\n"
+        f"### Principle\n{f'{name}: ' if name else ''}{definition.strip()}\n\n"
         "Which output follows this principle better, (a) or (b)?"
     )
 

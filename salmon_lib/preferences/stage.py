@@ -1,12 +1,13 @@
 """Stage 03 as library calls: `run(cfg)` is the whole stage; the notebook runs the same steps one
 by one, showing tables and figures between them.
 
-SALMON path: `sample` -> `judge` -> `aggregate` (+ `evaluate_judge` on the HHH pairs).
-ALMoST path: `almost_generate` -> `almost_compare`.
-Both write preferences.jsonl in one schema, so stage 04 consumes either. Each step adds its
-section to preferences_stats.json and saves its figures under figures/. The model is prompted as
-stage 02 trained it (`prompting`: sft/chat_format.json). Pairs, judgements and ALMoST answers are
-`RecordLog`s whose records carry the signature of what produced them (the rendered prompt, the
+SALMON path: `sample` -> `judge` (in `judge_mode`) -> `aggregate`. RLCD path: `rlcd` -> `aggregate`;
+`salmon+rlcd` runs both into one file. Both end with `evaluate_judge`: the judge's signal on the HHH
+pairs and the flip probes. ALMoST path: `almost_generate` -> `almost_compare`.
+All write preferences.jsonl in one schema, so stage 04 consumes any. Each step adds its section to
+preferences_stats.json and saves its figures under figures/. The model is prompted as stage 02
+trained it (`prompting`: sft/chat_format.json). Pairs, judgements, RLCD pairs and ALMoST answers
+are `RecordLog`s whose records carry the signature of what produced them (the rendered prompt, the
 model and the content of sft/, the sampling settings, the seed): a rerun makes again exactly the
 records whose signature changed, an interrupted run resumes without redoing finished ones, and only
 the current records of this run's prompts (`max_prompts`) are judged and aggregated.
@@ -54,10 +55,13 @@ def run(cfg: PreferencesConfig) -> dict:
     preferences_stats.json."""
     import matplotlib.pyplot as plt
 
-    if cfg.method == "salmon":
+    if cfg.method != "almost":
         with open_generator(cfg) as gen:
-            sample(cfg, gen)
-            judge(cfg, gen)
+            if "salmon" in sources(cfg):
+                sample(cfg, gen)
+                judge(cfg, gen)
+            if "rlcd" in sources(cfg):
+                rlcd(cfg, gen)
             aggregate(cfg)
             evaluate_judge(cfg, gen)
     else:
@@ -65,6 +69,11 @@ def run(cfg: PreferencesConfig) -> dict:
         almost_compare(cfg)
     plt.close("all")
     return read_json(cfg.path("preferences_stats.json"))
+
+
+def sources(cfg: PreferencesConfig) -> list[str]:
+    """Where the examples come from: ["salmon"], ["rlcd"] or both ("salmon+rlcd"); ALMoST is its own path."""
+    return cfg.method.split("+")
 
 
 def update_stats(cfg: PreferencesConfig, section: str, value) -> dict:
@@ -144,71 +153,186 @@ def _judgement_plan(cfg: PreferencesConfig, pr: Prompting):
     return pairs, principles, judgement_signatures(pr.fmt, pairs, principles, pr.model)
 
 
-def judgements(cfg: PreferencesConfig) -> tuple[list[dict], list[dict]]:
-    """(kept pairs, their current judgements under every principle)."""
-    pairs, _, wanted = _judgement_plan(cfg, prompting(cfg))
-    return pairs, RecordLog(cfg.path("judgements.jsonl")).records(wanted)
+def _likelihood_plan(cfg: PreferencesConfig, pr: Prompting):
+    """(kept pairs, criteria, {judgement id: signature}) for the likelihood judge modes."""
+    from .judge_modes import criteria_of, likelihood_signatures
+
+    pairs, criteria = kept_pairs(cfg, pr), criteria_of(load_principle_set(cfg))
+    return pairs, criteria, likelihood_signatures(pr.fmt, pairs, criteria, judge_key(cfg), cfg.judge_layout, pr.model)
 
 
 def judge(cfg: PreferencesConfig, gen) -> dict:
-    """Judge every kept pair under every principle; record order agreement raw and under each
-    debiasing, so the stats show what the correction buys. Saves the score distributions, the
-    position bias and the principles' correlation under figures/."""
+    """Judge every kept pair under every principle. Pairwise: record order agreement raw and under
+    each debiasing, so the stats show what the correction buys. Likelihood modes: one score per
+    pair and principle (no slots, so nothing to debias). Saves the score distributions, the
+    principles' correlation and (pairwise) the position bias under figures/."""
     from . import plots
     from .judge import agreement_stats, content_free_bias, debias, judge_pairs, position_bias
+    from .judge_modes import judge_pairs_likelihood
 
     pr = prompting(cfg)
-    pairs, principles, wanted = _judgement_plan(cfg, pr)
     log = RecordLog(cfg.path("judgements.jsonl"))
-    judge_pairs(gen, pr.fmt, pairs, principles, adapter=cfg.adapter(), batch_pairs=cfg.judge_batch_pairs, log=log,
-                signatures=wanted)
-    raw = log.records(wanted)
-    biases = {"mean_position": position_bias(raw),
-              "content_free": content_free_bias(gen, pr.fmt, principles, adapter=cfg.adapter())}
-    stats = update_stats(cfg, "judge", {
-        "judgements": len(raw),
-        "bias": biases,
-        "agreement": {"none": agreement_stats(raw),
-                      **{name: agreement_stats(debias(raw, b)) for name, b in biases.items()}},
-    })
     figures = cfg.path("figures")
-    plots.score_distributions(raw, figures / "judge_scores.png")
-    plots.position_bias(stats["agreement"], figures / "judge_position_bias.png")
-    plots.principle_correlation(raw, figures / "judge_principle_correlation.png")
+    if cfg.judge_mode != "pairwise":
+        pairs, criteria, wanted = _likelihood_plan(cfg, pr)
+        judge_pairs_likelihood(gen, pr.fmt, pairs, criteria, cfg.judge_mode, cfg.judge_layout, adapter=cfg.adapter(),
+                               batch_pairs=cfg.judge_batch_pairs, log=log, signatures=wanted)
+        records = judgements(cfg)
+        stats = update_stats(cfg, "judge", {"mode": judge_key(cfg), **score_stats(records)})
+    else:
+        pairs, principles, wanted = _judgement_plan(cfg, pr)
+        judge_pairs(gen, pr.fmt, pairs, principles, adapter=cfg.adapter(), batch_pairs=cfg.judge_batch_pairs,
+                    log=log, signatures=wanted)
+        records = log.records(wanted)
+        biases = {"mean_position": position_bias(records),
+                  "content_free": content_free_bias(gen, pr.fmt, principles, adapter=cfg.adapter())}
+        stats = update_stats(cfg, "judge", {
+            "mode": "pairwise",
+            "judgements": len(records),
+            "bias": biases,
+            "agreement": {"none": agreement_stats(records),
+                          **{name: agreement_stats(debias(records, b)) for name, b in biases.items()}},
+        })
+        plots.position_bias(stats["agreement"], figures / "judge_position_bias.png")
+    plots.score_distributions(records, figures / "judge_scores.png")
+    plots.principle_correlation(records, figures / "judge_principle_correlation.png")
     return stats
+
+
+def judge_key(cfg: PreferencesConfig) -> str:
+    from .judge_modes import judge_key as key
+
+    return key(cfg.judge_mode, cfg.judge_layout)
+
+
+def judgements(cfg: PreferencesConfig) -> list[dict]:
+    """The current judgements of this run's kept pairs in the configured mode (records of another
+    mode stay in the file under their own ids and are never mixed in); ensemble records scaled."""
+    from .judge_modes import combine
+
+    pr = prompting(cfg)
+    plan = _judgement_plan if cfg.judge_mode == "pairwise" else _likelihood_plan
+    records = RecordLog(cfg.path("judgements.jsonl")).records(plan(cfg, pr)[2])
+    return combine(records) if judge_key(cfg) == "ensemble" and records else records
+
+
+def score_stats(records: list[dict]) -> dict:
+    """Per principle: how many pairs, the mean and RMS score, and how often response 1 wins."""
+    by: dict[str, list[float]] = {}
+    for j in records:
+        by.setdefault(j["principle"], []).append(j["s12"])
+    return {"judgements": len(records), "by_principle": {
+        name: {"n": len(v), "mean": sum(v) / len(v), "rms": (sum(x * x for x in v) / len(v)) ** 0.5,
+               "response_1_wins": sum(x > 0 for x in v) / len(v)} for name, v in sorted(by.items())}}
+
+
+def rlcd(cfg: PreferencesConfig, gen) -> dict:
+    """RLCD pairs: one answer under a drawn principle and one under its negation, per prompt; the
+    contrast per principle (figures/rlcd_contrast.png)."""
+    from . import plots
+    from .rlcd import contrast_stats, generate_pairs
+
+    pr = prompting(cfg)
+    log = RecordLog(cfg.path("rlcd.jsonl"))
+    generate_pairs(gen, pr.fmt, load_prompts(cfg), load_principle_set(cfg), log, rlcd_signatures(cfg, pr),
+                   adapter=cfg.adapter(), seed=cfg.seed, temperature=cfg.rlcd_temperature, top_p=cfg.top_p,
+                   max_new_tokens=cfg.rlcd_max_new_tokens, candidates=cfg.rlcd_candidates,
+                   min_chars=cfg.min_response_chars, batch_size=cfg.batch_size)
+    stats = update_stats(cfg, "rlcd_contrast", contrast_stats(rlcd_records(cfg, pr)))
+    if stats["by_principle"]:
+        plots.rlcd_contrast(stats, cfg.path("figures") / "rlcd_contrast.png")
+    return stats
+
+
+def rlcd_signatures(cfg: PreferencesConfig, pr: Prompting) -> dict[str, str]:
+    """{RLCD record id: signature} of this run's prompts."""
+    from .rlcd import pair_signatures as signatures
+
+    settings = {**pr.model, "temperature": cfg.rlcd_temperature, "top_p": cfg.top_p,
+                "max_new_tokens": cfg.rlcd_max_new_tokens, "candidates": cfg.rlcd_candidates,
+                "min_chars": cfg.min_response_chars}
+    return signatures(pr.fmt, load_prompts(cfg), load_principle_set(cfg), cfg.seed, settings)
+
+
+def rlcd_records(cfg: PreferencesConfig, pr: Prompting | None = None) -> list[dict]:
+    """The current RLCD pairs of this run's prompts."""
+    return RecordLog(cfg.path("rlcd.jsonl")).records(rlcd_signatures(cfg, pr or prompting(cfg)))
 
 
 def aggregate(cfg: PreferencesConfig) -> dict:
+    """preferences.jsonl from the method's sources: SALMON's aggregated judgements, RLCD's pairs, or both."""
     from .aggregate import aggregate as run
     from .aggregate import scale_scores
     from .judge import debias
+    from .rlcd import examples as rlcd_examples
 
-    pairs, judged = judgements(cfg)
-    if cfg.debias != "none":
-        judged = debias(judged, read_json(cfg.path("preferences_stats.json"))["judge"]["bias"][cfg.debias])
-    scores, variance = scale_scores(judged, cfg.require_agreement)
-    opts = AggregateOptions(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(AggregateOptions)})
-    examples, stats = run(pairs, scores, load_principle_set(cfg), opts, cfg.seed)
+    out, examples = {"method": cfg.method}, []
+    if "salmon" in sources(cfg):
+        records = judgements(cfg)
+        if cfg.debias != "none" and cfg.judge_mode == "pairwise":
+            records = debias(records, read_json(cfg.path("preferences_stats.json"))["judge"]["bias"][cfg.debias])
+        scores, variance = scale_scores(records, cfg.require_agreement)
+        opts = AggregateOptions(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(AggregateOptions)})
+        salmon, stats = run(kept_pairs(cfg), scores, load_principle_set(cfg), opts, cfg.seed)
+        examples += salmon
+        out.update({"debias": cfg.debias if cfg.judge_mode == "pairwise" else "none", "variance": variance, **stats})
+    if "rlcd" in sources(cfg):
+        rlcd, stats = rlcd_examples(rlcd_records(cfg), load_principle_set(cfg), confirm=cfg.rlcd_confirm,
+                                    min_margin=cfg.rlcd_min_margin)
+        examples += rlcd
+        out["rlcd"] = stats
     write_jsonl(cfg.path("preferences.jsonl"), examples)
-    return update_stats(cfg, "aggregate", {"debias": cfg.debias, "variance": variance, **stats})
+    out["examples_written"] = len(examples)
+    return update_stats(cfg, "aggregate", out)
 
 
 def evaluate_judge(cfg: PreferencesConfig, gen) -> dict:
-    """Judge accuracy on the HHH pairs (and its figure under figures/), or the reason it was skipped."""
-    from ..hhh import hhh_source, load_hhh, sample_hhh
+    """The judge's signal in the mode in use (every mode with `judge_compare`): HHH accuracy per
+    type (pairwise: with its debiasing tables, as before) and correct flips on the flip probes in
+    their own wording and in the principle file's. Writes the `hhh` and `signal` sections and their
+    figures; skipped parts say why."""
+    from ..reward.evaluate import read_flip_probes, with_judge_wording
     from . import plots
     from .hhh import evaluate, principles_for_types
+    from .judge_modes import criteria_of
+    from .signal import COMPARED, flip_sensitivity, hhh_accuracy, table
+
+    keys = list(COMPARED) if cfg.judge_compare else [judge_key(cfg)]
+    ps, fmt = load_principle_set(cfg), prompting(cfg).fmt
+    result: dict = {"modes": keys}
+    items = hhh_items(cfg)
+    if isinstance(items, str):
+        update_stats(cfg, "hhh", {"skipped": items})
+    else:
+        names = principles_for_types([it["type"] for it in items], ps, cfg.hhh_principles)
+        criteria = {t: criteria_of(ps, [n])[0] for t, (n, _) in names.items()}
+        likelihood = [k for k in keys if k != "pairwise"]
+        accuracy = hhh_accuracy(gen, fmt, items, criteria, likelihood, adapter=cfg.adapter())
+        hhh = {"principles": {t: n for t, (n, _) in names.items()}, "mode": judge_key(cfg)}
+        if "pairwise" in keys:  # SALMON's judge keeps its tables: raw, debiased, order agreement
+            tables = evaluate(gen, fmt, items, names, adapter=cfg.adapter())
+            accuracy["pairwise"] = {"n": len(items), **{t: v["acc_both_orders"] for t, v in tables["none"].items()}}
+            if cfg.judge_mode == "pairwise":
+                hhh.update(tables)
+                plots.hhh_accuracy(hhh, cfg.path("figures") / "judge_hhh_accuracy.png")
+        result["hhh"] = {k: accuracy[k] for k in keys}
+        update_stats(cfg, "hhh", {**hhh, "accuracy": accuracy[judge_key(cfg)]})
+    kinds = read_flip_probes(cfg.file("flip_probes") if cfg.flip_probes else None)
+    result["flips"] = {"probe_wording": flip_sensitivity(gen, fmt, kinds, keys, adapter=cfg.adapter())}
+    judge_wording = with_judge_wording(kinds, cfg.file("principles"))
+    if judge_wording:
+        result["flips"]["judge_wording"] = flip_sensitivity(gen, fmt, judge_wording, keys, adapter=cfg.adapter())
+    stats = update_stats(cfg, "signal", result)
+    plots.judge_signal(table(stats), cfg.path("figures") / "judge_signal.png")
+    return stats
+
+
+def hhh_items(cfg: PreferencesConfig) -> list[dict] | str:
+    """The (seeded sample of) HHH pairs, or why there are none."""
+    from ..hhh import hhh_source, load_hhh, sample_hhh
 
     source, skipped = hhh_source(cfg.hhh_path)
-    if source is None:
-        return update_stats(cfg, "hhh", {"skipped": skipped})
-    items = sample_hhh(load_hhh(source), cfg.hhh_max_pairs, cfg.seed)
-    principles = principles_for_types([it["type"] for it in items], load_principle_set(cfg), cfg.hhh_principles)
-    result = evaluate(gen, prompting(cfg).fmt, items, principles, adapter=cfg.adapter())
-    stats = update_stats(cfg, "hhh", {"path": source, "principles": {t: n for t, (n, _) in principles.items()},
-                                      **result})
-    plots.hhh_accuracy(stats, cfg.path("figures") / "judge_hhh_accuracy.png")
-    return stats
+    return skipped if source is None else sample_hhh(load_hhh(source), cfg.hhh_max_pairs, cfg.seed)
 
 
 # -- ALMoST ---------------------------------------------------------------------------------------

@@ -21,6 +21,9 @@ class RewardConfig(LoraOptions, TrainingOptions, StageConfig):
                    "flip_probes": "salmon_lib.reward.evaluate:read_flip_probes"}
     renamed = {"preferences": f"the stage reads <run_dir>/{PREFERENCES}, the input the manifest hashes"}
 
+    # trained: LoRA + score head on preferences.jsonl; contrastive: rm/ is a training-free reward
+    # scoring with the model's own likelihoods (reward/contrastive.py), evaluated the same way
+    kind: Literal["trained", "contrastive"] = "trained"
     model: str = "default"  # the BASE model spec (not the SFT adapter): SALMON's RM starts from the base
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
     lora_alpha: int = 32  # LoRA scaling numerator
@@ -52,6 +55,14 @@ class RewardConfig(LoraOptions, TrainingOptions, StageConfig):
     flip_principles: str = "principles/judge.yaml"
     plot_principles: str = "principles/judge.yaml"  # principles shown as columns of the per-principle plots
     plot_responses: int = 12  # (prompt, response) rows taken from preferences.jsonl for the plots
+    chat_format: str = "chatml"  # contrastive kind: the chat format it prompts the model with
+    # contrastive kind: the principle contrast alone, or plus the answer's likelihood (scores without principles too)
+    contrastive_mode: Literal["contrastive", "ensemble"] = "contrastive"
+    # contrastive kind: score with stage 02's sft/ adapter on `model`; false: the base model alone
+    contrastive_use_sft: bool = True
+    # contrastive kind: files whose principles (and negations) it knows
+    contrastive_principles: list[str] = dataclasses.field(
+        default_factory=lambda: ["principles/judge.yaml", "principles/rl.yaml"])
 
     def check(self) -> None:
         super().check()

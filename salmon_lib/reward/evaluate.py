@@ -143,12 +143,12 @@ def flip_rates(rm, kinds: dict, batch_size: int = 16, progress: bool = False) ->
                   "wrong_way": sum(a < 0 < b for a, b in zip(pos, neg))}
         for k in totals:
             totals[k] += counts[k]
-        result["by_kind"][kind] = _flip_summary(counts, pos, neg)
-    result["overall"] = _flip_summary(totals)
+        result["by_kind"][kind] = flip_summary(counts, pos, neg)
+    result["overall"] = flip_summary(totals)
     return result
 
 
-def _flip_summary(c: dict, pos: Sequence[float] = (), neg: Sequence[float] = ()) -> dict:
+def flip_summary(c: dict, pos: Sequence[float] = (), neg: Sequence[float] = ()) -> dict:
     n = c["n"]
     out = {"n": n,
            "obeying_wins_under_principle": c["principle"] / n,  # direction 1
@@ -173,6 +173,9 @@ def evaluate_reward_model(rm, cfg, progress: bool = True) -> dict:
     bs = cfg.score_batch_size
     hhh = find_hhh(cfg.hhh_eval)
     kinds = read_flip_probes(cfg.file("flip_probes") if cfg.flip_probes else None)
+    learn = getattr(rm, "learn_opposites", None)
+    if learn is not None:  # a contrastive reward contrasts each principle with its negation: the probes name theirs
+        learn((spec["principle"], spec["negation"]) for spec in kinds.values())
     result = {
         # labels stage 03 flipped on purpose (label_noise) are no target: they are left out and counted
         "held_out": {**_accuracy(pair_margins(rm, clean, None, bs, progress)),

@@ -1,9 +1,10 @@
 """Stage 04 as library calls: `run(cfg)` is the whole stage; the notebook runs the same steps one
 by one, showing tables and figures between them.
 
-`fit` trains under `accelerate launch` when several GPUs are visible and in this process otherwise;
-`load_trained` reads the model back from `<run>/rm`, as RL and the `score` command do; every
-figure is saved under `<run>/figures/`.
+`fit` trains under `accelerate launch` when several GPUs are visible and in this process otherwise
+(with `kind: contrastive` it writes the training-free reward folder instead); `load_trained` reads
+the reward back from `<run>/rm` with `load_reward`, as RL and the `score` command do; every figure
+is saved under `<run>/figures/`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ def run(cfg: RewardConfig) -> dict:
 
     stats = fit(cfg)
     rm = load_trained(cfg)
-    training_figure(cfg, stats)
+    if cfg.kind == "trained":
+        training_figure(cfg, stats)
     result = evaluate(cfg, rm)
     _, responses, principles = principle_figures(cfg, rm)
     prompt_figure(cfg, rm, responses, principles)
@@ -29,16 +31,24 @@ def run(cfg: RewardConfig) -> dict:
 
 
 def fit(cfg: RewardConfig) -> dict:
-    """Train and save `<run>/rm/` and `<run>/reward_stats.json`; returns the training statistics."""
+    """Train and save `<run>/rm/` and `<run>/reward_stats.json` (`kind: contrastive`: write the
+    reward folder, nothing trained); returns the statistics."""
     from ..runner.launch import launch
 
+    if cfg.kind == "contrastive":
+        from .contrastive import build_from_config
+
+        reward, stats = build_from_config(cfg)
+        reward.close()
+        return stats
     return launch("salmon_lib.reward.train:train", cfg.to_dict(), distributed=cfg.distributed)
 
 
 def load_trained(cfg: RewardConfig):
-    from .score import RewardModel
+    """The reward in `<run>/rm`, either kind."""
+    from . import load_reward
 
-    return RewardModel.load(Path(cfg.run_dir) / "rm")
+    return load_reward(Path(cfg.run_dir) / "rm")
 
 
 def training_figure(cfg: RewardConfig, stats: dict):
