@@ -6,4 +6,10 @@ Importing this package does not import torch; the heavy parts load inside the fu
 from .template import RMTemplate
 from .score import RewardModel
 
-__all__ = ["RMTemplate", "RewardModel"]
+
+def load_reward(path_or_spec, device: str = "auto") -> RewardModel:
+    """The reward a later stage scores with: `score(items) -> list[float]`, items (prompt, response, principles)."""
+    return RewardModel.load(path_or_spec, device=device)
+
+
+__all__ = ["RMTemplate", "RewardModel", "load_reward"]
