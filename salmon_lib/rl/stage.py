@@ -54,13 +54,14 @@ def _describe_reward(reward, run_dir: Path, inputs: dict) -> dict:
     return describe() if callable(describe) else {"kind": type(reward).__name__}
 
 
-def open_context(cfg: RLConfig, arm: str | None = None, reward=None) -> Context:
-    """Everything a method needs except the models: prompts, principle draw, chat spec, signature."""
+def open_context(cfg: RLConfig, arm: str | None = None, reward=None, principles: str | list[str] | None = None) -> Context:
+    """Everything a method needs except the models: prompts, principle draw, chat spec, signature.
+    `principles` (an arm's) replaces `cfg.principles` for training; the baseline keeps the stage's."""
     from ..engrave.format import load_chat_spec
 
     run = Path(cfg.run_dir)
     split = read_split(run)
-    draw = PrincipleDraw(cfg.principles, cfg.num_principles, cfg.interventions, cfg.seed)
+    draw = PrincipleDraw(principles or cfg.principles, cfg.num_principles, cfg.interventions, cfg.seed)
     inputs = input_digests(run)
     settings = {k: v for k, v in cfg.to_dict().items() if k not in RESUME_NEUTRAL and k != "principles"}
     baseline = run / BASELINE_FILE
@@ -90,7 +91,8 @@ class Session:
     baseline: dict
 
 
-def open_session(cfg: RLConfig, arm: str | None = None, reward=None) -> Session:
+def open_session(cfg: RLConfig, arm: str | None = None, reward=None,
+                 principles: str | list[str] | None = None) -> Session:
     """Load the policy and the reward, measure (or reuse) the SFT baseline, build the reward function.
 
     `reward` replaces the run's reward model (anything with `score(items, batch_size)`; the positive
@@ -101,7 +103,7 @@ def open_session(cfg: RLConfig, arm: str | None = None, reward=None) -> Session:
     from .rollout import PolicySampler
     from .shaping import RewardFunction, Shaping
 
-    ctx = open_context(cfg, arm, reward)
+    ctx = open_context(cfg, arm, reward, principles)
     run = Path(cfg.run_dir)
     if reward is None:
         reward = load_reward(run / "rm")
@@ -110,7 +112,7 @@ def open_session(cfg: RLConfig, arm: str | None = None, reward=None) -> Session:
                             work_dir=ctx.paths.checkpoints, gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
                             max_lora_rank=model.peft_config["default"].r)
     # The baseline is always the stage's own principles on the SFT policy: every arm shares its scale.
-    baseline_ctx = ctx if arm is None else dataclasses.replace(
+    baseline_ctx = ctx if principles is None else dataclasses.replace(
         ctx, draw=PrincipleDraw(cfg.principles, cfg.num_principles, cfg.interventions, cfg.seed))
     baseline = load_or_measure(cfg, baseline_ctx, sampler, reward,
                                ctx.signature["inputs"] | {"reward": ctx.signature["reward"]})
@@ -119,11 +121,12 @@ def open_session(cfg: RLConfig, arm: str | None = None, reward=None) -> Session:
     return Session(ctx, tok, model, sampler, baseline)
 
 
-def train(cfg: RLConfig, arm: str | None = None, reward=None, progress: bool = True) -> dict:
+def train(cfg: RLConfig, arm: str | None = None, reward=None, progress: bool = True,
+          principles: str | list[str] | None = None) -> dict:
     """Train with `cfg.method` from the SFT policy, save the policy, return (and write) the stats."""
     from .policy import policy_info, save_policy
 
-    s = open_session(cfg, arm, reward)
+    s = open_session(cfg, arm, reward, principles)
     ctx = s.ctx
     start = time.perf_counter()
     result = _train_method(ctx, s.model, s.tokenizer, s.sampler, progress)
@@ -176,17 +179,18 @@ def _metric_summary(ctx: Context) -> dict:
 
 def train_entry(config: dict) -> dict:
     """Entry point for `salmon_lib.runner.launch` (one call per process on several GPUs)."""
-    arm = config.pop("_arm", None)
-    return train(RLConfig.from_dict(config), arm=arm, progress=True)
+    arm, principles = config.pop("_arm", None), config.pop("_principles", None)
+    return train(RLConfig.from_dict(config), arm=arm, principles=principles)
 
 
-def train_or_launch(cfg: RLConfig, arm: str | None = None) -> dict:
+def train_or_launch(cfg: RLConfig, arm: str | None = None, principles: str | list[str] | None = None) -> dict:
     """`train` in this process, or for grpo/rloo/dpo/best_of_n on several GPUs one process per GPU."""
     from ..runner.launch import launch, visible_gpus
 
     if cfg.method == "ppo" or visible_gpus() <= 1:
-        return train(cfg, arm=arm)
-    return launch("salmon_lib.rl.stage:train_entry", {**cfg.to_dict(), "_arm": arm}, distributed=cfg.distributed)
+        return train(cfg, arm=arm, principles=principles)
+    return launch("salmon_lib.rl.stage:train_entry", {**cfg.to_dict(), "_arm": arm, "_principles": principles},
+                  distributed=cfg.distributed)
 
 
 def run(cfg: RLConfig) -> dict:
@@ -207,14 +211,13 @@ def train_arm(cfg: RLConfig, arm: str, principles: str | list[str]) -> dict:
 
     if not _ARM_NAME.match(arm):
         raise ConfigError(f"arm: {arm!r} is not a usable folder name (letters, digits, _ . -)")
-    cfg = dataclasses.replace(cfg, principles=principles)
-    cfg.check()
+    dataclasses.replace(cfg, principles=principles).check()
     if not (Path(cfg.run_dir) / "rl_prompts.json").is_file():
         prepare_prompts(cfg)
-    done = _finished_stats(open_context(cfg, arm))
+    done = _finished_stats(open_context(cfg, arm, principles=principles))
     if done is not None:
         log.info("arm %s already trained with these settings; skipped", arm)
         return done
-    stats = train_or_launch(cfg, arm)
+    stats = train_or_launch(cfg, arm, principles)
     plots.save_all(cfg.run_dir, arm=arm)
     return stats
