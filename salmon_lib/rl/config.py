@@ -21,13 +21,13 @@ GROUP_METHODS = ("grpo", "rloo", "dpo", "best_of_n")
 
 @dataclasses.dataclass
 class RLConfig(StageConfig):
-    method: Literal["ppo", "grpo", "rloo", "dpo", "best_of_n"] = "ppo"  # ppo: own compact PPO as SALMON; grpo/rloo: TRL's trainers; dpo: iterative DPO on RM-ranked samples; best_of_n: SFT on the RM's best of N
+    method: Literal["ppo", "grpo", "rloo", "dpo", "best_of_n"] = "ppo"  # ppo: SALMON's; grpo/rloo: TRL's; dpo/best_of_n: rounds
     model: str = "default"  # the base model spec that sft/ (the SFT adapter) was trained on
     quantization: Literal["none", "4bit"] = "none"  # "4bit": the base in NF4, as stage 02 trained a qlora adapter
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
-    distributed: Distributed = "ddp"  # strategy for grpo/rloo/dpo/best_of_n when several GPUs are visible (ppo runs on one device)
+    distributed: Distributed = "ddp"  # multi-GPU strategy of grpo/rloo/dpo/best_of_n (ppo runs on one device)
     # -- principles chosen at RL time
-    principles: str | list[str] = "principles/rl.yaml"  # a principle file (drawn per prompt by weight) or an inline list of texts shown for every answer
+    principles: str | list[str] = "principles/rl.yaml"  # a principle file to draw from, or texts shown for every answer
     num_principles: int = 3  # principles drawn per prompt group, by weight without replacement (SALMON: 3)
     interventions: bool = True  # prepend the principle file's interventions that apply to the prompt's type
     # -- prompts
@@ -38,10 +38,10 @@ class RLConfig(StageConfig):
     max_new_tokens: int = 256  # answer length limit (SALMON: 1024)
     temperature: float = 0.7  # sampling temperature; PPO's log-probs divide the logits by it too
     top_p: float = 1.0  # nucleus sampling (SALMON: 1.0, no top-k)
-    rollout_backend: Literal["auto", "hf", "vllm"] = "auto"  # hf: the live policy's generate in-process; vllm: the generation interface's vLLM (auto: vLLM on CUDA when installed)
+    rollout_backend: Literal["auto", "hf", "vllm"] = "auto"  # hf: the live policy in-process; auto: vLLM on CUDA if installed
     vllm_gpu_memory_utilization: float = 0.3  # share of GPU memory vLLM may take beside the policy being trained
     prompts_per_step: int = 8  # prompts sampled per step (SALMON: 576 across 48 GPUs)
-    group_size: int = 4  # answers per prompt for grpo/rloo (the group baseline) and dpo/best_of_n (the N ranked); ppo samples one, as SALMON
+    group_size: int = 4  # answers per prompt of grpo/rloo/dpo/best_of_n (ppo samples one, as SALMON)
     # -- reward shaping (each term can be switched off and is logged on its own)
     rm_weight: float = 1.0  # weight of the reward model's score (0: off, e.g. a length-only control)
     normalise_rm: bool = True  # RM term as (score - SFT mean) / SFT std of its prompt type, measured at the start
@@ -50,10 +50,11 @@ class RLConfig(StageConfig):
     length_coef: float = 5.0  # SALMON's length term coef·min(tokens/length_tokens·m, length_cap) (0: off)
     length_tokens: int = 1024  # the length term's token scale
     length_cap: float = 0.8  # the length term's cap before the coefficient
-    length_multiplier: dict[str, float] = dataclasses.field(default_factory=lambda: {"general": 1.0, "reasoning": -0.4, "red_team": 1.0})  # m per prompt type (SALMON: +1 general, -0.4 reasoning); types not listed get 0
-    kl_coef: float = 0.01  # per-token KL penalty to the SFT reference (ppo: in the reward; grpo/rloo: TRL's beta; 0: off)
+    length_multiplier: dict[str, float] = dataclasses.field(
+        default_factory=lambda: {"general": 1.0, "reasoning": -0.4, "red_team": 1.0})  # m per prompt type (others: 0)
+    kl_coef: float = 0.01  # KL penalty to the SFT reference (ppo: per token in the reward; grpo/rloo: β; 0: off)
     kl_estimator: Literal["k1_clamped", "k1", "k3"] = "k1_clamped"  # ppo's per-token KL: SALMON clamps log π - log π_ref at 0
-    reward_scale: float = 1.0  # every shaped reward is multiplied by this before PPO (SALMON's code: 10)
+    reward_scale: float = 1.0  # ppo multiplies every shaped reward by this (SALMON's code: 10)
     score_batch_size: int = 16  # sequences per reward-model forward pass
     # -- optimisation
     learning_rate: float = 2e-5  # policy learning rate (SALMON: 2e-5)
@@ -70,13 +71,13 @@ class RLConfig(StageConfig):
     lam: float = 1.0  # GAE λ (SALMON: 1)
     whiten_advantages: bool = True  # normalise advantages over the batch's answer tokens
     dpo_beta: float = 0.1  # DPO's β
-    sft_epochs: float = 1.0  # best_of_n: passes of SFT over each round's winners; dpo: over each round's pairs
+    sft_epochs: float = 1.0  # passes over each round's DPO pairs or best-of-N winners
     # -- budget, checkpoints, logging
     max_steps: int = 20  # ppo/grpo/rloo: optimiser steps; dpo/best_of_n: rounds of sample-rank-train
     max_minutes: float = 0.0  # stop cleanly and save after this many minutes of training (0: no limit)
     save_steps: int = 5  # checkpoint every N steps (the resume point)
     resume: bool = True  # continue from the last checkpoint when one exists for the same settings and inputs
-    report_to: Literal["none", "tensorboard"] = "none"  # extra logging backend (TensorBoard logs under rl_checkpoints/runs)
+    report_to: Literal["none", "tensorboard"] = "none"  # extra logging backend (TensorBoard: rl_checkpoints/runs)
     gradient_checkpointing: bool = False  # trade compute for memory (worth it for 7B+ on a GPU)
 
     def check(self) -> None:
