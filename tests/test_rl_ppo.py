@@ -70,10 +70,11 @@ def test_first_step_invariants_and_what_moves(inputs, tmp_path):
 
 
 def test_resumed_run_ends_with_the_same_weights(inputs, tmp_path):
-    straight = quick(fresh(inputs, tmp_path, "straight"))
+    straight = quick(fresh(inputs, tmp_path, "straight"), report_to="tensorboard")
     prepare_prompts(straight)
     done = train(straight, progress=False)
     assert done["steps"] == 3 and done["stopped"] == "max_steps"
+    assert list((tmp_path / "straight" / "rl_checkpoints" / "runs").glob("events.out.tfevents.*"))
 
     cut = quick(fresh(inputs, tmp_path, "cut"), max_minutes=1e-9)  # the budget ends it after one step
     prepare_prompts(cut)
