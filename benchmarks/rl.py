@@ -158,7 +158,8 @@ def main() -> int:
         elif isinstance(r, str):
             print(f"rollouts {name}: {r}")
     sb = res["rollouts"]["score_batch"]
-    print(f"scoring {sb['items']} answers: shared prefix {sb['shared_prefix_s']:.2f} s, unshared {sb['unshared_s']:.2f} s")
+    print(f"scoring {sb['items']} answers: shared prefix {sb['shared_prefix_s']:.2f} s, "
+          f"unshared {sb['unshared_s']:.2f} s")
     print(f"load average {res['load_average_start']} -> {res['load_average_end']}")
     if args.json:
         atomic_write_json(args.json, res)

@@ -23,7 +23,7 @@ def inputs(tmp_path_factory):
 def quick(run_dir, **kw) -> RLConfig:
     params = dict(run_dir=str(run_dir), model="tiny", max_steps=2, prompts_per_step=2, group_size=2,
                   max_new_tokens=8, baseline_prompts=4, heldout_prompts=2, save_steps=1, learning_rate=1e-2,
-                  warmup_steps=0, minibatches=1)
+                  warmup_ratio=0.0, minibatches=1)
     return RLConfig.from_dict({**params, **kw})
 
 

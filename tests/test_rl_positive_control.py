@@ -46,7 +46,7 @@ def test_shorter_is_better_shortens_answers(method, inputs, tmp_path):
     cfg = RLConfig.from_dict(dict(
         run_dir=str(run), model="default", method=method, max_new_tokens=32, baseline_prompts=4, heldout_prompts=2,
         unfinished_penalty=0.0, length_coef=0.0, normalise_rm=False, kl_coef=0.0, learning_rate=1e-3,
-        value_learning_rate=1e-3, warmup_steps=0, save_steps=100, seed=0, **SETTINGS[method]))
+        value_learning_rate=1e-3, warmup_ratio=0.0, save_steps=100, seed=0, **SETTINGS[method]))
     prepare_prompts(cfg)
     train(cfg, reward=ShorterIsBetter(), progress=False)
     before = mean_answer_tokens(run, run / "sft")

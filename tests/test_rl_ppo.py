@@ -22,7 +22,7 @@ def inputs(tmp_path_factory):
 def quick(run_dir, **kw) -> RLConfig:
     params = dict(run_dir=str(run_dir), model="tiny", max_steps=3, prompts_per_step=4, max_new_tokens=12,
                   baseline_prompts=4, heldout_prompts=2, save_steps=1, learning_rate=1e-3,
-                  value_learning_rate=1e-3, warmup_steps=0)
+                  value_learning_rate=1e-3, warmup_ratio=0.0)
     return RLConfig.from_dict({**params, **kw})
 
 

@@ -35,7 +35,7 @@ def train_best_of_n(ctx: Context, model, tokenizer, sampler, progress: bool = Tr
             run_dir=str(ctx.paths.checkpoints / "best_of_n_sft"), seed=cfg.seed + r, model=cfg.model,
             chat_format=spec.chat_format, assistant_name=spec.assistant_name,
             assistant_creator=spec.assistant_creator, system_variants=list(spec.system_variants),
-            method="qlora" if cfg.quantization == "4bit" else "lora", learning_rate=cfg.learning_rate,
+            method="lora", quantization=cfg.quantization, learning_rate=cfg.learning_rate,
             lr_scheduler=cfg.lr_scheduler, warmup_ratio=0.0, max_grad_norm=cfg.max_grad_norm, epochs=cfg.sft_epochs,
             batch_size=max(1, math.ceil(len(records) / cfg.minibatches)), grad_accum=1,
             max_length=max_length, save_steps=10**9, heldout=0, report_to="none",

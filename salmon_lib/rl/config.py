@@ -4,7 +4,7 @@ Defaults are SALMON's RL settings where SALMON has one (§5 of the reference not
 process: T=0.7 sampling with log-probs at the same temperature, 3 principles drawn per prompt plus
 the interventions, -6 for an unfinished answer, the length term 5·min(L/1024·m, 0.8), per-token KL
 0.01 (k1 clamped at 0), γ=λ=1, clip 0.2, value clip 0.2, vf_coef 0.1, 2 PPO epochs of 2
-minibatches, lr 2e-5 with 5 warm-up steps.
+minibatches, lr 2e-5 with a short warm-up (SALMON: 5 steps).
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ GROUP_METHODS = ("grpo", "rloo", "dpo", "best_of_n")
 
 @dataclasses.dataclass
 class RLConfig(StageConfig):
-    method: Literal["ppo", "grpo", "rloo", "dpo", "best_of_n"] = "ppo"  # ppo: SALMON's; grpo/rloo: TRL's; dpo/best_of_n: rounds
+    # ppo: our compact PPO as SALMON; grpo/rloo: TRL's trainers; dpo, best_of_n: rounds of sample-rank-train
+    method: Literal["ppo", "grpo", "rloo", "dpo", "best_of_n"] = "ppo"
     model: str = "default"  # the base model spec that sft/ (the SFT adapter) was trained on
     quantization: Literal["none", "4bit"] = "none"  # "4bit": the base in NF4, as stage 02 trained a qlora adapter
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
@@ -38,7 +39,8 @@ class RLConfig(StageConfig):
     max_new_tokens: int = 256  # answer length limit (SALMON: 1024)
     temperature: float = 0.7  # sampling temperature; PPO's log-probs divide the logits by it too
     top_p: float = 1.0  # nucleus sampling (SALMON: 1.0, no top-k)
-    rollout_backend: Literal["auto", "hf", "vllm"] = "auto"  # hf: the live policy in-process; auto: vLLM on CUDA if installed
+    # hf: the live policy generates in-process; vllm: vLLM with the adapter saved each step (auto: vLLM on CUDA)
+    rollout_backend: Literal["auto", "hf", "vllm"] = "auto"
     vllm_gpu_memory_utilization: float = 0.3  # share of GPU memory vLLM may take beside the policy being trained
     prompts_per_step: int = 8  # prompts sampled per step (SALMON: 576 across 48 GPUs)
     group_size: int = 4  # answers per prompt of grpo/rloo/dpo/best_of_n (ppo samples one, as SALMON)
@@ -50,17 +52,19 @@ class RLConfig(StageConfig):
     length_coef: float = 5.0  # SALMON's length term coef·min(tokens/length_tokens·m, length_cap) (0: off)
     length_tokens: int = 1024  # the length term's token scale
     length_cap: float = 0.8  # the length term's cap before the coefficient
+    # the length term's m per prompt type (SALMON: +1 general, -0.4 reasoning; types not listed: 0)
     length_multiplier: dict[str, float] = dataclasses.field(
-        default_factory=lambda: {"general": 1.0, "reasoning": -0.4, "red_team": 1.0})  # m per prompt type (others: 0)
+        default_factory=lambda: {"general": 1.0, "reasoning": -0.4, "red_team": 1.0})
     kl_coef: float = 0.01  # KL penalty to the SFT reference (ppo: per token in the reward; grpo/rloo: β; 0: off)
-    kl_estimator: Literal["k1_clamped", "k1", "k3"] = "k1_clamped"  # ppo's per-token KL: SALMON clamps log π - log π_ref at 0
+    # ppo's per-token KL estimate: SALMON clamps log π - log π_ref at 0 (k1_clamped)
+    kl_estimator: Literal["k1_clamped", "k1", "k3"] = "k1_clamped"
     reward_scale: float = 1.0  # ppo multiplies every shaped reward by this (SALMON's code: 10)
     score_batch_size: int = 16  # sequences per reward-model forward pass
     # -- optimisation
     learning_rate: float = 2e-5  # policy learning rate (SALMON: 2e-5)
     value_learning_rate: float = 2e-5  # ppo's value adapter and head
     lr_scheduler: Literal["cosine", "linear", "constant"] = "cosine"  # schedule after warm-up
-    warmup_steps: int = 5  # optimiser steps of linear warm-up (SALMON: 5)
+    warmup_ratio: float = 0.03  # fraction of the optimiser steps with a linear warm-up (SALMON: 5 steps)
     max_grad_norm: float = 1.0  # gradient clipping (SALMON: 1.0)
     ppo_epochs: int = 2  # passes over each rollout batch (SALMON: 2)
     minibatches: int = 2  # optimiser steps per pass (SALMON: a rollout of 576 over steps of 288, so 2)
@@ -81,6 +85,9 @@ class RLConfig(StageConfig):
     gradient_checkpointing: bool = False  # trade compute for memory (worth it for 7B+ on a GPU)
 
     def check(self) -> None:
+        super().check()
+        if isinstance(self.principles, str) and self.principles:
+            self.file("principles")
         if isinstance(self.principles, list) and not all(p.strip() for p in self.principles):
             raise ConfigError("principles: an inline list needs non-empty texts")
         if not self.principles:
@@ -89,7 +96,7 @@ class RLConfig(StageConfig):
                      "ppo_epochs", "minibatches", "max_steps", "save_steps"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: must be at least 1, got {getattr(self, name)}")
-        for name in ("heldout_prompts", "max_prompts", "baseline_prompts", "warmup_steps"):
+        for name in ("heldout_prompts", "max_prompts", "baseline_prompts"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}: must be >= 0, got {getattr(self, name)}")
         if self.method in GROUP_METHODS and self.group_size < 2:
@@ -111,5 +118,7 @@ class RLConfig(StageConfig):
         for name in ("gamma", "lam"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"{name}: must be in [0, 1], got {getattr(self, name)}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ConfigError(f"warmup_ratio: must be in [0, 1), got {self.warmup_ratio}")
         if self.unfinished_penalty > 0:
             raise ConfigError(f"unfinished_penalty: a penalty is <= 0, got {self.unfinished_penalty}")

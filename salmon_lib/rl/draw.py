@@ -16,10 +16,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import random
-from pathlib import Path
 from typing import Sequence
 
-from ..stages import PROJECT_ROOT
+from ..paths import resolve_file
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,13 +28,6 @@ class Drawn:
     interventions: tuple[str, ...] = ()  # names of the interventions shown before them
 
 
-def resolve_path(path: str | Path) -> Path:
-    """A relative path means the working directory's file if there is one, else the project's
-    (a notebook's kernel starts in notebooks/)."""
-    p = Path(path).expanduser()
-    return p if p.is_absolute() or p.exists() else PROJECT_ROOT / p
-
-
 class PrincipleDraw:
     def __init__(self, source: str | Sequence[str], num_principles: int = 3, interventions: bool = True,
                  seed: int = 0):
@@ -43,7 +35,7 @@ class PrincipleDraw:
 
         self.seed, self.k, self.use_interventions = seed, num_principles, interventions
         if isinstance(source, str):
-            self.path = resolve_path(source)
+            self.path = resolve_file("principles", source)
             self.set = load_principles(self.path)
             self.inline: tuple[str, ...] = ()
             self.digest = hashlib.sha256(self.path.read_bytes()).hexdigest()[:16]

@@ -101,13 +101,15 @@ class PPOTrainer:
         torch.nn.init.zeros_(self.value_head.weight)
         torch.nn.init.zeros_(self.value_head.bias)
         self.policy_params = [p for n, p in model.named_parameters() if ".default." in n]
-        self.value_params = [p for n, p in model.named_parameters() if ".value." in n] + list(self.value_head.parameters())
+        self.value_params = [p for n, p in model.named_parameters() if ".value." in n]
+        self.value_params += list(self.value_head.parameters())
         for p in self.value_params:
             p.requires_grad_(True)
         self.optimizer = torch.optim.AdamW([{"params": self.policy_params, "lr": cfg.learning_rate},
                                             {"params": self.value_params, "lr": cfg.value_learning_rate}])
-        self.scheduler = get_scheduler(cfg.lr_scheduler, self.optimizer, num_warmup_steps=cfg.warmup_steps,
-                                       num_training_steps=cfg.max_steps * cfg.ppo_epochs * cfg.minibatches)
+        total = cfg.max_steps * cfg.ppo_epochs * cfg.minibatches
+        self.scheduler = get_scheduler(cfg.lr_scheduler, self.optimizer,
+                                       num_warmup_steps=round(cfg.warmup_ratio * total), num_training_steps=total)
         self.minibatch_stats: list[dict] = []  # the last step's, per minibatch (tests read the first one)
 
     # -- forward passes ---------------------------------------------------------------------------

@@ -54,7 +54,8 @@ def _describe_reward(reward, run_dir: Path, inputs: dict) -> dict:
     return describe() if callable(describe) else {"kind": type(reward).__name__}
 
 
-def open_context(cfg: RLConfig, arm: str | None = None, reward=None, principles: str | list[str] | None = None) -> Context:
+def open_context(cfg: RLConfig, arm: str | None = None, reward=None,
+                 principles: str | list[str] | None = None) -> Context:
     """Everything a method needs except the models: prompts, principle draw, chat spec, signature.
     `principles` (an arm's) replaces `cfg.principles` for training; the baseline keeps the stage's."""
     from ..engrave.format import load_chat_spec

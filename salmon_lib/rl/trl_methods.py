@@ -141,7 +141,8 @@ def trl_args(ctx: Context, config_cls, world_size: int, progress: bool = True):
 
     return config_cls(
         output_dir=str(paths.checkpoints), seed=cfg.seed, data_seed=cfg.seed,
-        learning_rate=cfg.learning_rate, lr_scheduler_type=cfg.lr_scheduler, warmup_steps=cfg.warmup_steps,
+        # a warmup_steps below 1 is read as a fraction of the steps
+        learning_rate=cfg.learning_rate, lr_scheduler_type=cfg.lr_scheduler, warmup_steps=cfg.warmup_ratio,
         max_grad_norm=cfg.max_grad_norm, max_steps=cfg.max_steps,
         per_device_train_batch_size=per_device, gradient_accumulation_steps=cfg.minibatches,
         num_generations=cfg.group_size, max_completion_length=cfg.max_new_tokens,
@@ -160,8 +161,8 @@ def train_group_method(ctx: Context, model, tokenizer, progress: bool = True) ->
     import os
 
     from datasets import Dataset
-    from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
     from transformers.trainer_utils import get_last_checkpoint
+    from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
     cfg, paths = ctx.cfg, ctx.paths
     trainer_cls, config_cls = (GRPOTrainer, GRPOConfig) if cfg.method == "grpo" else (RLOOTrainer, RLOOConfig)
