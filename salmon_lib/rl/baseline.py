@@ -18,7 +18,7 @@ BASELINE_ROUND = -1  # the principle-draw round of the baseline answers (trainin
 
 
 def baseline_signature(cfg, inputs: dict, draw, records: list[dict]) -> dict:
-    return {"inputs": inputs, "principles": draw.describe(), "prompts": [r["id"] for r in records],
+    return {"inputs": inputs, "principles": draw.signature(), "prompts": [r["id"] for r in records],
             "settings": {k: getattr(cfg, k) for k in ("seed", "max_new_tokens", "temperature", "top_p", "model",
                                                       "quantization", "dtype")}}
 

@@ -51,6 +51,10 @@ class PrincipleDraw:
         return {"file": str(self.path), "sha256": self.digest, "num_principles": self.k,
                 "interventions": self.use_interventions}
 
+    def signature(self) -> dict:
+        """What the draw depends on: the text (hash), never where the file happens to live."""
+        return {k: v for k, v in self.describe().items() if k != "file"}
+
     def draw(self, prompt_id: str, round_: int, prompt_type: str | None = None) -> Drawn:
         if self.set is None:
             return Drawn(self.inline, self.inline)

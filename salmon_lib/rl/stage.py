@@ -1,7 +1,7 @@
 """Stage 05 as library calls: `run(cfg)` for the runner and tests; the notebook calls the steps.
 
     prepare_prompts(cfg)            -> rl_prompts.json (train / held-out split, disjoint from stages 01, 03)
-    train(cfg)                      -> rl_baseline.json, policy/, rollouts.jsonl, rl_metrics.jsonl, rl_stats.json
+    train_or_launch(cfg)            -> rl_baseline.json, policy/, rollouts.jsonl, rl_metrics.jsonl, rl_stats.json
     plots.save_all(cfg.run_dir)     -> figures/rl_*.png
     train_arm(cfg, arm, principles) -> rl_arms/<arm>/...: the same run with other principle text (stage 06)
 
@@ -47,9 +47,9 @@ def input_digests(run_dir: Path) -> dict:
     return {name: (h or {}).get("sha256") for name, h in hash_artifacts(run_dir, list(INPUTS)).items()}
 
 
-def _describe_reward(reward, run_dir: Path, inputs: dict) -> dict:
+def _describe_reward(reward, inputs: dict) -> dict:
     if reward is None:
-        return {"kind": "reward model", "path": str(run_dir / "rm"), "sha256": inputs.get("rm/")}
+        return {"kind": "reward model", "folder": "rm", "sha256": inputs.get("rm/")}
     describe = getattr(reward, "describe", None)
     return describe() if callable(describe) else {"kind": type(reward).__name__}
 
@@ -66,8 +66,8 @@ def open_context(cfg: RLConfig, arm: str | None = None, reward=None,
     inputs = input_digests(run)
     settings = {k: v for k, v in cfg.to_dict().items() if k not in RESUME_NEUTRAL and k != "principles"}
     baseline = run / BASELINE_FILE
-    signature = {"settings": settings, "principles": draw.describe(), "inputs": inputs,
-                 "reward": _describe_reward(reward, run, inputs), "split": split_digest(split), "arm": arm,
+    signature = {"settings": settings, "principles": draw.signature(), "inputs": inputs,
+                 "reward": _describe_reward(reward, inputs), "split": split_digest(split), "arm": arm,
                  "baseline": read_json(baseline).get("signature") if baseline.is_file() else None}
     return Context(cfg, RLPaths(run, arm), train_records(run, split), draw, load_chat_spec(run / "sft"), signature)
 
