@@ -34,7 +34,9 @@ def _moved(run, inputs) -> float:
     return max(float((a[k] - b[k]).abs().max()) for k in a)
 
 
-@pytest.mark.parametrize("method", ["grpo", "rloo", "dpo", "best_of_n"])
+# rloo shares grpo's path through TRL and dpo shares best_of_n's rounds: those two run with the slow tests.
+@pytest.mark.parametrize("method", ["grpo", pytest.param("rloo", marks=pytest.mark.slow),
+                                    pytest.param("dpo", marks=pytest.mark.slow), "best_of_n"])
 def test_method_takes_real_steps_and_moves_the_policy(method, inputs, tmp_path):
     run = tmp_path / method
     shutil.copytree(inputs, run)
