@@ -52,4 +52,8 @@ STAGES: list[Stage] = [
           outputs=["preferences.jsonl", "preferences_stats.json", "pairs.jsonl?", "judgements.jsonl?"]),
     Stage("reward_model", "notebooks/04_reward_model.ipynb", config="salmon_lib.reward.config:RewardConfig",
           inputs=["preferences.jsonl"], outputs=["rm/", "rm_eval.json", "reward_stats.json"]),
+    Stage("rl", "notebooks/05_rl.ipynb", config="salmon_lib.rl.config:RLConfig",
+          inputs=["prompts.jsonl", "sft/", "rm/", "self_align.jsonl?", "preferences.jsonl?", "pairs.jsonl?"],
+          outputs=["rl_prompts.json", "rl_baseline.json", "policy/", "rollouts.jsonl", "rl_metrics.jsonl",
+                   "rl_stats.json"]),
 ]
