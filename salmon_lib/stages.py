@@ -53,4 +53,7 @@ STAGES: list[Stage] = [
           outputs=["preferences.jsonl", "preferences_stats.json", "pairs.jsonl?", "judgements.jsonl?"]),
     Stage("reward_model", "notebooks/04_reward_model.ipynb", config="salmon_lib.reward.train:RewardConfig",
           inputs=["preferences.jsonl"], outputs=["rm/", "rm_eval.json", "reward_stats.json"]),
+    Stage("evaluate", "notebooks/06_evaluate.ipynb", config="salmon_lib.evaluate.config:EvaluateConfig",
+          inputs=["prompts.jsonl", "sft/", "rm/?", "rl_prompts.json?", "policy/?"],
+          outputs=["report.json", "report.html", "samples.jsonl"]),
 ]
