@@ -1,5 +1,5 @@
 """Stage 06 on a hand-made tiny run: every policy kind, the report, resume, KL, the arms' wiring to
-stage 05's code, and the `steer` and `chat` commands."""
+stage 05's code (slow: a full evaluation each), and the `steer` and `chat` commands."""
 
 import dataclasses
 import json
@@ -43,6 +43,7 @@ def evaluated(tmp_path_factory):
     return cfg, run(cfg, progress=False)
 
 
+@pytest.mark.slow
 def test_every_policy_answers_every_prompt(evaluated):
     cfg, report = evaluated
     names = [p["name"] for p in report["policies"]]
@@ -55,6 +56,7 @@ def test_every_policy_answers_every_prompt(evaluated):
     assert [("preview" in r) for r in rows] == [True] * 3 + [False] * (len(rows) - 3)
 
 
+@pytest.mark.slow
 def test_reward_per_principle_and_head_to_head(evaluated):
     _, report = evaluated
     rw = report["reward"]
@@ -70,6 +72,7 @@ def test_reward_per_principle_and_head_to_head(evaluated):
     assert judge["rl"]["n"] == report["prompts"]["n"] and 0 <= judge["rl"]["order_agreement"] <= 1
 
 
+@pytest.mark.slow
 def test_behaviour_kl_and_hhh(evaluated):
     _, report = evaluated
     beh = report["behaviour"]["by_policy"]
@@ -84,6 +87,7 @@ def test_behaviour_kl_and_hhh(evaluated):
     assert hhh["by_policy"]["sft-copy"]["overall"]["mean"] == hhh["by_policy"]["sft"]["overall"]["mean"]
 
 
+@pytest.mark.slow
 def test_controllability_reads_existing_arms_and_the_preview(evaluated):
     _, report = evaluated
     ctl = report["controllability"]
@@ -100,6 +104,7 @@ def test_controllability_reads_existing_arms_and_the_preview(evaluated):
     assert all(("not distinguishable" in v) != ("excludes zero" in v) for v in ctl["verdict"])
 
 
+@pytest.mark.slow
 def test_figures_and_page_are_written(evaluated):
     cfg, report = evaluated
     run_dir = Path(cfg.run_dir)
@@ -114,6 +119,7 @@ def test_figures_and_page_are_written(evaluated):
     assert json.loads((run_dir / "report.json").read_text())["figures"] == report["figures"]
 
 
+@pytest.mark.slow
 def test_rerun_reuses_the_answers_and_new_adapter_is_answered_afresh(evaluated, monkeypatch):
     from salmon_lib.generation.hf import HFGenerator
 
@@ -129,6 +135,7 @@ def test_rerun_reuses_the_answers_and_new_adapter_is_answered_afresh(evaluated, 
         run(config(cfg.run_dir, judge=""), progress=False)
 
 
+@pytest.mark.slow
 def test_run_without_rl_prompts_falls_back_to_unused_prompts(tmp_path):
     run_dir = make_run(tmp_path / "run", heldout=False)
     used = PROMPTS[0][0]
@@ -149,6 +156,7 @@ class FakeRLConfig(StageConfig):
     principles: str = "principles/rl.yaml"  # RL-time principles
 
 
+@pytest.mark.slow
 def test_arms_are_trained_by_stage_05_with_its_recorded_parameters(tmp_path, monkeypatch):
     from salmon_lib import stages
 
@@ -187,17 +195,23 @@ def test_arms_without_stage_05_fail_with_a_clear_message(tmp_path):
 
 
 # ---------------------------------------------------------------- command line
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    run_dir = make_run(tmp_path_factory.mktemp("cli") / "run")
+    make_adapter(run_dir / "policy", seed=2)
+    return run_dir
+
+
 def _cli(*args, stdin=None):
     return subprocess.run([sys.executable, "-m", "salmon_lib", *args], cwd=ROOT, input=stdin, capture_output=True,
                           text=True, timeout=300, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
 
 
-def test_steer_prints_candidates_best_first_as_json(evaluated):
+def test_steer_prints_candidates_best_first_as_json(tiny_run):
     from salmon_lib.reward import load_reward
 
-    cfg, _ = evaluated
     principle = "The response is one short sentence."
-    out = _cli("steer", "--run", cfg.run_dir, "--principles", principle, "--prompt", "Why is the sky blue?",
+    out = _cli("steer", "--run", str(tiny_run), "--principles", principle, "--prompt", "Why is the sky blue?",
                "--n", "3", "--max-new-tokens", "8", "--json")
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout)
@@ -206,29 +220,27 @@ def test_steer_prints_candidates_best_first_as_json(evaluated):
     assert result["best"] == result["candidates"][0]
     scores = [c["score"] for c in result["candidates"]]
     assert scores == sorted(scores, reverse=True)
-    rescored = load_reward(Path(cfg.run_dir) / "rm").score(
+    rescored = load_reward(tiny_run / "rm").score(
         [("Why is the sky blue?", c["response"], [principle]) for c in result["candidates"]])
     assert rescored == pytest.approx(scores, abs=1e-5)
-    bad = _cli("steer", "--run", cfg.run_dir, "--principles", "missing.yaml", "--prompt", "Hi")
+    bad = _cli("steer", "--run", str(tiny_run), "--principles", "missing.yaml", "--prompt", "Hi")
     assert bad.returncode == 2 and "missing.yaml" in bad.stderr
 
 
-def test_chat_is_driven_through_standard_input(evaluated):
-    cfg, _ = evaluated
-    out = _cli("chat", "--run", cfg.run_dir, "--policy", "sft", "--max-new-tokens", "6",
+def test_chat_is_driven_through_standard_input(tiny_run):
+    out = _cli("chat", "--run", str(tiny_run), "--policy", "sft", "--max-new-tokens", "6",
                stdin="Hello there\n/reset\nWhat is two plus two?\n")
     assert out.returncode == 0, out.stderr[-2000:]
     lines = out.stdout.splitlines()
     assert sum(line.startswith("sft> ") for line in lines) == 2 and "(conversation reset)" in lines
-    unknown = _cli("chat", "--run", cfg.run_dir, "--policy", "nope", stdin="")
+    unknown = _cli("chat", "--run", str(tiny_run), "--policy", "nope", stdin="")
     assert unknown.returncode == 2 and "known: base, sft, rl" in unknown.stderr
 
 
-def test_chat_prompts_exactly_as_trained(evaluated):
+def test_chat_prompts_exactly_as_trained(tiny_run):
     from salmon_lib.evaluate.chat import ChatSession
     from salmon_lib.evaluate.policies import find_policy
 
-    cfg, _ = evaluated
 
     class Echo:
         def generate(self, prompts, **kw):
@@ -236,7 +248,7 @@ def test_chat_prompts_exactly_as_trained(evaluated):
 
             return [[Completion("Fine, thanks.", [1], "stop", 1)]]
 
-    pol = find_policy(cfg.run_dir, "rl")
+    pol = find_policy(tiny_run, "rl")
     session = ChatSession(Echo(), pol)
     assert session.render("How are you?") == pol.spec.prompt("How are you?")
     session.send("How are you?")

@@ -54,7 +54,7 @@ class PrincipleSource:
 
     def train_arg(self) -> str | list[str]:
         """What stage 05's `train_arm` takes: the file's path, or the list of texts."""
-        return self.pset.path if self.pset is not None else list(self.texts)
+        return str(Path(self.pset.path).resolve()) if self.pset is not None else list(self.texts)
 
 
 def principle_columns(files: Sequence[str]) -> dict[str, str]:

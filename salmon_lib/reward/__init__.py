@@ -7,9 +7,8 @@ from .template import RMTemplate
 from .score import RewardModel
 
 
-def load_reward(path_or_spec, device: str = "auto"):
-    """The reward stages 05 and 06 score with: `score(items, batch_size, progress) -> list[float]`
-    over (bare instruction, response, principle texts). Today: stage 04's folder (`rm_info.json`)."""
+def load_reward(path_or_spec, device: str = "auto") -> RewardModel:
+    """The reward a later stage scores with: `score(items) -> list[float]`, items (prompt, response, principles)."""
     return RewardModel.load(path_or_spec, device=device)
 
 
