@@ -44,7 +44,8 @@ def open_session(run_dir: str | Path, policy: str | None = None, model: str | No
                  **kwargs) -> ChatSession:
     from ..generation import make_generator
     from ..models import ModelConfig
-    from .policies import base_model_of, find_policy
+    from .policies import find_policy
+    from .runinfo import base_model_of
 
     pol = find_policy(run_dir, policy)
     gen = make_generator(ModelConfig(spec=model or base_model_of(run_dir)), backend, **(

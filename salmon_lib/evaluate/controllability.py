@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-import yaml
 
 from ..config import ConfigError
 from .rewards import PrincipleSource
+from .runinfo import recorded_params
 from .stats import paired_difference, win_rate
 
 log = logging.getLogger(__name__)
@@ -40,17 +40,15 @@ def arm_config(run_dir: str, overrides: Mapping[str, Any], fallback: Mapping[str
                           "can be trained; set controllability_arms: false to run the no-training preview only")
     cls = stage.config_class()
     fields = set(cls.__dataclass_fields__)
-    run_yaml = Path(run_dir) / "run.yaml"
-    recorded = {}
-    if run_yaml.is_file():
-        recorded = ((yaml.safe_load(run_yaml.read_text(encoding="utf-8")) or {}).get("stages") or {}).get("rl") or {}
+    recorded = recorded_params(run_dir, "rl")
     params = dict(recorded) if recorded else {k: v for k, v in fallback.items() if k in fields}
     unknown = sorted(set(overrides) - fields)
     if unknown:
         raise ConfigError(f"arm_overrides: unknown stage 05 parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(fields))}")
     params.update(overrides)
     params["run_dir"] = run_dir
-    return cls.from_dict(params, where=f"controllability arms (stage 05 parameters{' from ' + str(run_yaml) if recorded else ''})")
+    where = f"stage 05 parameters from {Path(run_dir) / 'run.yaml'}" if recorded else "stage 05 defaults"
+    return cls.from_dict(params, where=f"controllability arms ({where})")
 
 
 def train_arms(rl_cfg, sources: Sequence[PrincipleSource], progress: bool = True) -> dict[str, dict]:

@@ -129,28 +129,6 @@ def answer(gen, policy: Policy, prompts: Sequence[EvalPrompt], sampling: Samplin
     return [stored[key(p)] for p in prompts]
 
 
-def base_model_of(run_dir: str | Path) -> str:
-    """The base model spec of a run, for the commands that get only `--run`: the one the runner
-    recorded (run.yaml), else the folder stage 02's adapter names as its base."""
-    import yaml
-
-    run = Path(run_dir)
-    if (run / "run.yaml").is_file():
-        data = yaml.safe_load((run / "run.yaml").read_text(encoding="utf-8")) or {}
-        stages = data.get("stages") or {}
-        for name in ("evaluate", "engrave"):
-            if isinstance((stages.get(name) or {}).get("model"), str):
-                return stages[name]["model"]
-        if isinstance((data.get("common") or {}).get("model"), str):
-            return data["common"]["model"]
-    cfg = run / "sft" / "adapter_config.json"
-    if cfg.is_file():
-        base = json.loads(cfg.read_text(encoding="utf-8")).get("base_model_name_or_path")
-        if isinstance(base, str) and Path(base).is_dir():
-            return base
-    raise DataError(f"{run}: cannot tell the base model (no run.yaml and no usable sft/adapter_config.json): pass --model")
-
-
 def find_policy(run_dir: str | Path, name: str | None) -> Policy:
     """A policy of the run by name (base, sft, rl, arm:<set>), or an adapter folder; default: the
     RL policy when there is one, else SFT."""

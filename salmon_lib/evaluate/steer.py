@@ -47,7 +47,8 @@ def steer(run_dir: str | Path, principles: Sequence[str], prompt: str, n: int = 
     from ..generation import make_generator
     from ..models import ModelConfig
     from ..reward import load_reward
-    from .policies import base_model_of, find_policy
+    from .policies import find_policy
+    from .runinfo import base_model_of
 
     run = Path(run_dir)
     sft = find_policy(run, "sft")
