@@ -173,13 +173,13 @@ def test_arms_are_trained_by_stage_05_with_its_recorded_parameters(tmp_path, mon
     fake.train_arm = train_arm
     monkeypatch.setitem(sys.modules, "salmon_lib.rl", types.ModuleType("salmon_lib.rl"))
     monkeypatch.setitem(sys.modules, "salmon_lib.rl.stage", fake)
-    monkeypatch.setattr(stages, "STAGES", stages.STAGES + [
+    monkeypatch.setattr(stages, "STAGES", [s for s in stages.STAGES if s.name != "rl"] + [
         stages.Stage("rl", "notebooks/05_rl.ipynb", config="tests.test_evaluate_stage:FakeRLConfig")])
     report = run(config(run_dir, controllability_arms=True, arm_overrides={"max_steps": 3}, judge="", kl=False,
                         extra_policies={}, preview_n=0), progress=False)
     assert [(c.model, c.max_steps, c.run_dir, arm) for c, arm, _ in calls] == [
         ("tiny", 3, str(run_dir), "concise"), ("tiny", 3, str(run_dir), "comprehensive")]
-    assert calls[0][2] == str(ROOT / "principles" / "concise.yaml")
+    assert Path(calls[0][2]).resolve() == ROOT / "principles" / "concise.yaml"
     assert calls[1][2] == ["The response is thorough and detailed."]
     assert report["controllability"]["arms"]["train"] == {"concise": {"arm": "concise"},
                                                           "comprehensive": {"arm": "comprehensive"}}
@@ -188,7 +188,10 @@ def test_arms_are_trained_by_stage_05_with_its_recorded_parameters(tmp_path, mon
         run(config(run_dir, controllability_arms=True, arm_overrides={"max_stepz": 3}), progress=False)
 
 
-def test_arms_without_stage_05_fail_with_a_clear_message(tmp_path):
+def test_arms_without_stage_05_fail_with_a_clear_message(tmp_path, monkeypatch):
+    from salmon_lib import stages
+
+    monkeypatch.setattr(stages, "STAGES", [s for s in stages.STAGES if s.name != "rl"])
     run_dir = make_run(tmp_path / "run")
     with pytest.raises(Exception, match="controllability_arms: false"):
         run(config(run_dir, controllability_arms=True), progress=False)
