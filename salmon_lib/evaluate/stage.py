@@ -70,9 +70,7 @@ def prepare(cfg: EvaluateConfig) -> Evaluation:
 
 
 def train_controllability_arms(cfg: EvaluateConfig, ev: Evaluation, progress: bool = True) -> None:
-    if not ev.sources:
-        return
-    if not cfg.controllability_arms:
+    if not ev.sources or not cfg.controllability_arms:
         return
     rl_cfg = arm_config(cfg.run_dir, cfg.arm_overrides, {"model": cfg.model, "seed": cfg.seed})
     ev.arms = train_arms(rl_cfg, ev.sources, progress)
