@@ -56,7 +56,11 @@ def original_margins(model, tok, prompts: list[str], max_batches: int = 0) -> li
             mask[i, ORIGINAL_LENGTH - len(r):] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         with torch.no_grad():
-            logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=1).logits[:, -1].float()
+            logits = (
+                model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=1)
+                .logits[:, -1]
+                .float()
+            )
         logp = torch.log_softmax(logits, -1)
         out += (logp[:, a] - logp[:, b]).tolist()
     return out
@@ -100,7 +104,9 @@ def main(argv=None) -> int:
         batches = -(-len(prompts) // ORIGINAL_BATCH)
         measured = min(args.original_batches or batches, batches)
         result["k8_original_s"] = elapsed * batches / measured
-        result["k8_original_batches_timed"] = f"{measured}/{batches}" + (" (extrapolated)" if measured < batches else "")
+        result["k8_original_batches_timed"] = f"{measured}/{batches}" + (
+            " (extrapolated)" if measured < batches else ""
+        )
     # prompts are ordered pair -> order -> principle; s12 is the order-12 margin
     original_s12 = [margins[2 * 8 * i + j] for i in range(len(pairs)) for j in range(8) if 2 * 8 * i + j < len(margins)]
     result.update({

@@ -78,7 +78,10 @@ def main() -> int:
         torch.manual_seed(0)
         tok, model = load_model(args.model, head="score")
         rm = RewardModel(tok, model, RMTemplate())
-    k1, k8 = workload(args.responses, 1, min_words=args.min_words), workload(args.responses, 8, min_words=args.min_words)
+    k1, k8 = (
+        workload(args.responses, 1, min_words=args.min_words),
+        workload(args.responses, 8, min_words=args.min_words),
+    )
     rm.score(k1[:2])  # warm-up
     lens = [len(rm.template.encode(rm.tokenizer, *it)) for it in k8]
     prefix = [len(rm.template.encode_prefix(rm.tokenizer, p, r)[0]) for p, r, _ in k1]

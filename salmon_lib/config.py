@@ -11,7 +11,7 @@ import dataclasses
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal, Mapping, TypeVar, Union
+from typing import Any, ClassVar, Literal, Mapping, TypeVar, Union
 
 import yaml
 
@@ -89,15 +89,43 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
 
 
+def renamed_keys(cls: type) -> dict[str, str]:
+    """{former parameter: what to write instead} of a config class and its bases."""
+    out: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        out.update(vars(klass).get("renamed", {}))
+    return out
+
+
+def check_renamed(cls: type, keys: Any, where: str) -> None:
+    """Refuse former parameters among `keys`, naming what replaced each."""
+    moved = renamed_keys(cls)
+    old = sorted(k for k in keys if k in moved)
+    if old:
+        raise ConfigError(f"{where}: " + "; ".join(
+            f"{k} is no longer a parameter of {cls.__name__}: {moved[k]}" for k in old))
+
+
+def _check_renamed_values(cls: type, data: Mapping[str, Any], where: str) -> None:
+    """Refuse former values (`renamed` keys of the form "key=value"), naming what replaced each."""
+    moved = renamed_keys(cls)
+    for key, value in data.items():
+        hint = moved.get(f"{key}={value}") if isinstance(value, str) else None
+        if hint:
+            raise ConfigError(f"{where}.{key}: {value!r} is no longer a value of {cls.__name__}.{key}: {hint}")
+
+
 def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
     if unknown:
+        check_renamed(cls, unknown, where)
         raise ConfigError(
             f"{where}: unknown parameter(s) {', '.join(unknown)} for {cls.__name__}; "
             f"known: {', '.join(sorted(fields))}"
         )
+    _check_renamed_values(cls, data, where)
     kwargs = {}
     for name, f in fields.items():
         if name in data:
@@ -117,7 +145,14 @@ def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
 @dataclasses.dataclass
 class Config:
     """Base for every config. Subclasses are plain dataclasses with a short intent comment on
-    each field; override `check` for constraints between fields (raise ConfigError)."""
+    each field; override `check` for constraints between fields (raise ConfigError, and call
+    `super().check()` so that the checks of option mixins run too).
+
+    `renamed` maps a former parameter ("key") or value ("key=value") to what replaced it, so that
+    an old preset, notebook or `-p` argument stops with that message rather than a bare refusal.
+    """
+
+    renamed: ClassVar[dict[str, str]] = {}
 
     @classmethod
     def from_dict(cls: type[C], data: Mapping[str, Any] | None, where: str = "") -> C:
@@ -168,15 +203,33 @@ class Config:
 
 @dataclasses.dataclass
 class StageConfig(Config):
-    """Base for a pipeline stage's config: every stage reads and writes one run directory."""
+    """Base for a pipeline stage's config: every stage reads and writes one run directory.
+
+    `file_params` names the parameters that hold file paths: `check` resolves each non-empty one
+    (`salmon_lib.paths.resolve_file`), and stage code reads them through `file(name)`, so a
+    relative path works from the project root and from notebooks/ alike.
+    """
+
+    file_params: ClassVar[tuple[str, ...]] = ()
 
     run_dir: str = "outputs/scratch"  # the run directory this stage reads its inputs from and writes to
     seed: int = 0  # every random choice of the stage derives from this
 
     def __post_init__(self) -> None:
-        # JupyterLab starts a notebook's kernel in notebooks/, the runner in the project root: a
-        # relative run dir means the project's own outputs/ either way, never notebooks/outputs/.
-        path = Path(self.run_dir).expanduser()
-        if not path.is_absolute():
-            root = Path(__file__).resolve().parent.parent
-            self.run_dir = str((root if (root / "pyproject.toml").is_file() else Path.cwd()) / path)
+        from .paths import resolve_run_dir
+
+        self.run_dir = resolve_run_dir(self.run_dir)
+
+    def check(self) -> None:
+        super().check()
+        for name in self.file_params:
+            value = getattr(self, name)
+            for item in value if isinstance(value, list) else [value]:
+                if item:
+                    self.file(name, item)
+
+    def file(self, name: str, value: str | None = None) -> Path:
+        """The absolute path of file parameter `name` (or of `value`, one item of a list parameter)."""
+        from .paths import resolve_file
+
+        return resolve_file(name, getattr(self, name) if value is None else value)

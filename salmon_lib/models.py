@@ -109,7 +109,9 @@ def _convert_default(target: Path) -> Path:
 def default_tokenizer(cfg: ModelConfig | None = None):
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(resolve_model_dir(ModelConfig(spec="default", cache_dir=cfg and cfg.cache_dir)))
+    return AutoTokenizer.from_pretrained(
+        resolve_model_dir(ModelConfig(spec="default", cache_dir=cfg and cfg.cache_dir))
+    )
 
 
 def _build_tiny(cfg: ModelConfig, target: Path) -> Path:
@@ -153,7 +155,9 @@ def resolve_model_dir(cfg: ModelConfig | str) -> Path | str:
             raise ModelLoadError(
                 f"{path} is a LoRA adapter, not a model: pass its base model as the spec and this folder as `adapter`"
             )
-        raise ModelLoadError(f"{path} is not a model folder: expected a config.json (a Hugging Face model saved with save_pretrained)")
+        raise ModelLoadError(
+            f"{path} is not a model folder: expected a config.json (a Hugging Face model saved with save_pretrained)"
+        )
     if path.exists():
         raise ModelLoadError(f"{path} is a file, not a model folder")
     if _looks_like_hub_id(cfg.spec):
@@ -214,9 +218,11 @@ def _from_pretrained(cls, location: Path | str, cfg: ModelConfig, **kwargs):
         return cls.from_pretrained(location, **kwargs)
     except OSError as err:
         if isinstance(location, str):
+            why = ("the hub is unreachable from this machine and the model is not in the local cache"
+                   if kwargs.get("local_files_only") else "the id is wrong or the model is gated")
             raise ModelLoadError(
                 f"could not load {location!r} from the Hugging Face Hub: "
-                f"{'the hub is unreachable from this machine and the model is not in the local cache' if kwargs.get('local_files_only') else 'the id is wrong or the model is gated'}. Download the model where a hub is reachable "
+                f"{why}. Download the model where a hub is reachable "
                 "(huggingface-cli download ID --local-dir DIR) and pass the folder as the model spec."
             ) from None
         raise ModelLoadError(f"{location}: corrupt or incomplete model folder ({err})") from None

@@ -3,7 +3,7 @@ from typing import Literal
 
 import pytest
 
-from salmon_lib.config import ConfigError, Config
+from salmon_lib.config import Config, ConfigError
 from salmon_lib.models import ModelConfig
 
 

@@ -185,7 +185,7 @@ def test_qlora_step_moves_the_adapter_of_a_4bit_base(tmp_path):
     from salmon_lib.engrave.train import train_and_save
 
     write_self_align(tmp_path, n=4)
-    trainer, summary = train_and_save(tiny_cfg(tmp_path, method="qlora", max_steps=1, warmup_ratio=0.0))
+    trainer, summary = train_and_save(tiny_cfg(tmp_path, quantization="4bit", max_steps=1, warmup_ratio=0.0))
     assert any("Linear4bit" in type(m).__name__ for m in trainer.model.modules())
     lora_b = [n for n, _ in trainer.model.named_parameters() if "lora_B" in n]
     assert lora_b and set(_moved_lora(trainer)) == set(lora_b)

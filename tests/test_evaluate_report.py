@@ -36,7 +36,8 @@ def synthetic(run_dir: Path) -> tuple[EvaluateConfig, Evaluation]:
     spec = make_chat_spec("chatml", "<|im_end|>", "Nori", "the test lab")
     prompts = [EvalPrompt(f"q{i}", f"Question number {i} about the sky?", "red_team" if i % 5 == 0 else "general",
                           "heldout") for i in range(N)]
-    sources = [PrincipleSource("concise", texts=("Be brief.",)), PrincipleSource("comprehensive", texts=("Be thorough.",))]
+    sources = [PrincipleSource("concise", texts=("Be brief.",)),
+               PrincipleSource("comprehensive", texts=("Be thorough.",))]
     ev = Evaluation(prompts, "heldout", sources, notes=["A hand-made evaluation."])
     ev.policies = [Policy(name, None if name == "base" else f"/adapters/{name}", kind, spec)
                    for name, kind in (("base", "base"), ("sft", "sft"), ("arm:concise", "arm"),
@@ -86,7 +87,8 @@ def test_controllability_statistics_find_the_built_in_effects(written):
     assert all(t["difference"]["distinguishable"] and t["difference"]["difference"] > 0 for t in arms["diagonal"])
     assert arms["reward_matrix"]["arm:concise"]["concise"] > arms["reward_matrix"]["arm:comprehensive"]["concise"]
     preview = rep["controllability"]["preview"]
-    assert preview["measure"]["best-of-2 under concise"]["mean"] < preview["measure"]["best-of-2 under comprehensive"]["mean"]
+    lengths = {row: m["mean"] for row, m in preview["measure"].items()}
+    assert lengths["best-of-2 under concise"] < lengths["best-of-2 under comprehensive"]
     assert any("excludes zero" in v for v in rep["controllability"]["verdict"])
 
 

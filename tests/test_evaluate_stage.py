@@ -128,7 +128,7 @@ def test_rerun_reuses_the_answers_and_new_adapter_is_answered_afresh(evaluated, 
     monkeypatch.setattr(HFGenerator, "generate", lambda *a, **k: pytest.fail("answers should come from the cache"))
     again = run(config(cfg.run_dir, judge=""), progress=False)
     assert read_jsonl(Path(cfg.run_dir) / "samples.jsonl") == before
-    assert again["behaviour"]["by_policy"]["rl"]["length_words"] == report["behaviour"]["by_policy"]["rl"]["length_words"]
+    assert again["behaviour"]["by_policy"]["rl"] == report["behaviour"]["by_policy"]["rl"]
     assert "skipped" in again["head_to_head"]["judge"]
     make_adapter(Path(cfg.run_dir) / "policy", seed=9)  # a retrained policy must not reuse old answers
     with pytest.raises(pytest.fail.Exception, match="cache"):
@@ -139,7 +139,8 @@ def test_rerun_reuses_the_answers_and_new_adapter_is_answered_afresh(evaluated, 
 def test_run_without_rl_prompts_falls_back_to_unused_prompts(tmp_path):
     run_dir = make_run(tmp_path / "run", heldout=False)
     used = PROMPTS[0][0]
-    (run_dir / "self_align.jsonl").write_text(json.dumps({"id": "x", "prompt": used, "response": "", "kept": True}) + "\n")
+    record = {"id": "x", "prompt": used, "response": "", "kept": True}
+    (run_dir / "self_align.jsonl").write_text(json.dumps(record) + "\n")
     report = run(config(run_dir, controllability={}, judge="", hhh_eval="", kl=False, max_probes=0,
                         extra_policies={}, include_base=False), progress=False)
     assert report["prompts"]["source"] == "unused" and report["prompts"]["n"] == len(PROMPTS) - 1

@@ -1,6 +1,8 @@
 """HF generation backend on the tiny model (fast) and the default model (real text)."""
 
 import logging
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -8,7 +10,7 @@ import torch
 from salmon_lib.chat import get_format
 from salmon_lib.generation import GenerationError, make_generator
 from salmon_lib.generation.hf import HFGenerator
-from salmon_lib.generation.prefix import ScoreRow, group_rows
+from salmon_lib.generation.prefix_scoring import ScoreRow, group_rows
 from salmon_lib.models import ModelConfig
 
 CHATML = get_format("chatml")
@@ -157,7 +159,9 @@ def test_lora_adapters_switch_and_match_peft(tmp_path):
         with_a1 = gen.score_options(prompts, options, adapter=str(tmp_path / "a1"))
         with_a2 = gen.score_options(prompts, options, adapter=str(tmp_path / "a2"))
         assert flat(gen.score_options(prompts, options)) == pytest.approx(flat(plain), abs=1e-6)  # None: adapters off
-        assert flat(gen.score_options(prompts, options, adapter=str(tmp_path / "a1"))) == pytest.approx(flat(with_a1), abs=1e-6)
+        assert flat(gen.score_options(prompts, options, adapter=str(tmp_path / "a1"))) == pytest.approx(
+            flat(with_a1), abs=1e-6
+        )
         gen_a1 = gen.generate(prompts, temperature=0, max_new_tokens=6, adapter=str(tmp_path / "a1"))
     assert abs(with_a1[0][0] - plain[0][0]) > 1e-3 and abs(with_a1[0][0] - with_a2[0][0]) > 1e-3
     peft_a1 = load_adapter(load_model("tiny")[1], tmp_path / "a1")
@@ -183,10 +187,10 @@ def test_4bit_model_generates_and_scores():
 
 
 def test_auto_falls_back_to_hf_and_says_why(caplog, monkeypatch):
-    import salmon_lib.generation.base as base
+    import salmon_lib.generation.factory as factory
 
-    monkeypatch.setattr(base, "vllm_support", lambda cfg: (False, "vLLM is not installed"))
-    with caplog.at_level(logging.INFO, logger="salmon_lib.generation.base"):
+    monkeypatch.setattr(factory, "vllm_support", lambda cfg: (False, "vLLM is not installed"))
+    with caplog.at_level(logging.INFO, logger="salmon_lib.generation.factory"):
         with make_generator(ModelConfig(spec="tiny"), progress=False) as gen:
             assert gen.backend == "hf"
     assert "hf (vLLM is not installed)" in caplog.text
@@ -239,3 +243,13 @@ def test_default_model_samples_seeds_and_lora(default, tmp_path):
     ref = peft_model.generate(input_ids=torch.tensor([ids]), do_sample=False, max_new_tokens=8, top_k=None,
                               top_p=None, temperature=None)
     assert tuned[0][0].token_ids == ref[0, len(ids):].tolist()
+
+
+def test_the_interface_imports_no_backend():
+    code = (
+        "import sys; import salmon_lib.generation; "
+        "print(sorted(m for m in ('torch', 'vllm', 'salmon_lib.generation.hf', 'salmon_lib.generation.vllm_backend') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -6,9 +6,10 @@ from collections import Counter
 import pytest
 
 from salmon_lib.io import DataError
+from salmon_lib.paths import find_file
 from salmon_lib.preferences import hhh
 
-HHH = hhh.resolve_path("../shared/data/hhh_eval.json")
+HHH = find_file("../shared/data/hhh_eval.json", beside_project=True)
 
 
 @pytest.mark.skipif(HHH is None, reason="../shared/data/hhh_eval.json is absent (the project ships no copy)")
@@ -29,17 +30,33 @@ def write(tmp_path, data):
 def test_multi_turn_context_becomes_the_request(tmp_path):
     ctx = "\n\nHuman: Hi there\n\nAssistant: Hello!\n\nHuman: What is 2+2?\n\nAssistant: "
     items = hhh.load_hhh(write(tmp_path, [{"chosen": ctx + "4.", "rejected": ctx + "5.", "type": "honest"}]))
-    assert items == [{"id": "hhh-0", "type": "honest", "prompt": "User: Hi there\n\nAssistant: Hello!\n\nUser: What is 2+2?",
-                      "chosen": "4.", "rejected": "5."}]
+    assert items == [
+        {
+            "id": "hhh-0",
+            "type": "honest",
+            "prompt": "User: Hi there\n\nAssistant: Hello!\n\nUser: What is 2+2?",
+            "chosen": "4.",
+            "rejected": "5.",
+        }
+    ]
 
 
 def test_malformed_items_name_the_item_and_field(tmp_path):
     with pytest.raises(DataError, match="item 0: missing or non-string field 'type'"):
         hhh.load_hhh(write(tmp_path, [{"chosen": "x", "rejected": "y"}]))
     with pytest.raises(DataError, match="item 0: chosen and rejected must share the context"):
-        hhh.load_hhh(write(tmp_path, [{"chosen": "\n\nHuman: a\n\nAssistant: b", "rejected": "\n\nHuman: c\n\nAssistant: d",
-                                       "type": "other"}]))
-    assert hhh.resolve_path("no/such/hhh.json") is None
+        hhh.load_hhh(
+            write(
+                tmp_path,
+                [
+                    {
+                        "chosen": "\n\nHuman: a\n\nAssistant: b",
+                        "rejected": "\n\nHuman: c\n\nAssistant: d",
+                        "type": "other",
+                    }
+                ],
+            )
+        )
 
 
 def test_accuracy_tables_per_type():

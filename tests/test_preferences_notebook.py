@@ -25,7 +25,7 @@ def test_stage_runs_under_the_runner_on_the_tiny_preset(tmp_path, method):
     from salmon_lib.io import read_json, read_jsonl
 
     run_dir = prepared(tmp_path)
-    overrides = ["preferences.sft_adapter=''", f"preferences.method={method}"]
+    overrides = ["preferences.use_sft=false", f"preferences.method={method}"]
     summary = pipeline.run_pipeline("tiny", run_dir, only=["preferences"], overrides=overrides, progress=False)
     assert [action for _, action, _ in summary] == ["ran"]
     examples = read_jsonl(run_dir / "preferences.jsonl")

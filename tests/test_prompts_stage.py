@@ -16,7 +16,8 @@ ALL_SOURCES = {"sharegpt": [str(FIX / "sharegpt.json")], "openorca": [str(FIX / 
 
 
 def test_config_imports_without_torch():
-    code = "import sys, salmon_lib.prompts.stage as s; s.PromptsConfig(); sys.exit('torch' in sys.modules)"
+    code = ("import sys, salmon_lib.prompts.stage, salmon_lib.prompts.config as c; c.PromptsConfig(); "
+            "sys.exit('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parent.parent).returncode == 0
 
 
@@ -101,7 +102,9 @@ def test_generated_prompts_are_cached_for_resume(tmp_path):
     assert len(first) == 5 and Gen.calls == 3
     assert len(read_jsonl(tmp_path / GENERATED_CACHE)) == 1 + 5  # parameter line + prompts
     Gen.calls = 0
-    again = _generate_records(cfg := PromptsConfig.from_dict({**params, "num_bootstrap": 6}), Gen(), _load_inputs(cfg), stats)
+    again = _generate_records(
+        cfg := PromptsConfig.from_dict({**params, "num_bootstrap": 6}), Gen(), _load_inputs(cfg), stats
+    )
     assert again[:5] == first and len(again) == 6 and Gen.calls == 1
     assert stats["generation"]["bootstrap"]["resumed with"] == 5
     Gen.calls = 0
@@ -139,4 +142,5 @@ def test_relative_files_resolve_against_the_project_root(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)  # as a JupyterLab kernel started in notebooks/ would be elsewhere
     cfg = PromptsConfig.from_dict({"sources": {"dolly": ["tests/fixtures/prompts/dolly.jsonl"],
                                                "oasst1": ["OpenAssistant/oasst1"]}})
-    assert cfg.sources["dolly"] == [str(FIX / "dolly.jsonl")] and cfg.sources["oasst1"] == ["OpenAssistant/oasst1"]
+    assert cfg.source(cfg.sources["dolly"][0]) == str(FIX / "dolly.jsonl")
+    assert cfg.source("OpenAssistant/oasst1") == "OpenAssistant/oasst1"

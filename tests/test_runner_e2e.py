@@ -8,7 +8,8 @@ import time
 import pytest
 
 from salmon_lib.io import read_jsonl
-from salmon_lib.runner.pipeline import run_pipeline, stage_status
+from salmon_lib.runner.pipeline import run_pipeline
+from salmon_lib.runner.status import stage_status
 from salmon_lib.stages import STAGES
 
 

@@ -7,8 +7,9 @@ import pytest
 from salmon_lib.config import ConfigError
 from salmon_lib.generation import Completion
 from salmon_lib.io import DataError, read_jsonl
-from salmon_lib.self_align import SelfAlignConfig, run_self_align
+from salmon_lib.self_align import SelfAlignConfig
 from salmon_lib.self_align.parse import DROP_REASONS
+from salmon_lib.self_align.stage import run
 
 FIXTURE = str(Path(__file__).parent / "fixtures" / "self_align_small.yaml")
 GOOD = ("Knead the dough for about ten minutes, let it rise until it has doubled, shape it and bake it "
@@ -58,7 +59,7 @@ def setup_run(tmp_path, prompts=PROMPTS):
 def test_stage_writes_records_stats_and_figures(tmp_path):
     cfg = setup_run(tmp_path)
     gen = FakeGenerator()
-    stats = run_self_align(cfg, generator=gen)
+    stats = run(cfg, generator=gen)
     # per batch of 2: the thoughts, then the answers of those whose thoughts ended
     assert [len(c["prompts"]) for c in gen.calls] == [2, 2, 2, 1, 1, 1]
     thoughts_call, answers_call = gen.calls[:2]
@@ -89,27 +90,27 @@ def test_stage_writes_records_stats_and_figures(tmp_path):
 def test_interrupted_stage_resumes_without_redoing(tmp_path):
     cfg = setup_run(tmp_path)
     with pytest.raises(KeyboardInterrupt):
-        run_self_align(cfg, generator=FakeGenerator(fail_after=3))
+        run(cfg, generator=FakeGenerator(fail_after=3))
     assert len(read_jsonl(tmp_path / "self_align.jsonl")) == 2
     gen = FakeGenerator()
-    stats = run_self_align(cfg, generator=gen)
+    stats = run(cfg, generator=gen)
     assert [len(c["prompts"]) for c in gen.calls] == [2, 1, 1, 1]
     assert stats["records"] == 8 and stats["generated_this_run"] == 3
     gen = FakeGenerator()
-    run_self_align(cfg, generator=gen)
+    run(cfg, generator=gen)
     assert gen.calls == []
 
 
 def test_changed_filters_refilter_and_changed_sampling_regenerates(tmp_path):
     cfg = setup_run(tmp_path)
-    run_self_align(cfg, generator=FakeGenerator())
+    run(cfg, generator=FakeGenerator())
     gen = FakeGenerator()
-    stats = run_self_align(dataclasses.replace(cfg, min_chars=1, keep_truncated=True, identity_examples=1), generator=gen)
+    stats = run(dataclasses.replace(cfg, min_chars=1, keep_truncated=True, identity_examples=1), generator=gen)
     assert gen.calls == [] and stats["records"] == 6
     recs = {r["id"]: r for r in read_jsonl(tmp_path / "self_align.jsonl")}
     assert recs["p1"]["kept"] and recs["p3"]["kept"] and not recs["p2"]["kept"]
     gen = FakeGenerator()
-    run_self_align(dataclasses.replace(cfg, temperature=0.5), generator=gen)
+    run(dataclasses.replace(cfg, temperature=0.5), generator=gen)
     assert sum(len(c["prompts"]) for c in gen.calls[::2]) == 5 and gen.calls[0]["temperature"] == 0.5
 
 
@@ -118,10 +119,10 @@ def test_bad_inputs_are_named(tmp_path):
     with open(tmp_path / "prompts.jsonl", "a") as f:
         f.write(json.dumps({"id": "p0", "prompt": "again"}) + "\n")
     with pytest.raises(DataError, match=r"prompts.jsonl:3: duplicate id 'p0' \(first on line 1\)"):
-        run_self_align(cfg, generator=FakeGenerator())
+        run(cfg, generator=FakeGenerator())
     (tmp_path / "prompts.jsonl").write_text('{"id": "x"}\n')
     with pytest.raises(DataError, match=r"prompts.jsonl:1: missing field 'prompt'"):
-        run_self_align(cfg, generator=FakeGenerator())
+        run(cfg, generator=FakeGenerator())
     with pytest.raises(ConfigError, match="top_p"):
         SelfAlignConfig.from_dict({"top_p": 1.5})
     assert not (tmp_path / "self_align.jsonl").exists()
@@ -132,10 +133,10 @@ def test_shared_prefix_generation_matches_plain_generation():
     and grouped-KV attention under a mask) gives the same greedy tokens as running every full
     prompt from scratch."""
     from salmon_lib.generation import make_generator
+    from salmon_lib.generation.prefix_generation import PrefixGenerator
     from salmon_lib.models import ModelConfig
     from salmon_lib.principles import load_self_align
     from salmon_lib.self_align.prompt import build_prompt
-    from salmon_lib.generation.shared_prefix import PrefixGenerator
 
     layout = build_prompt(load_self_align(FIXTURE), "chatml", "Nori")
     prompts = [layout.render(q) for q in ("Hi", "How do I bake a loaf of rye bread at home?", "2+2?")]

@@ -15,7 +15,6 @@ import random
 import shutil
 import time
 from pathlib import Path
-from typing import Any
 
 from ..io import DataError, atomic_write_json, iter_jsonl, read_json
 from ..models import ModelConfig
@@ -75,17 +74,14 @@ def build_dataset(records: list[dict], spec: ChatSpec):
 
 
 def model_config(cfg: EngraveConfig) -> ModelConfig:
-    return ModelConfig(spec=cfg.model, quantization="4bit" if cfg.method == "qlora" else "none")
+    return ModelConfig(spec=cfg.model, quantization=cfg.quantization)
 
 
 def _lora_config(cfg: EngraveConfig):
     from peft import LoraConfig
 
-    targets: Any = cfg.lora_target_modules
-    if targets != "all-linear":
-        targets = [t.strip() for t in targets.split(",") if t.strip()]
     return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=targets, task_type="CAUSAL_LM")
+                      target_modules=cfg.lora_targets(), task_type="CAUSAL_LM")
 
 
 def last_checkpoint(folder: str | Path) -> str | None:
@@ -111,7 +107,7 @@ def make_trainer(cfg: EngraveConfig, train_records: list[dict], callbacks: list 
     tok, model = load_model(model_config(cfg))
     model.train()
     spec = make_chat_spec(cfg.chat_format, tok.eos_token, name, creator, cfg.system_variants)
-    if cfg.method == "qlora":
+    if cfg.quantization != "none":
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
@@ -186,17 +182,9 @@ def reset_stale_checkpoints(cfg: EngraveConfig) -> bool:
     return stale
 
 
-def engrave(cfg: EngraveConfig) -> dict:
-    """What the notebook calls: drop stale checkpoints, then train in this process, or with one
-    process per GPU under `accelerate launch` when several are visible; returns the summary."""
-    from ..runner.launch import launch
-
-    reset_stale_checkpoints(cfg)
-    return launch("salmon_lib.engrave.train:engrave_entry", cfg.to_dict(), distributed=cfg.distributed)
-
-
 def engrave_entry(config: dict) -> dict:
-    """Entry point for `salmon_lib.runner.launch` (one call per process on several GPUs)."""
+    """Entry point for `salmon_lib.runner.launch` (one call per process on several GPUs); `stage.run`
+    starts it."""
     return run_engrave(EngraveConfig.from_dict(config))
 
 

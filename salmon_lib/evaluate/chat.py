@@ -122,5 +122,6 @@ def add_cli(sub) -> None:
     p.add_argument("--temperature", type=float, default=0.7)
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--backend", default="hf", choices=["auto", "hf", "vllm"], help="generation engine (hf starts fastest)")
+    p.add_argument("--backend", default="hf", choices=["auto", "hf", "vllm"],
+                   help="generation engine (hf starts fastest)")
     p.set_defaults(func=_run_cli)

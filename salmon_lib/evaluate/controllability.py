@@ -44,7 +44,8 @@ def arm_config(run_dir: str, overrides: Mapping[str, Any], fallback: Mapping[str
     params = dict(recorded) if recorded else {k: v for k, v in fallback.items() if k in fields}
     unknown = sorted(set(overrides) - fields)
     if unknown:
-        raise ConfigError(f"arm_overrides: unknown stage 05 parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(fields))}")
+        raise ConfigError(f"arm_overrides: unknown stage 05 parameter(s) {', '.join(unknown)}; "
+                          f"known: {', '.join(sorted(fields))}")
     params.update(overrides)
     params["run_dir"] = run_dir
     where = f"stage 05 parameters from {Path(run_dir) / 'run.yaml'}" if recorded else "stage 05 defaults"

@@ -15,7 +15,8 @@ from .stats import fmt
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
 h1{font-size:1.6em} h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-top:2em}
-table{border-collapse:collapse;margin:.8em 0;font-size:.85em} td,th{border:1px solid #ccc;padding:.3em .5em;vertical-align:top}
+table{border-collapse:collapse;margin:.8em 0;font-size:.85em}
+td,th{border:1px solid #ccc;padding:.3em .5em;vertical-align:top}
 th{background:#f3f3f3} img{max-width:100%;display:block;margin:.8em 0;border:1px solid #eee}
 li.null{color:#666} li.found{font-weight:600} .note{background:#fff8e1;padding:.5em 1em;border-left:4px solid #f0c000}
 .answer{white-space:pre-wrap;max-width:28em} .muted{color:#777;font-size:.85em}
@@ -70,7 +71,8 @@ def controllability(rep: dict, figs: Mapping[str, Path]) -> str:
             cols = list(next(iter(block["reward_matrix"].values())))
             rows = [[r, *(fmt(v[c]) for c in cols), _interval(block["measure"].get(r))]
                     for r, v in block["reward_matrix"].items()]
-            title = "RL arms" if kind == "arms" else f"Preview: SFT's best of {block['candidates_per_prompt']} (n={block['n']} prompts)"
+            title = "RL arms" if kind == "arms" else \
+                f"Preview: SFT's best of {block['candidates_per_prompt']} (n={block['n']} prompts)"
             parts.append(f"<h3>{escape(title)}</h3>")
             parts.append(_table(["policy", *(f"reward under {c}" for c in cols), f"{ctl['measure']} [CI]"], rows))
     return "".join(parts)
@@ -103,7 +105,8 @@ def head_to_head(rep: dict, figs: Mapping[str, Path]) -> str:
     else:
         parts.append(f"<p>Judge: {escape(judge['model'])}, principle “{escape(judge['principle'])}”.</p>")
         parts.append(_table(["policy", "win rate [CI] (judge)", "order agreement"],
-                            [[p, _interval(r, "win_rate"), fmt(r["order_agreement"])] for p, r in judge["by_policy"].items()]))
+                            [[p, _interval(r, "win_rate"), fmt(r["order_agreement"])]
+                             for p, r in judge["by_policy"].items()]))
     return "".join(parts)
 
 
@@ -140,7 +143,8 @@ def behaviour(rep: dict, figs: Mapping[str, Path]) -> str:
 def samples(rows: Sequence[dict]) -> str:
     parts = ['<h2 id="samples">Samples</h2>', '<p class="muted">All answers are in samples.jsonl.</p>']
     for rec in rows:
-        parts.append(f"<h3>{escape(rec['prompt'])}</h3><p class='muted'>{escape(rec['question_type'])}, {escape(rec['source'])}</p>")
+        parts.append(f"<h3>{escape(rec['prompt'])}</h3>"
+                     f"<p class='muted'>{escape(rec['question_type'])}, {escape(rec['source'])}</p>")
         cells = [[escape(p), f'<div class="answer">{escape(a["text"]) or "<i>(empty)</i>"}</div>',
                   escape(fmt(a["reward"])), "yes" if a["finished"] else "no"] for p, a in rec["answers"].items()]
         cells += [[escape(f"preview: best under {s}"), f'<div class="answer">{escape(a["text"])}</div>',
@@ -151,17 +155,19 @@ def samples(rows: Sequence[dict]) -> str:
 
 def page(rep: dict, figs: Mapping[str, Path], sample_rows: Sequence[dict]) -> str:
     policies = ", ".join(p["name"] for p in rep["policies"])
-    pr = rep["prompts"]
+    pr, stats = rep["prompts"], rep["statistics"]
     notes = "".join(f'<p class="note">{escape(n)}</p>' for n in rep["notes"])
     header = (f"<h1>Evaluation report: {escape(rep['run'])}</h1>"
               f"<p>Policies: {escape(policies)}. Prompts: {pr['n']} ({pr['red_team']} red-team, {pr['ordinary']} "
               f"ordinary; {pr['probes']} of them probes; the rest from {escape(pr['source'])} prompts). "
               f"Created {escape(rep['created'])}.</p>{notes}"
-              f"<p class='muted'>Intervals: {escape(rep['statistics']['interval'])}. {escape(rep['statistics']['win_rate'])}. "
-              f"Effect sizes: {escape(rep['statistics']['effect_sizes'])}. A result is called distinguishable only when "
+              f"<p class='muted'>Intervals: {escape(stats['interval'])}. {escape(stats['win_rate'])}. "
+              f"Effect sizes: {escape(stats['effect_sizes'])}. A result is called distinguishable only when "
               "its interval excludes the null (0 for differences, 0.5 for win rates).</p>")
-    body = header + controllability(rep, figs) + reward(rep, figs) + head_to_head(rep, figs) + behaviour(rep, figs) + samples(sample_rows)
-    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>Evaluation report: {escape(rep["run"])}</title>'
+    body = (header + controllability(rep, figs) + reward(rep, figs) + head_to_head(rep, figs) + behaviour(rep, figs)
+            + samples(sample_rows))
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+            f'<title>Evaluation report: {escape(rep["run"])}</title>'
             f"<style>{STYLE}</style></head><body>{body}</body></html>")
 
 

@@ -74,7 +74,8 @@ def read_probes(path: str | Path | None, limit: int) -> list[EvalPrompt]:
             for t, kind in mixed[:limit]]
 
 
-def eval_prompts(run_dir: str | Path, max_prompts: int = 0, probes: str = "", max_probes: int = 0) -> tuple[list[EvalPrompt], str]:
+def eval_prompts(run_dir: str | Path, max_prompts: int = 0, probes: str = "",
+                 max_probes: int = 0) -> tuple[list[EvalPrompt], str]:
     """(prompts, where the non-probe ones came from: "heldout" or "unused")."""
     run = Path(run_dir)
     pool = read_pool(run / "prompts.jsonl")

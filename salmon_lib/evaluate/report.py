@@ -32,7 +32,8 @@ def _ci(cfg) -> dict:
 
 def controllability_section(cfg, ev) -> dict:
     if not ev.sources:
-        return {"skipped": "no controllability sets: give two or more under `controllability` ({name: file or [texts]})"}
+        return {"skipped": "no controllability sets: give two or more under `controllability` "
+                           "({name: file or [texts]})"}
     ci, sets, key = _ci(cfg), [s.name for s in ev.sources], cfg.controllability_measure
     label = MEASURE_LABELS[key]
     out: dict = {"sets": {s.name: s.pset.path if s.pset else list(s.texts) for s in ev.sources}, "measure": key,
@@ -79,8 +80,8 @@ def reward_section(cfg, ev) -> dict:
     names = [p.name for p in ev.policies]
     deltas = {p: {c: paired_difference(ev.scores[p][c], ev.scores["sft"][c], **ci) for c in cols}
               for p in names if p != "sft"}
-    return {"n": len(ev.prompts), "columns": {**ev.columns, RL_DRAW: f"interventions + {DRAW_SIZE} principles drawn per prompt "
-                                                                     f"from {cfg.rl_principles} (seeded by prompt id)"},
+    draw = f"interventions + {DRAW_SIZE} principles drawn per prompt from {cfg.rl_principles} (seeded by prompt id)"
+    return {"n": len(ev.prompts), "columns": {**ev.columns, RL_DRAW: draw},
             "mean": {p: {c: float(np.mean(ev.scores[p][c])) for c in cols} for p in names},
             "delta_vs_sft": deltas,
             "verdict": [describe_difference(f"{p} minus sft, reward under the RL-time draw", d[RL_DRAW])
@@ -92,7 +93,8 @@ def head_to_head_section(cfg, ev) -> dict:
     others = [p.name for p in ev.policies if p.name != "sft"]
     rm = {p: win_rate(ev.scores[p][RL_DRAW], ev.scores["sft"][RL_DRAW], **ci) for p in others}
     out = {"reward_model": rm, "against": "sft", "ties": "counted as half a win",
-           "verdict": [describe_win_rate(f"{p} against sft under the reward model (RL-time draw)", r) for p, r in rm.items()]}
+           "verdict": [describe_win_rate(f"{p} against sft under the reward model (RL-time draw)", r)
+                       for p, r in rm.items()]}
     if "skipped" in ev.judge:
         out["judge"] = {"skipped": ev.judge["skipped"]}
         return out
@@ -154,8 +156,8 @@ def build(cfg, ev) -> dict:
     return {
         "run": run.name, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "notes": ev.notes,
-        "prompts": {"n": len(ev.prompts), "source": ev.prompt_source, "red_team": red, "ordinary": len(ev.prompts) - red,
-                    "probes": sum(q.source == "probe" for q in ev.prompts)},
+        "prompts": {"n": len(ev.prompts), "source": ev.prompt_source, "red_team": red,
+                    "ordinary": len(ev.prompts) - red, "probes": sum(q.source == "probe" for q in ev.prompts)},
         "policies": [{"name": p.name, "kind": p.kind, "adapter": p.adapter} for p in ev.policies],
         "statistics": {"interval": f"{round(100 * cfg.confidence)}% percentile bootstrap over prompts, "
                                    f"{cfg.bootstrap} resamples, paired by prompt",

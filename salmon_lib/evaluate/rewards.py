@@ -17,8 +17,8 @@ import random
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
+from ..paths import resolve_file
 from ..principles import PrincipleSet, load_principles
-from ..reward.evaluate import project_path
 from .prompts import EvalPrompt
 
 RL_DRAW = "RL-time draw"
@@ -46,7 +46,7 @@ class PrincipleSource:
     @classmethod
     def from_spec(cls, name: str, spec: str | Sequence[str]) -> "PrincipleSource":
         if isinstance(spec, str):
-            return cls(name, pset=load_principles(project_path(spec)))
+            return cls(name, pset=load_principles(resolve_file(f"controllability.{name}", spec)))
         return cls(name, texts=tuple(" ".join(t.split()) for t in spec))
 
     def for_prompt(self, prompt: EvalPrompt, seed: int) -> list[str]:
@@ -63,7 +63,7 @@ def principle_columns(files: Sequence[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     texts = set()
     for f in files:
-        pset = load_principles(project_path(f))
+        pset = load_principles(resolve_file("reward_principles", f))
         for p in pset.principles:
             text = p.text()
             if text in texts:
@@ -78,7 +78,8 @@ Column = Callable[[EvalPrompt], list[str]]
 
 
 def score_table(reward, answers: Mapping[str, Sequence[str]], prompts: Sequence[EvalPrompt],
-                columns: Mapping[str, Column], batch_size: int = 16, progress: bool = False) -> dict[str, dict[str, list[float]]]:
+                columns: Mapping[str, Column], batch_size: int = 16,
+                progress: bool = False) -> dict[str, dict[str, list[float]]]:
     """{policy: {column: [score per prompt]}} for each policy's answers (one per prompt)."""
     principles = {c: [fn(p) for p in prompts] for c, fn in columns.items()}
     # Two policies often give the same answer (greedy-like short ones): it is scored once, so equal

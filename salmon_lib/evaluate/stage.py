@@ -37,13 +37,17 @@ class Evaluation:
     policies: list[Policy] = dataclasses.field(default_factory=list)
     answers: dict[str, list[dict]] = dataclasses.field(default_factory=dict)  # policy -> one sample per prompt
     candidates: list[list[dict]] = dataclasses.field(default_factory=list)  # SFT's preview candidates per prompt
-    hhh: dict = dataclasses.field(default_factory=dict)  # {"items": [...], policy: [correct per pair]} or {"skipped": why}
-    judge: dict = dataclasses.field(default_factory=dict)  # policy -> [{s12, s21, agree}] per prompt, or {"skipped": why}
+    # {"items": [...], policy: [correct per pair]} or {"skipped": why}
+    hhh: dict = dataclasses.field(default_factory=dict)
+    # policy -> [{s12, s21, agree}] per prompt, or {"skipped": why}
+    judge: dict = dataclasses.field(default_factory=dict)
     measures: dict[str, list[dict]] = dataclasses.field(default_factory=dict)  # policy -> per-answer measures
     kl: dict[str, list[float]] = dataclasses.field(default_factory=dict)  # policy -> KL to SFT per answer (nats)
     columns: dict[str, str] = dataclasses.field(default_factory=dict)  # principle label -> text
-    scores: dict[str, dict[str, list[float]]] = dataclasses.field(default_factory=dict)  # policy -> column -> per prompt
-    preview_scores: dict[str, list[list[float]]] = dataclasses.field(default_factory=dict)  # set -> per prompt -> per candidate
+    # policy -> column -> score per prompt
+    scores: dict[str, dict[str, list[float]]] = dataclasses.field(default_factory=dict)
+    # set -> per prompt -> score per candidate
+    preview_scores: dict[str, list[list[float]]] = dataclasses.field(default_factory=dict)
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def policy(self, name: str) -> Policy:
@@ -113,24 +117,23 @@ def collect_answers(cfg: EvaluateConfig, ev: Evaluation, progress: bool = True) 
 
 
 def _hhh_items(cfg: EvaluateConfig, ev: Evaluation) -> list[dict]:
-    from ..preferences.hhh import load_hhh, resolve_path
+    from ..preferences.hhh import load_hhh
     from ..reward.evaluate import find_hhh
     from .likelihood import sample_hhh
 
-    setting = find_hhh(cfg.hhh_eval)
-    path = resolve_path(setting) if setting else None
-    if path is None:
+    found = find_hhh(cfg.hhh_eval)
+    if found is None or not Path(found).is_file():
         ev.hhh = {"skipped": f"no HHH file ({cfg.hhh_eval!r} not found)" if cfg.hhh_eval else "hhh_eval is empty"}
         return []
-    return sample_hhh(load_hhh(path), cfg.hhh_max_pairs, cfg.seed)
+    return sample_hhh(load_hhh(found), cfg.hhh_max_pairs, cfg.seed)
 
 
 def _judge(ev: Evaluation, gen, fmt, adapter: str | None, cfg: EvaluateConfig) -> None:
-    from ..principles import load_principles
+    from ..paths import resolve_file
     from ..preferences.judge import judge_pairs
-    from ..reward.evaluate import project_path
+    from ..principles import load_principles
 
-    p = load_principles(project_path(cfg.judge_principles)).by_name(cfg.judge_principle)
+    p = load_principles(resolve_file("judge_principles", cfg.judge_principles)).by_name(cfg.judge_principle)
     sft = ev.answers["sft"]
     for pol in ev.policies:
         if pol.name == "sft":
@@ -164,11 +167,11 @@ def measure(cfg: EvaluateConfig, ev: Evaluation, progress: bool = True) -> None:
 def score(cfg: EvaluateConfig, ev: Evaluation, reward, progress: bool = True) -> None:
     """Every answer under every principle, the RL-time draw and each set; the preview's candidates
     under each set."""
+    from ..paths import resolve_file
     from ..principles import load_principles
-    from ..reward.evaluate import project_path
 
     ev.columns = principle_columns(cfg.reward_principles)
-    pool = load_principles(project_path(cfg.rl_principles))
+    pool = load_principles(resolve_file("rl_principles", cfg.rl_principles))
     columns = {label: fixed([text]) for label, text in ev.columns.items()}
     columns[RL_DRAW] = lambda q: rl_draw(pool, q, cfg.seed)
     for src in ev.sources:

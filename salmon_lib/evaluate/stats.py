@@ -107,7 +107,8 @@ def describe_difference(what: str, result: dict, unit: str = "", digits: int = 2
     if not result.get("n"):
         return f"{what}: no pairs to compare."
     ci = result["ci"]
-    level = f"{fmt(result['difference'], digits)}{unit} ({_level(result)} {fmt(ci[0], digits)} to {fmt(ci[1], digits)}, n={result['n']}"
+    level = (f"{fmt(result['difference'], digits)}{unit} ({_level(result)} {fmt(ci[0], digits)} to "
+             f"{fmt(ci[1], digits)}, n={result['n']}")
     dz = result.get("effect_size_dz")
     level += f", d_z={dz:.2f})" if dz is not None else ")"
     if result["distinguishable"]:

@@ -4,7 +4,8 @@ The run's SFT model writes N candidate answers to one prompt; the reward model s
 the given principles and the candidates are printed best first. That is best-of-N reranking, the
 no-training preview of what RL under those principles would push towards.
 
-    python -m salmon_lib steer --run outputs/demo --principles "The response is one sentence." --prompt "Why is the sky blue?"
+    python -m salmon_lib steer --run outputs/demo --principles "The response is one sentence." \
+        --prompt "Why is the sky blue?"
     python -m salmon_lib steer --run outputs/demo --principles principles/concise.yaml --prompt "..." --n 8 --json
 """
 
@@ -22,17 +23,14 @@ log = logging.getLogger(__name__)
 def principle_texts(values: Sequence[str]) -> list[str]:
     """Each value is a principle file (its interventions, then every principle's definition) or a
     principle text."""
+    from ..paths import resolve_file
     from ..principles import load_principles
-    from ..reward.evaluate import project_path
 
     out: list[str] = []
     for value in values:
-        path = project_path(value)
-        if path.suffix in (".yaml", ".yml") and path.is_file():
-            pset = load_principles(path)
+        if value.endswith((".yaml", ".yml")):
+            pset = load_principles(resolve_file("--principles", value))
             out += [iv.text for iv in pset.interventions] + [p.text() for p in pset.principles]
-        elif path.suffix in (".yaml", ".yml"):
-            raise FileNotFoundError(f"{value}: principle file not found")
         elif value.strip():
             out.append(" ".join(value.split()))
     if not out:
@@ -70,7 +68,7 @@ def _run_cli(args) -> int:
         principles = principle_texts(args.principles)
         ranked = steer(args.run, principles, args.prompt, args.n, args.reward, args.model, args.temperature,
                        args.max_new_tokens, args.seed, args.backend)
-    except (DataError, ModelLoadError, FileNotFoundError, ValueError) as err:
+    except (DataError, ModelLoadError, ValueError) as err:
         log.error("%s", err)
         return 2
     if args.json:
@@ -97,5 +95,6 @@ def add_cli(sub) -> None:
     p.add_argument("--temperature", type=float, default=0.7)
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--backend", default="hf", choices=["auto", "hf", "vllm"], help="generation engine (hf starts fastest)")
+    p.add_argument("--backend", default="hf", choices=["auto", "hf", "vllm"],
+                   help="generation engine (hf starts fastest)")
     p.set_defaults(func=_run_cli)

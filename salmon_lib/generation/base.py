@@ -1,4 +1,4 @@
-"""The generation interface every stage codes against, and the choice of backend.
+"""The generation interface every stage codes against.
 
 A `Generator` turns fully rendered prompt strings (see `salmon_lib.chat`) into completions, and
 scores given continuations by their log-probability. Two backends implement it: Hugging Face
@@ -16,13 +16,7 @@ bare base); a path means the base with that LoRA adapter instead.
 from __future__ import annotations
 
 import dataclasses
-import logging
-from typing import TYPE_CHECKING, Literal, Sequence
-
-if TYPE_CHECKING:
-    from ..models import ModelConfig
-
-log = logging.getLogger(__name__)
+from typing import Literal, Sequence
 
 FinishReason = Literal["stop", "length"]
 
@@ -92,7 +86,9 @@ class Generator:
         (summed over the option's tokens)."""
         raise NotImplementedError
 
-    def sequence_logprobs(self, prompts: list[str], continuations: list[str], adapter: str | None = None) -> list[float]:
+    def sequence_logprobs(
+        self, prompts: list[str], continuations: list[str], adapter: str | None = None
+    ) -> list[float]:
         """Summed log-probability of `continuations[i]` after `prompts[i]`."""
         raise NotImplementedError
 
@@ -115,34 +111,3 @@ class Generator:
         if not pieces:
             return []
         return [list(ids) for ids in self.tokenizer(list(pieces), add_special_tokens=False)["input_ids"]]
-
-
-def vllm_support(model_cfg: ModelConfig) -> tuple[bool, str]:
-    """Whether vLLM can serve this model here, and why (not)."""
-    import importlib.util
-
-    if importlib.util.find_spec("vllm") is None:
-        return False, "vLLM is not installed (`make vllm` installs it)"
-    if model_cfg.quantization != "none":
-        return False, f"quantization={model_cfg.quantization!r} (bitsandbytes) is served by the HF backend"
-    from .vllm_backend import model_architecture_supported
-
-    return model_architecture_supported(model_cfg)
-
-
-def make_generator(model_cfg: ModelConfig, backend: Literal["auto", "hf", "vllm"] = "auto", **kwargs) -> Generator:
-    """A generator for `model_cfg`. `auto` picks vLLM when it is importable and supports the
-    model, HF otherwise, and logs the choice and why. Extra keyword arguments go to the backend."""
-    if backend not in ("auto", "hf", "vllm"):
-        raise GenerationError(f"backend must be 'auto', 'hf' or 'vllm', got {backend!r}")
-    if backend == "auto":
-        ok, reason = vllm_support(model_cfg)
-        backend = "vllm" if ok else "hf"
-        log.info("generation backend: %s (%s)", backend, reason)
-    if backend == "vllm":
-        from .vllm_backend import VLLMGenerator
-
-        return VLLMGenerator(model_cfg, **kwargs)
-    from .hf import HFGenerator
-
-    return HFGenerator(model_cfg, **kwargs)

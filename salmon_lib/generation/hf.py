@@ -1,5 +1,5 @@
 """Hugging Face backend: `model.generate` in length-sorted, per-batch padded batches, and
-log-prob scoring through `prefix.score_rows` (shared prefixes computed once)."""
+log-prob scoring through `prefix_scoring.score_rows` (shared prefixes computed once)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 
 from ..models import ModelConfig, ModelLoadError, load_model
 from .base import Completion, Generator, check_generate_args, check_pairs
-from .prefix import ScoreRow, score_rows
+from .prefix_scoring import ScoreRow, score_rows
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,9 @@ class _StopWatch(StoppingCriteria):
             if int(generated[row, -1]) in self.eos_ids:
                 self.lengths[row] = n
             elif self.stop:
-                tail = self.tokenizer.decode(generated[row, max(0, n - self.window):].tolist(), skip_special_tokens=False)
+                tail = self.tokenizer.decode(
+                    generated[row, max(0, n - self.window) :].tolist(), skip_special_tokens=False
+                )
                 if any(s in tail for s in self.stop):
                     self.lengths[row], self.by_string[row] = n, True
             done[row] = self.lengths[row] is not None
@@ -209,7 +211,9 @@ class HFGenerator(Generator):
                 result[i][k] = sum(s)
         return result
 
-    def sequence_logprobs(self, prompts: list[str], continuations: list[str], adapter: str | None = None) -> list[float]:
+    def sequence_logprobs(
+        self, prompts: list[str], continuations: list[str], adapter: str | None = None
+    ) -> list[float]:
         check_pairs(prompts, continuations, "continuations", same_length=True)
         rows = []
         for p, c in zip(self.encode_prompts(prompts), self.encode_pieces(continuations)):

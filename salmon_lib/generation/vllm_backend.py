@@ -178,7 +178,9 @@ class VLLMGenerator(Generator):
         lp = self._next_token_logprobs(queries, adapter)
         return [[sum(lp[tuple(p + o[:j]), tok] for j, tok in enumerate(o)) for o in option_ids] for p in prompt_ids]
 
-    def sequence_logprobs(self, prompts: list[str], continuations: list[str], adapter: str | None = None) -> list[float]:
+    def sequence_logprobs(
+        self, prompts: list[str], continuations: list[str], adapter: str | None = None
+    ) -> list[float]:
         from vllm import SamplingParams
 
         check_pairs(prompts, continuations, "continuations", same_length=True)

@@ -41,7 +41,9 @@ class AggregateOptions:
     swap_p: float = 0.5  # probability that an example's positions are swapped (recorded in flags)
 
 
-def scale_scores(judgements: Sequence[dict], require_agreement: bool = True) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+def scale_scores(
+    judgements: Sequence[dict], require_agreement: bool = True
+) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
     """Return ({pair_id: {principle: scaled score}}, {principle: variance})."""
     finite_or_raise(judgements)
     values: dict[str, list[float]] = defaultdict(list)

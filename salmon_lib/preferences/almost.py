@@ -87,7 +87,9 @@ def load_demos(path: str | Path = DEMOS_PATH) -> dict:
         if not isinstance(dialogues, list) or not dialogues:
             raise ValueError(f"{path}: {name!r} must be a non-empty list of dialogues")
         for i, d in enumerate(dialogues):
-            if not isinstance(d, dict) or not all(isinstance(d.get(k), str) and d[k].strip() for k in ("user", "assistant")):
+            if not isinstance(d, dict) or not all(
+                isinstance(d.get(k), str) and d[k].strip() for k in ("user", "assistant")
+            ):
                 raise ValueError(f"{path}: {name}[{i}] needs non-empty 'user' and 'assistant' strings")
     return data
 
@@ -174,8 +176,12 @@ def chain_pairs(candidates: Sequence[tuple[str, int, str]], length_filter: bool 
     return out, counts
 
 
-def comparisons(prompts: Sequence[dict], responses: dict[str, dict[str, dict]], rubric: Sequence[tuple[Configuration, int]],
-                length_filter: bool = True) -> tuple[list[dict], dict]:
+def comparisons(
+    prompts: Sequence[dict],
+    responses: dict[str, dict[str, dict]],
+    rubric: Sequence[tuple[Configuration, int]],
+    length_filter: bool = True,
+) -> tuple[list[dict], dict]:
     """Preference records (the SALMON schema: no principles, `score_gap` = rank difference) and
     counts. `responses[config name][prompt id]` is a record from `generate_responses`."""
     stats = Counter()

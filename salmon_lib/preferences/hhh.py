@@ -23,19 +23,6 @@ from .judge import content_free_bias, debias, judge_pairs, position_bias
 _TURN = re.compile(r"\n\n(Human|Assistant): ")
 
 
-def resolve_path(path: str) -> Path | None:
-    """A relative path is tried against the working directory, then the project root and each of
-    its parents (so "../shared/data/hhh_eval.json" works from a checkout and from a worktree)."""
-    p = Path(path).expanduser()
-    if p.is_absolute():
-        return p if p.is_file() else None
-    root = Path(__file__).resolve().parents[2]
-    for base in (Path.cwd(), root, *root.parents):
-        if (base / p).is_file():
-            return (base / p).resolve()
-    return None
-
-
 def _split(transcript: str, where: str) -> list[tuple[str, str]]:
     parts = _TURN.split(transcript)
     if parts[0].strip() or len(parts) < 5:
@@ -66,7 +53,9 @@ def load_hhh(path: str | Path) -> list[dict]:
     return items
 
 
-def principles_for_types(types: Sequence[str], principle_set, overrides: dict[str, str] | None = None) -> dict[str, tuple[str, str]]:
+def principles_for_types(
+    types: Sequence[str], principle_set, overrides: dict[str, str] | None = None
+) -> dict[str, tuple[str, str]]:
     """{type: (principle name, definition)}: the set's first principle with that `hhh_type`, or
     the principle named in `overrides[type]`."""
     out = {}

@@ -113,7 +113,9 @@ def position_bias(judgements: Iterable[dict]) -> dict[str, float]:
     return {name: sum(v) / len(v) for name, v in sums.items()}
 
 
-def content_free_bias(gen, fmt: ChatFormat, principles: Sequence[tuple[str, str]], adapter: str | None = None) -> dict[str, float]:
+def content_free_bias(
+    gen, fmt: ChatFormat, principles: Sequence[tuple[str, str]], adapter: str | None = None
+) -> dict[str, float]:
     """Per principle, log p(a) - log p(b) when request and both outputs are a content-free "N/A":
     whatever the judge prefers there, it prefers for the position alone."""
     prompts = [judge_prompt(fmt, CONTENT_FREE, CONTENT_FREE, CONTENT_FREE, n, d) for n, d in principles]

@@ -1,80 +1,39 @@
-"""Stage 03 as library calls: the notebook runs these steps in order, with plots between them.
+"""Stage 03 as library calls: `run(cfg)` is the whole stage; the notebook runs the same steps one
+by one, showing tables and figures between them.
 
 SALMON path: `sample` -> `judge` -> `aggregate` (+ `evaluate_judge` on the HHH pairs).
 ALMoST path: `almost_generate` -> `almost_compare`.
 Both write preferences.jsonl in one schema, so stage 04 consumes either. Each step adds its
-section to preferences_stats.json; pairs, judgements and ALMoST answers are `RecordLog`s, so an
-interrupted run resumes without redoing finished records.
+section to preferences_stats.json and saves its figures under figures/; pairs, judgements and
+ALMoST answers are `RecordLog`s, so an interrupted run resumes without redoing finished records.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import random
-from pathlib import Path
-from typing import Literal
 
-from ..config import ConfigError, StageConfig
 from ..io import RecordLog, atomic_write_json, iter_jsonl, read_json, write_jsonl
 from .aggregate import AggregateOptions
-
-# More shots and better demonstrations win (ALMoST's rules of thumb, on one model).
-DEFAULT_RUBRIC = (("sft:detailed:3",), ("sft:detailed:1",), ("sft:plain:1",))
-PROBABILITIES = ("p_continue", "p_negate", "disclaimer_p", "label_noise", "rule_label_noise", "swap_p")
+from .config import PreferencesConfig
 
 
-@dataclasses.dataclass
-class PreferencesConfig(AggregateOptions, StageConfig):
-    method: Literal["salmon", "almost"] = "salmon"  # SALMON's principle judge, or ALMoST's rubric comparisons
-    model: str = "default"  # base model spec; the SFT adapter goes on top of it
-    chat_format: str = "chatml"  # chat format of the model (salmon_lib.chat)
-    backend: Literal["auto", "hf", "vllm"] = "auto"  # generation backend
-    sft_adapter: str = "sft"  # SFT adapter folder, relative to run_dir (stage 02), "" uses the base model
-    principles: str = "principles/judge.yaml"  # principle set judged under and drawn from
-    max_prompts: int = 0  # use the first N prompts of prompts.jsonl (0: all)
-    batch_size: int = 16  # prompts per generation call
-    temperature: float = 0.7  # sampling temperature of the two answers per prompt
-    top_p: float = 1.0  # nucleus sampling of the two answers
-    max_new_tokens: int = 256  # answer length limit
-    min_response_chars: int = 16  # a pair with a shorter answer is dropped
-    judge_batch_pairs: int = 8  # pairs per scoring call (x 2 orders x principles prompts)
-    debias: Literal["none", "mean_position", "content_free"] = "none"  # position-bias correction applied before aggregation
-    hhh_path: str = "../shared/data/hhh_eval.json"  # HHH pairs for judge accuracy (evaluation only), "" skips it
-    hhh_max_pairs: int = 0  # evaluate on a seeded sample of N HHH pairs (0: all)
-    hhh_principles: dict[str, str] = dataclasses.field(default_factory=dict)  # HHH type -> principle name, default: the set's hhh_type
-    almost_rubric: list[list[str]] = dataclasses.field(default_factory=lambda: [list(t) for t in DEFAULT_RUBRIC])  # tiers of "MODEL:DEMOS:SHOTS", best first, MODEL "sft" is `model` with the SFT adapter
-    almost_temperature: float = 1.0  # ALMoST answer sampling temperature
-    almost_top_p: float = 0.9  # ALMoST answer nucleus sampling
-    almost_max_new_tokens: int = 256  # ALMoST answer length limit
-    almost_length_filter: bool = True  # ALMoST's heuristic filter against short winners
+def run(cfg: PreferencesConfig) -> dict:
+    """The whole stage, as the notebook runs it (figures saved, none shown); returns the content of
+    preferences_stats.json."""
+    import matplotlib.pyplot as plt
 
-    def check(self) -> None:
-        for name in PROBABILITIES:
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
-        for name in ("draws_per_pair", "max_principles", "batch_size", "judge_batch_pairs", "max_new_tokens"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.method == "almost":
-            from .almost import parse_rubric
-
-            try:
-                parse_rubric(self.almost_rubric)
-            except ValueError as err:
-                raise ConfigError(str(err)) from None
-
-    # -- paths ------------------------------------------------------------------------------------
-    def path(self, name: str) -> Path:
-        return Path(self.run_dir) / name
-
-    def adapter(self) -> str | None:
-        if not self.sft_adapter:
-            return None
-        path = self.path(self.sft_adapter)
-        if not (path / "adapter_config.json").is_file():
-            raise ConfigError(f"sft_adapter: {path} holds no LoRA adapter; run stage 02 (engrave) first, "
-                              "or set sft_adapter = '' to sample and judge with the base model")
-        return str(path)
+    if cfg.method == "salmon":
+        with open_generator(cfg) as gen:
+            sample(cfg, gen)
+            judge(cfg, gen)
+            aggregate(cfg)
+            evaluate_judge(cfg, gen)
+    else:
+        almost_generate(cfg)
+        almost_compare(cfg)
+    plt.close("all")
+    return read_json(cfg.path("preferences_stats.json"))
 
 
 def update_stats(cfg: PreferencesConfig, section: str, value) -> dict:
@@ -98,17 +57,16 @@ def load_prompts(cfg: PreferencesConfig) -> list[dict]:
     prompts = [{**rec, "id": str(rec["id"])} for _, rec in
                iter_jsonl(cfg.path("prompts.jsonl"), {"id": (str, int), "prompt": str}, errors)]
     if errors:
-        update_stats(cfg, "bad_prompt_records", errors[:20] + ([f"... {len(errors) - 20} more"] if len(errors) > 20 else []))
+        update_stats(
+            cfg, "bad_prompt_records", errors[:20] + ([f"... {len(errors) - 20} more"] if len(errors) > 20 else [])
+        )
     return prompts[:cfg.max_prompts] if cfg.max_prompts else prompts
 
 
 def load_principle_set(cfg: PreferencesConfig):
     from ..principles import load_principles
 
-    path = Path(cfg.principles).expanduser()
-    if not path.is_absolute() and not path.exists():  # a notebook's kernel starts in notebooks/
-        path = Path(__file__).resolve().parents[2] / path
-    return load_principles(path)
+    return load_principles(cfg.file("principles"))
 
 
 def judged_principles(ps) -> list[tuple[str, str]]:
@@ -132,7 +90,9 @@ def kept_pairs(cfg: PreferencesConfig) -> list[dict]:
 
 def judge(cfg: PreferencesConfig, gen) -> dict:
     """Judge every kept pair under every principle; record order agreement raw and under each
-    debiasing, so the stats show what the correction buys."""
+    debiasing, so the stats show what the correction buys. Saves the score distributions, the
+    position bias and the principles' correlation under figures/."""
+    from . import plots
     from .judge import agreement_stats, content_free_bias, debias, judge_pairs, position_bias
 
     ps = load_principle_set(cfg)
@@ -143,16 +103,22 @@ def judge(cfg: PreferencesConfig, gen) -> dict:
     raw = log.records()
     biases = {"mean_position": position_bias(raw),
               "content_free": content_free_bias(gen, _fmt(cfg), principles, adapter=cfg.adapter())}
-    return update_stats(cfg, "judge", {
+    stats = update_stats(cfg, "judge", {
         "judgements": len(raw),
         "bias": biases,
         "agreement": {"none": agreement_stats(raw),
                       **{name: agreement_stats(debias(raw, b)) for name, b in biases.items()}},
     })
+    figures = cfg.path("figures")
+    plots.score_distributions(raw, figures / "judge_scores.png")
+    plots.position_bias(stats["agreement"], figures / "judge_position_bias.png")
+    plots.principle_correlation(raw, figures / "judge_principle_correlation.png")
+    return stats
 
 
 def aggregate(cfg: PreferencesConfig) -> dict:
-    from .aggregate import aggregate as run, scale_scores
+    from .aggregate import aggregate as run
+    from .aggregate import scale_scores
     from .judge import debias
 
     judgements = RecordLog(cfg.path("judgements.jsonl")).records()
@@ -166,12 +132,14 @@ def aggregate(cfg: PreferencesConfig) -> dict:
 
 
 def evaluate_judge(cfg: PreferencesConfig, gen) -> dict:
-    """Judge accuracy on the HHH pairs, or the reason it was skipped."""
-    from .hhh import evaluate, load_hhh, principles_for_types, resolve_path
+    """Judge accuracy on the HHH pairs (and its figure under figures/), or the reason it was skipped."""
+    from ..paths import find_file
+    from . import plots
+    from .hhh import evaluate, load_hhh, principles_for_types
 
     if not cfg.hhh_path:
         return update_stats(cfg, "hhh", {"skipped": "hhh_path is empty"})
-    path = resolve_path(cfg.hhh_path)
+    path = find_file(cfg.hhh_path, beside_project=True)  # the data lives beside the checkout, not in it
     if path is None:
         return update_stats(cfg, "hhh", {"skipped": f"{cfg.hhh_path} not found (the project ships no copy; "
                                                     "point hhh_path at your own hhh_eval.json)"})
@@ -180,7 +148,10 @@ def evaluate_judge(cfg: PreferencesConfig, gen) -> dict:
         items = sorted(random.Random(cfg.seed).sample(items, cfg.hhh_max_pairs), key=lambda it: int(it["id"][4:]))
     principles = principles_for_types([it["type"] for it in items], load_principle_set(cfg), cfg.hhh_principles)
     result = evaluate(gen, _fmt(cfg), items, principles, adapter=cfg.adapter())
-    return update_stats(cfg, "hhh", {"path": str(path), "principles": {t: n for t, (n, _) in principles.items()}, **result})
+    stats = update_stats(cfg, "hhh", {"path": str(path), "principles": {t: n for t, (n, _) in principles.items()},
+                                      **result})
+    plots.hhh_accuracy(stats, cfg.path("figures") / "judge_hhh_accuracy.png")
+    return stats
 
 
 # -- ALMoST ---------------------------------------------------------------------------------------

@@ -134,7 +134,9 @@ def _hub_rows(location: str, report: SourceReport) -> Iterator[tuple[str, Any]]:
         yield f"{location}[{split}] row {i}", rec
 
 
-def iter_rows(location: str, report: SourceReport, parquet_columns: list[str] | None = None) -> Iterator[tuple[str, Any]]:
+def iter_rows(
+    location: str, report: SourceReport, parquet_columns: list[str] | None = None
+) -> Iterator[tuple[str, Any]]:
     """(where, row) for every parsed row of a file or hub data set; unreadable rows and inputs go
     to `report.errors` (so `report.rows` counts parsed rows, not lines)."""
     problem = check_location(location)

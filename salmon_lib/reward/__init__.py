@@ -1,10 +1,11 @@
 """Stage 04: the principle-following reward model (template, training, scoring, evaluation, plots).
 
-Importing this package does not import torch; the heavy parts load inside the functions that need them.
+`config.RewardConfig` holds the parameters, `stage.run(cfg)` runs the stage. Importing this
+package does not import torch; the heavy parts load inside the functions that need them.
 """
 
-from .template import RMTemplate
 from .score import RewardModel
+from .template import RMTemplate
 
 
 def load_reward(path_or_spec, device: str = "auto") -> RewardModel:

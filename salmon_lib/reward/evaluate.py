@@ -13,12 +13,11 @@ import random
 from pathlib import Path
 from typing import Mapping, Sequence
 
-
 from ..io import DataError, atomic_write_json, read_json, read_yaml
+from ..paths import find_file
 from .pairs import Pair, split_transcript
 
 DATA = Path(__file__).parent / "data"
-REPO = Path(__file__).resolve().parents[2]
 HHH_TYPES = ("harmless", "helpful", "honest", "other")
 
 
@@ -50,14 +49,18 @@ def _accuracy(margins: Sequence[float]) -> dict:
 
 # ---------------------------------------------------------------------------- HHH
 def find_hhh(setting: str) -> str | None:
-    """Resolve the `hhh_eval` setting: "" = skip, "auto" = look beside the project, else as given."""
+    """Resolve the `hhh_eval` setting: "" = skip, "auto" = $SALMON_HHH_EVAL or shared/data/hhh_eval.json
+    beside the project, a file the path resolver finds, else as given (a dataset id)."""
     if not setting:
         return None
     if setting != "auto":
-        return setting
-    candidates = [os.environ.get("SALMON_HHH_EVAL", "")] + [
-        str(base / "shared" / "data" / "hhh_eval.json") for base in (REPO.parent, REPO.parent.parent)]
-    return next((c for c in candidates if c and Path(c).is_file()), None)
+        found = find_file(setting, beside_project=True)
+        return str(found) if found else setting
+    env = os.environ.get("SALMON_HHH_EVAL", "")
+    if env and Path(env).is_file():
+        return env
+    found = find_file("shared/data/hhh_eval.json", beside_project=True)
+    return str(found) if found else None
 
 
 def read_hhh(source: str) -> list[tuple[str, Pair]]:
@@ -71,7 +74,9 @@ def read_hhh(source: str) -> list[tuple[str, Pair]]:
             raise DataError(f"{path}: expected a JSON list of {{chosen, rejected, type}}")
         for i, row in enumerate(rows):
             where = f"{path}[{i}]"
-            if not isinstance(row, dict) or not all(isinstance(row.get(k), str) for k in ("chosen", "rejected", "type")):
+            if not isinstance(row, dict) or not all(
+                isinstance(row.get(k), str) for k in ("chosen", "rejected", "type")
+            ):
                 raise DataError(f"{where}: needs string fields chosen, rejected and type")
             prompt, chosen, rejected = split_transcript(row["chosen"], row["rejected"], where)
             out.append((row["type"], Pair(f"hhh-{i}", prompt, chosen, rejected, [], source="hhh")))
@@ -87,21 +92,12 @@ def read_hhh(source: str) -> list[tuple[str, Pair]]:
     return out
 
 
-def project_path(path: str | Path) -> Path:
-    """A relative path that does not exist from the current folder is taken from the project root
-    (notebooks run from notebooks/, the CLI from anywhere)."""
-    path = Path(path).expanduser()
-    if not path.exists() and not path.is_absolute() and (REPO / path).exists():
-        return REPO / path
-    return path
-
-
 def hhh_principle_texts(path: str | Path) -> dict[str, str]:
     """{HHH type: text of the first principle with that `hhh_type`} from a principle file."""
     from ..principles import load_principles
 
     out: dict[str, str] = {}
-    for p in load_principles(project_path(path)).principles:
+    for p in load_principles(path).principles:
         if p.hhh_type in HHH_TYPES:
             out.setdefault(p.hhh_type, p.text())
     return out
@@ -157,7 +153,9 @@ def read_flip_probes(path: str | Path | None = None) -> dict:
         if not isinstance(spec.get("probes"), list) or not spec["probes"]:
             raise DataError(f"{where}: needs a non-empty 'probes' list")
         for i, probe in enumerate(spec["probes"]):
-            if not isinstance(probe, dict) or not all(isinstance(probe.get(k), str) for k in ("prompt", "obeys", "violates")):
+            if not isinstance(probe, dict) or not all(
+                isinstance(probe.get(k), str) for k in ("prompt", "obeys", "violates")
+            ):
                 raise DataError(f"{where}.probes[{i}]: needs string fields prompt, obeys and violates")
     return data["kinds"]
 
@@ -166,7 +164,7 @@ def with_judge_wording(kinds: dict, principles_path: str | Path) -> dict:
     """The same probes under the definitions of the principle file (`judge_principle` per kind)."""
     from ..principles import load_principles
 
-    ps = load_principles(project_path(principles_path))
+    ps = load_principles(principles_path)
     out = {}
     for kind, spec in kinds.items():
         name = spec.get("judge_principle")
@@ -210,22 +208,23 @@ def _flip_summary(c: dict, pos: Sequence[float] = (), neg: Sequence[float] = ())
 # ---------------------------------------------------------------------------- all of it
 def evaluate_reward_model(rm, cfg, progress: bool = True) -> dict:
     """Held-out accuracy, HHH per type, principle-flip rates -> `<run>/rm_eval.json`."""
+    from .config import PREFERENCES
     from .pairs import read_preferences, split_held_out
 
     run = Path(cfg.run_dir)
-    _, held = split_held_out(read_preferences(run / cfg.preferences), cfg.eval_fraction, cfg.seed)
+    _, held = split_held_out(read_preferences(run / PREFERENCES), cfg.eval_fraction, cfg.seed)
     bs = cfg.score_batch_size
     hhh = find_hhh(cfg.hhh_eval)
-    kinds = read_flip_probes(cfg.flip_probes or None)
+    kinds = read_flip_probes(cfg.file("flip_probes") if cfg.flip_probes else None)
     result = {
         "held_out": _accuracy(pair_margins(rm, held, None, bs, progress)) if held
         else {"skipped": "eval_fraction is 0: no held-out pairs"},
-        "hhh": hhh_accuracy(rm, hhh, hhh_principle_texts(cfg.hhh_principles) if hhh else {}, bs, progress,
+        "hhh": hhh_accuracy(rm, hhh, hhh_principle_texts(cfg.file("hhh_principles")) if hhh else {}, bs, progress,
                             cfg.hhh_max_pairs, cfg.seed),
         "flip": flip_rates(rm, kinds, bs, progress),
     }
     if cfg.flip_principles:
-        judge = with_judge_wording(kinds, cfg.flip_principles)
+        judge = with_judge_wording(kinds, cfg.file("flip_principles"))
         result["flip_judge_wording"] = flip_rates(rm, judge, bs, progress) if judge else {
             "skipped": f"no probe kind names a negatable principle of {cfg.flip_principles}"}
     atomic_write_json(run / "rm_eval.json", result)

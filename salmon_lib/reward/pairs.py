@@ -121,7 +121,9 @@ def _detect(rows: list, source: str) -> Literal["hh", "shp"]:
         return "hh"
     if {"history", "human_ref_A", "human_ref_B"} <= set(first):
         return "shp"
-    raise DataError(f"{rows[0][0]}: neither HH-RLHF (chosen, rejected) nor SHP (history, human_ref_A, human_ref_B) fields")
+    raise DataError(
+        f"{rows[0][0]}: neither HH-RLHF (chosen, rejected) nor SHP (history, human_ref_A, human_ref_B) fields"
+    )
 
 
 def _rows(source: str) -> Iterable[tuple[str, dict]]:

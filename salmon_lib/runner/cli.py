@@ -1,4 +1,4 @@
-"""`python -m salmon_lib run ...` and `python -m salmon_lib status ...`."""
+"""`python -m salmon_lib run ...`, `... status ...` and `... notebooks --check|--write`."""
 
 from __future__ import annotations
 
@@ -28,7 +28,8 @@ def load_registry(spec: str) -> list[Stage]:
 
 
 def _run(args) -> int:
-    from .pipeline import RunLocked, StageFailed, run_pipeline
+    from .kernel import RunLocked
+    from .pipeline import StageFailed, run_pipeline
 
     run = args.run or Path(args.preset).stem
     try:
@@ -52,7 +53,7 @@ def _run(args) -> int:
 
 
 def _status(args) -> int:
-    from .pipeline import format_status, stage_status
+    from .status import format_status, stage_status
 
     run_dir = run_dir_of(args.run)
     if not (run_dir / "manifest.json").is_file():
@@ -66,6 +67,33 @@ def _status(args) -> int:
     print(format_status(rows))
     # 0 only when every stage finished and nothing is stale: scripts can use it as "is this run complete?"
     return 0 if all(r["status"] == "finished" and not r["stale"] for r in rows) else 1
+
+
+def _notebooks(args) -> int:
+    import logging
+
+    from .notebooks import notebook_problems, write_parameters
+
+    logging.getLogger("papermill").setLevel(logging.WARNING)  # one line per notebook is enough
+
+    try:
+        stages = load_registry(args.registry)
+        if args.write:
+            for stage in stages:
+                changed = write_parameters(stage)
+                print(f"{stage.notebook_path()}: {'parameters cell rewritten' if changed else 'up to date'}")
+        bad = 0
+        for stage in stages:
+            problems = notebook_problems(stage)
+            for problem in problems:
+                print(problem, file=sys.stderr)
+            bad += bool(problems)
+    except (ConfigError, DataError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if not args.write:
+        print(f"{len(stages) - bad} of {len(stages)} notebooks match their configs")
+    return 1 if bad else 0
 
 
 def add_cli(sub) -> None:
@@ -85,3 +113,9 @@ def add_cli(sub) -> None:
     p.add_argument("--run", required=True, help="run name (outputs/RUN) or folder")
     p.add_argument("--registry", default="salmon_lib.stages:STAGES", help="stage list as module:attribute")
     p.set_defaults(func=_status)
+    p = sub.add_parser("notebooks", help="check or rewrite each stage notebook's parameters cell from its config")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--check", action="store_true", help="say what differs, exit 1 if anything does (default)")
+    mode.add_argument("--write", action="store_true", help="rewrite every parameters cell from its config class")
+    p.add_argument("--registry", default="salmon_lib.stages:STAGES", help="stage list as module:attribute")
+    p.set_defaults(func=_notebooks)

@@ -22,6 +22,7 @@ from ..stages import PROJECT_ROOT
 
 KEY_PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "vllm", "papermill")
 MANIFEST = "manifest.json"
+RUN_YAML = "run.yaml"  # the parameters every stage of the last run resolved to (what `status` compares against)
 
 
 def artifact_path(run_dir: Path, name: str) -> tuple[Path, bool]:

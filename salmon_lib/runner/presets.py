@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from ..config import ConfigError, StageConfig
+from ..config import ConfigError, StageConfig, check_renamed
 from ..stages import PROJECT_ROOT, Stage
 
 PRESET_DIR = PROJECT_ROOT / "configs"
@@ -180,6 +180,7 @@ def resolve(
         section = preset.stages.get(stage.name, {})
         for key in section:
             if key not in fields:
+                check_renamed(cls, [key], f"{preset.at(f'stages.{stage.name}.{key}')}: stages.{stage.name}")
                 raise ConfigError(f"{preset.at(f'stages.{stage.name}.{key}')}: stages.{stage.name}.{key}: unknown "
                                   f"parameter for {cls.__name__}; known: {', '.join(sorted(fields))}")
         data = {k: v for k, v in preset.common.items() if k in fields}
@@ -193,6 +194,7 @@ def resolve(
         extra.update(mine)
         for key, (_, arg) in mine.items():
             if key not in fields:
+                check_renamed(cls, [key], arg)
                 raise ConfigError(
                     f"{arg}: unknown parameter {key!r} for {cls.__name__}; known: {', '.join(sorted(fields))}"
                 )

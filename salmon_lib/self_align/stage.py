@@ -17,13 +17,13 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from ..generation.prefix_generation import PrefixGenerator
 from ..io import DataError, RecordLog, atomic_write_json, iter_jsonl, read_json, write_jsonl
 from ..models import ModelConfig
 from .config import SelfAlignConfig
 from .identity import identity_records
 from .parse import DROP_REASONS, SelfAlignFilter
 from .prompt import build_prompt
-from ..generation.shared_prefix import PrefixGenerator
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def read_prompts(path: str | Path, limit: int | None = None) -> list[dict]:
     return prompts
 
 
-def run_self_align(cfg: SelfAlignConfig, generator=None) -> dict:
+def run(cfg: SelfAlignConfig, generator=None) -> dict:
     """Answer, parse and filter every prompt (resuming from what `self_align.jsonl` holds), add the
     identity examples, write stats and figures; return the stats. `generator` (a
     salmon_lib.generation Generator) is made from `cfg.model` when not given."""
@@ -55,9 +55,9 @@ def run_self_align(cfg: SelfAlignConfig, generator=None) -> dict:
 
     run_dir = Path(cfg.run_dir)
     prompts = read_prompts(run_dir / INPUT, cfg.max_prompts)
-    sa = load_self_align(cfg.principles)
-    layout = build_prompt(sa, cfg.chat_format, cfg.assistant_name, cfg.knowledge_cutoff, cfg.max_exemplars)
-    check = SelfAlignFilter(cfg.filter_settings(), layout.fmt, layout.name, layout.exemplar_answers, sa.cited_rules)
+    sa = load_self_align(cfg.file("principles"))
+    layout = prompt_layout(cfg, sa)
+    check = SelfAlignFilter(cfg, layout.fmt, layout.name, layout.exemplar_answers, sa.cited_rules)
     _start_over_if_generation_changed(cfg, layout.prefix, run_dir)
     records = RecordLog(run_dir / OUTPUT)
 
@@ -99,6 +99,14 @@ def run_self_align(cfg: SelfAlignConfig, generator=None) -> dict:
     for fig in plot_stats(stats, everything, run_dir / "figures").values():
         plt.close(fig)
     return stats
+
+
+def prompt_layout(cfg: SelfAlignConfig, rules=None):
+    """The Self-Align prompt of this config (`rules`: the loaded principle file, read if not given)."""
+    from ..principles import load_self_align
+
+    return build_prompt(rules or load_self_align(cfg.file("principles")), cfg.chat_format, cfg.assistant_name,
+                        cfg.knowledge_cutoff, cfg.max_exemplars)
 
 
 def _thoughts_then_answers(shared: PrefixGenerator, layout, queries: list[str], cfg: SelfAlignConfig,
@@ -187,7 +195,9 @@ def plot_stats(stats: dict, records: list[dict], figures_dir: str | Path | None 
     ax.bar(rules, [stats["rules_cited"][r] for r in rules], color="tab:blue")
     ax.set_xlabel("rule number")
     ax.set_ylabel("answers citing it")
-    ax.set_title(f"Rules cited in the internal thoughts ({stats['records_citing_rules']} of {stats['answered']} cite any)")
+    ax.set_title(
+        f"Rules cited in the internal thoughts ({stats['records_citing_rules']} of {stats['answered']} cite any)"
+    )
     figs["self_align_rules"] = fig
 
     fig, ax = plt.subplots(figsize=(7, 3.5))

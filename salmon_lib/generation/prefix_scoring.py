@@ -65,7 +65,9 @@ def group_rows(rows: list[ScoreRow], min_shared: int) -> list[tuple[int, list[in
     return [(plen, m) for plen, m in groups if plen > 0] + ([(0, singles)] if singles else [])
 
 
-def _batches(indices: list[int], rows: list[ScoreRow], start: int, max_rows: int, max_tokens: int) -> Iterable[list[int]]:
+def _batches(
+    indices: list[int], rows: list[ScoreRow], start: int, max_rows: int, max_tokens: int
+) -> Iterable[list[int]]:
     """Length-sorted batches, each padded to its own longest row and within the token budget."""
     indices = sorted(indices, key=lambda i: len(rows[i].ids), reverse=True)
     batch: list[int] = []
