@@ -28,6 +28,9 @@ def test_tiny_preset_runs_every_stage_then_skips_them(tmp_path):
     assert prefs and all(p["chosen"] != p["rejected"] for p in prefs)
     assert (run / "rm" / "adapter_config.json").is_file()
     assert {"held_out", "hhh", "flip"} <= set(json.loads((run / "rm_eval.json").read_text()))
+    assert (run / "policy" / "adapter_config.json").is_file() and (run / "policy" / "chat_format.json").is_file()
+    assert [r["step"] for r in read_jsonl(run / "rl_metrics.jsonl")] == [0, 1]
+    assert json.loads((run / "rl_stats.json").read_text())["steps"] == 2
     assert sorted(p.name for p in (run / "notebooks").iterdir()) == sorted(s.notebook_path().name for s in STAGES)
     rows = stage_status(tmp_path / "tiny")
     assert all(r["status"] == "finished" and not r["stale"] for r in rows), rows

@@ -91,9 +91,11 @@ def last_checkpoint(folder: str | Path) -> str | None:
     return get_last_checkpoint(str(folder)) if folder.is_dir() else None
 
 
-def make_trainer(cfg: EngraveConfig, train_records: list[dict], callbacks: list | None = None):
+def make_trainer(cfg: EngraveConfig, train_records: list[dict], callbacks: list | None = None,
+                 loaded: tuple | None = None):
     """Build (trainer, spec) for the records; separate from `run_engrave` so tests can inspect the
-    tokenized data and the loss masks."""
+    tokenized data and the loss masks. `loaded`: a (tokenizer, PeftModel) whose adapter training
+    continues instead of a fresh LoRA on `cfg.model` (RL's best-of-N fine-tunes the live policy)."""
     import torch
     from trl import SFTConfig, SFTTrainer
 
@@ -104,10 +106,10 @@ def make_trainer(cfg: EngraveConfig, train_records: list[dict], callbacks: list 
     if local_rank >= 0 and torch.cuda.is_available():
         # Under `accelerate launch` each process loads onto its own GPU ("cuda" means the current one).
         torch.cuda.set_device(local_rank)
-    tok, model = load_model(model_config(cfg))
+    tok, model = loaded or load_model(model_config(cfg))
     model.train()
     spec = make_chat_spec(cfg.chat_format, tok.eos_token, name, creator, cfg.system_variants)
-    if cfg.quantization != "none":
+    if cfg.quantization != "none" and loaded is None:
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
@@ -143,7 +145,7 @@ def make_trainer(cfg: EngraveConfig, train_records: list[dict], callbacks: list 
         args=args,
         train_dataset=build_dataset(train_records, spec),
         processing_class=tok,
-        peft_config=None if cfg.method == "full" else _lora_config(cfg),
+        peft_config=None if cfg.method == "full" or loaded is not None else _lora_config(cfg),
         callbacks=callbacks,
     )
     return trainer, spec

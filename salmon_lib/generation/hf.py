@@ -62,10 +62,11 @@ class HFGenerator(Generator):
 
     def __init__(self, model_cfg: ModelConfig | str, batch_size: int = 16, score_batch_size: int = 16,
                  score_max_tokens: int = 8192, min_shared_prefix: int = 16, share_prefix: bool = True,
-                 progress: bool = True):
+                 progress: bool = True, loaded: tuple | None = None):
         """batch_size: sequences per generation batch (prompts x n); score_batch_size and
         score_max_tokens: rows and padded tokens per scoring batch; min_shared_prefix: shortest
-        token prefix worth computing once for several rows."""
+        token prefix worth computing once for several rows; loaded: a (tokenizer, model) already in
+        memory to use as it is, with its active adapter (RL's live policy: no weight copy per step)."""
         if isinstance(model_cfg, str):
             model_cfg = ModelConfig(spec=model_cfg)
         self.cfg = model_cfg
@@ -73,7 +74,7 @@ class HFGenerator(Generator):
         self.min_shared_prefix, self.share_prefix, self.progress = min_shared_prefix, share_prefix, progress
         # The configured adapter is loaded as a named adapter like any other, so that
         # `adapter=<another path>` swaps it rather than stacking on it.
-        self.tokenizer, self.model = load_model(dataclasses.replace(model_cfg, adapter=None))
+        self.tokenizer, self.model = loaded or load_model(dataclasses.replace(model_cfg, adapter=None))
         self._adapters: dict[str, str] = {}
         self.device = next(self.model.parameters()).device
         eos = self.model.generation_config.eos_token_id
