@@ -36,9 +36,11 @@ def synthetic(run_dir: Path) -> tuple[EvaluateConfig, Evaluation]:
     spec = make_chat_spec("chatml", "<|im_end|>", "Nori", "the test lab")
     prompts = [EvalPrompt(f"q{i}", f"Question number {i} about the sky?", "red_team" if i % 5 == 0 else "general",
                           "heldout") for i in range(N)]
-    sources = [PrincipleSource("concise", texts=("Be brief.",)),
-               PrincipleSource("comprehensive", texts=("Be thorough.",))]
-    ev = Evaluation(prompts, "heldout", sources, notes=["A hand-made evaluation."])
+    draw = {"num_principles": 3, "interventions": True, "seed": 0}
+    sources = [PrincipleSource.from_spec("concise", ["Be brief."], draw),
+               PrincipleSource.from_spec("comprehensive", ["Be thorough."], draw)]
+    rl_draw = PrincipleSource.from_spec(RL_DRAW, "principles/rl.yaml", draw)
+    ev = Evaluation(prompts, "heldout", rl_draw, sources, notes=["A hand-made evaluation."])
     ev.policies = [Policy(name, None if name == "base" else f"/adapters/{name}", kind, spec)
                    for name, kind in (("base", "base"), ("sft", "sft"), ("arm:concise", "arm"),
                                       ("arm:comprehensive", "arm"))]

@@ -30,7 +30,8 @@ class EvaluateConfig(StageConfig):
     # each principle of these files scores every answer, one at a time
     reward_principles: list[str] = dataclasses.field(
         default_factory=lambda: ["principles/rl.yaml", "principles/judge.yaml"])
-    rl_principles: str = "principles/rl.yaml"  # the RL-time pool: one seeded draw per prompt, as stage 05 draws it
+    # the RL-time pool, drawn per prompt as stage 05 draws ("": the principles stage 05 ran with)
+    rl_principles: str = ""
     score_batch_size: int = 16  # (prompt, answer) prefixes per reward-model forward pass
     kl: bool = True  # measure each policy's KL to SFT along its own answers
     hhh_eval: str = "auto"  # HHH pairs {chosen, rejected, type}: a .json path, "auto" (../shared/data) or "" to skip

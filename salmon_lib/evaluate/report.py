@@ -15,7 +15,7 @@ import numpy as np
 from ..io import atomic_write_json, write_jsonl
 from .behaviour import answer_measures, measure_column, summarise
 from .controllability import ARM_PREFIX, SET_PREFIX, best_of_n, diagonal_tests, measure_differences, reward_matrix
-from .rewards import DRAW_SIZE, RL_DRAW
+from .rewards import RL_DRAW
 from .stats import describe_difference, describe_win_rate, mean_ci, paired_difference, win_rate
 
 MEASURE_LABELS = {
@@ -36,7 +36,7 @@ def controllability_section(cfg, ev) -> dict:
                            "({name: file or [texts]})"}
     ci, sets, key = _ci(cfg), [s.name for s in ev.sources], cfg.controllability_measure
     label = MEASURE_LABELS[key]
-    out: dict = {"sets": {s.name: s.pset.path if s.pset else list(s.texts) for s in ev.sources}, "measure": key,
+    out: dict = {"sets": {s.name: s.train_arg() for s in ev.sources}, "measure": key,
                  "verdict": []}
     arm_rows = {s: ARM_PREFIX + s for s in sets}
     if all(r in ev.scores for r in arm_rows.values()):
@@ -80,7 +80,7 @@ def reward_section(cfg, ev) -> dict:
     names = [p.name for p in ev.policies]
     deltas = {p: {c: paired_difference(ev.scores[p][c], ev.scores["sft"][c], **ci) for c in cols}
               for p in names if p != "sft"}
-    draw = f"interventions + {DRAW_SIZE} principles drawn per prompt from {cfg.rl_principles} (seeded by prompt id)"
+    draw = f"stage 05's draw, once per prompt: {ev.rl_draw.draw.describe()}"
     return {"n": len(ev.prompts), "columns": {**ev.columns, RL_DRAW: draw},
             "mean": {p: {c: float(np.mean(ev.scores[p][c])) for c in cols} for p in names},
             "delta_vs_sft": deltas,

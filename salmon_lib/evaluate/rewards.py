@@ -1,5 +1,5 @@
 """Reward per principle: every answer scored by the reward model under each principle alone, under
-the RL-time draw, and under each controllability set.
+stage 05's RL-time draw, and under each controllability set.
 
 The reward model reads the bare instruction and the answer, never the chat prompt. All principle
 columns of one answer are scored in one `score` call, so the reward model runs the long (answer,
@@ -12,49 +12,49 @@ the same prompt and the comparison stays paired.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import random
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from ..paths import resolve_file
-from ..principles import PrincipleSet, load_principles
+from ..principles import load_principles
+from ..rl.draw import PrincipleDraw
 from .prompts import EvalPrompt
+from .runinfo import recorded_params
 
 RL_DRAW = "RL-time draw"
-# SALMON's RL reward shows the interventions and three principles drawn by weight (boosted by the
-# prompt's type), none negated; stage 05 draws the same way.
-DRAW_SIZE = 3
-
-
-def rl_draw(pset: PrincipleSet, prompt: EvalPrompt, seed: int) -> list[str]:
-    """The interventions that apply to the prompt's type, then a seeded weighted draw of principles."""
-    digest = hashlib.sha256(f"{seed}|{prompt.id}".encode()).digest()
-    rng = random.Random(int.from_bytes(digest[:8], "big"))
-    chosen = pset.sample(rng, max_k=DRAW_SIZE, p_continue=1.0, p_negate=0.0, prompt_type=prompt.question_type)
-    return [iv.text for iv in pset.interventions_for(prompt.question_type)] + [p.text(neg) for p, neg in chosen]
 
 
 @dataclasses.dataclass(frozen=True)
 class PrincipleSource:
-    """A principle file (drawn per prompt like stage 05) or an inline list of texts (all shown)."""
+    """Principles drawn per prompt exactly as stage 05 draws them (its `PrincipleDraw`): from a file,
+    the interventions and `num_principles` principles by weight; from an inline list, all its texts."""
 
     name: str
-    pset: PrincipleSet | None = None
-    texts: tuple[str, ...] = ()
+    draw: PrincipleDraw
 
     @classmethod
-    def from_spec(cls, name: str, spec: str | Sequence[str]) -> "PrincipleSource":
-        if isinstance(spec, str):
-            return cls(name, pset=load_principles(resolve_file(f"controllability.{name}", spec)))
-        return cls(name, texts=tuple(" ".join(t.split()) for t in spec))
+    def from_spec(cls, name: str, spec: str | Sequence[str], rl: Mapping) -> "PrincipleSource":
+        """`rl`: stage 05's draw settings (num_principles, interventions, seed)."""
+        return cls(name, PrincipleDraw(spec if isinstance(spec, str) else list(spec), rl["num_principles"],
+                                       rl["interventions"], rl["seed"]))
 
-    def for_prompt(self, prompt: EvalPrompt, seed: int) -> list[str]:
-        return rl_draw(self.pset, prompt, seed) if self.pset is not None else list(self.texts)
+    def for_prompt(self, prompt: EvalPrompt) -> list[str]:
+        return list(self.draw.draw(prompt.id, 0, prompt.question_type).texts)
 
     def train_arg(self) -> str | list[str]:
-        """What stage 05's `train_arm` takes: the file's path, or the list of texts."""
-        return str(Path(self.pset.path).resolve()) if self.pset is not None else list(self.texts)
+        """What stage 05's `train_arm` takes, and what the report shows: the file, or the texts."""
+        return str(self.draw.path) if self.draw.path is not None else list(self.draw.inline)
+
+
+def draw_settings(run_dir: str | Path, seed: int) -> dict:
+    """How stage 05 drew principles in this run (its parameters in run.yaml), else its defaults."""
+    from ..rl.config import RLConfig
+
+    recorded, defaults = recorded_params(run_dir, "rl"), RLConfig()
+    return {"principles": recorded.get("principles", defaults.principles),
+            "num_principles": recorded.get("num_principles", defaults.num_principles),
+            "interventions": recorded.get("interventions", defaults.interventions),
+            "seed": recorded.get("seed", seed)}
 
 
 def principle_columns(files: Sequence[str]) -> dict[str, str]:

@@ -20,7 +20,7 @@ from .config import EvaluateConfig
 from .controllability import SET_PREFIX, arm_config, train_arms
 from .policies import ANSWERS, Policy, Sampling, answer, discover, open_generator
 from .prompts import EvalPrompt, eval_prompts
-from .rewards import RL_DRAW, PrincipleSource, fixed, principle_columns, rl_draw, score_table
+from .rewards import RL_DRAW, PrincipleSource, draw_settings, fixed, principle_columns, score_table
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,7 @@ class Evaluation:
 
     prompts: list[EvalPrompt]
     prompt_source: str  # "heldout" (stage 05's slice) or "unused" (no rl_prompts.json)
+    rl_draw: PrincipleSource  # stage 05's RL-time draw
     sources: list[PrincipleSource]  # the controllability sets
     notes: list[str] = dataclasses.field(default_factory=list)  # caveats the report must state
     arms: dict[str, dict] = dataclasses.field(default_factory=dict)  # train_arm's stats per set
@@ -63,8 +64,10 @@ def _timed(timings: dict, name: str):
 
 def prepare(cfg: EvaluateConfig) -> Evaluation:
     prompts, source = eval_prompts(cfg.run_dir, cfg.max_prompts, cfg.probes, cfg.max_probes)
-    sources = [PrincipleSource.from_spec(name, spec) for name, spec in cfg.controllability.items()]
-    ev = Evaluation(prompts, source, sources)
+    rl = draw_settings(cfg.run_dir, cfg.seed)
+    sources = [PrincipleSource.from_spec(name, spec, rl) for name, spec in cfg.controllability.items()]
+    ev = Evaluation(prompts, source, PrincipleSource.from_spec(RL_DRAW, cfg.rl_principles or rl["principles"], rl),
+                    sources)
     if source == "unused":
         ev.notes.append("No rl_prompts.json (stage 05 has not run): the prompts are those of prompts.jsonl that no "
                         "earlier stage used, not stage 05's held-out slice.")
@@ -167,15 +170,11 @@ def measure(cfg: EvaluateConfig, ev: Evaluation, progress: bool = True) -> None:
 def score(cfg: EvaluateConfig, ev: Evaluation, reward, progress: bool = True) -> None:
     """Every answer under every principle, the RL-time draw and each set; the preview's candidates
     under each set."""
-    from ..paths import resolve_file
-    from ..principles import load_principles
-
     ev.columns = principle_columns(cfg.reward_principles)
-    pool = load_principles(resolve_file("rl_principles", cfg.rl_principles))
     columns = {label: fixed([text]) for label, text in ev.columns.items()}
-    columns[RL_DRAW] = lambda q: rl_draw(pool, q, cfg.seed)
+    columns[RL_DRAW] = ev.rl_draw.for_prompt
     for src in ev.sources:
-        columns[SET_PREFIX + src.name] = lambda q, src=src: src.for_prompt(q, cfg.seed)
+        columns[SET_PREFIX + src.name] = src.for_prompt
     texts = {name: [s["text"] for s in samples] for name, samples in ev.answers.items()}
     ev.scores = score_table(reward, texts, ev.prompts, columns, cfg.score_batch_size, progress)
     if ev.candidates:
@@ -183,7 +182,7 @@ def score(cfg: EvaluateConfig, ev: Evaluation, reward, progress: bool = True) ->
         items, where = [], []
         for src in ev.sources:
             for i, (q, cands) in enumerate(zip(prompts, ev.candidates)):
-                principles = src.for_prompt(q, cfg.seed)
+                principles = src.for_prompt(q)
                 items += [(q.prompt, c["text"], principles) for c in cands]
                 where += [(src.name, i)] * len(cands)
         flat = reward.score(items, batch_size=cfg.score_batch_size, progress=progress)
