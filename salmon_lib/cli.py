@@ -14,6 +14,8 @@ COMMAND_MODULES = [
     "salmon_lib.principles.cli",
     "salmon_lib.runner.cli",
     "salmon_lib.reward.score",
+    "salmon_lib.evaluate.steer",
+    "salmon_lib.evaluate.chat",
 ]
 
 

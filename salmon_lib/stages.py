@@ -56,4 +56,7 @@ STAGES: list[Stage] = [
           inputs=["prompts.jsonl", "sft/", "rm/", "self_align.jsonl?", "preferences.jsonl?", "pairs.jsonl?"],
           outputs=["rl_prompts.json", "rl_baseline.json", "policy/", "rollouts.jsonl", "rl_metrics.jsonl",
                    "rl_stats.json"]),
+    Stage("evaluate", "notebooks/06_evaluate.ipynb", config="salmon_lib.evaluate.config:EvaluateConfig",
+          inputs=["prompts.jsonl", "sft/", "rm/?", "rl_prompts.json?", "policy/?"],
+          outputs=["report.json", "report.html", "samples.jsonl"]),
 ]
