@@ -10,7 +10,7 @@ export OMP_NUM_THREADS ?= 1
 # VLLM=0 sets up without vLLM (the HF backend does all generation); CI tests both ways.
 VLLM   ?= 1
 
-.PHONY: setup model demo test test-slow vllm test-vllm clean
+.PHONY: setup model demo test test-slow vllm test-vllm browser clean
 
 setup: $(STAMP) $(if $(filter 1,$(VLLM)),vllm)
 
@@ -72,3 +72,11 @@ test-vllm: vllm model
 	@if [ -e $(VLLM_NONE) ]; then cat $(VLLM_NONE); exit 1; fi
 	$(PY) -m pytest -q -m vllm; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no vllm tests: that is a failure here"; exit 1; fi; exit $$rc
+
+# A headless browser for the test that opens stage 06's report.html (tests/test_evaluate_report.py):
+# Debian's chromium, installed when missing (needs root or sudo). Without it that test skips,
+# except under CI=true, where it fails.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium; }

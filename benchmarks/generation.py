@@ -178,7 +178,9 @@ def main(argv=None) -> int:
             outs, secs = timed(lambda: gen.generate(prompts, stop=fmt.stop, **gen_kw))
             figures["vllm_tok_s"] = sum(c.num_tokens for o in outs for c in o) / secs
             gen.llm.reset_prefix_cache()
-            params = SamplingParams(n=args.n, temperature=0.7, top_p=0.95, max_tokens=args.max_new_tokens, seed=args.seed)
+            params = SamplingParams(
+                n=args.n, temperature=0.7, top_p=0.95, max_tokens=args.max_new_tokens, seed=args.seed
+            )
             raw, secs = timed(lambda: gen.llm.generate(prompts, params, use_tqdm=False))
             figures["vllm_raw_tok_s"] = sum(len(c.token_ids) for r in raw for c in r.outputs) / secs
             gen.llm.reset_prefix_cache()

@@ -136,7 +136,8 @@ def main() -> int:
                     help="lengthen responses to at least this many words (0: the probes' own short replies)")
     ap.add_argument("--repeats", type=int, default=2, help="best of this many runs (the padded run is done once)")
     ap.add_argument("--train-pairs", type=int, default=8, help="response pairs for the training figures (0: skip)")
-    ap.add_argument("--draws", type=int, default=4, help="principle draws per training pair (stage 03's draws_per_pair)")
+    ap.add_argument("--draws", type=int, default=4,
+                    help="principle draws per training pair (stage 03's draws_per_pair)")
     ap.add_argument("--train-batch", type=int, default=4, help="response pairs per training batch")
     ap.add_argument("--skip-scoring", action="store_true", help="only the training figures")
     ap.add_argument("--original-responses", type=int, default=0,
@@ -170,7 +171,10 @@ def scoring_figures(args) -> dict:
         torch.manual_seed(0)
         tok, model = load_model(args.model, head="score")
         rm = RewardModel(tok, model, RMTemplate())
-    k1, k8 = workload(args.responses, 1, min_words=args.min_words), workload(args.responses, 8, min_words=args.min_words)
+    k1, k8 = (
+        workload(args.responses, 1, min_words=args.min_words),
+        workload(args.responses, 8, min_words=args.min_words),
+    )
     rm.score(k1[:2])  # warm-up
     lens = [len(rm.template.encode(rm.tokenizer, *it)) for it in k8]
     prefix = [len(rm.template.encode_prefix(rm.tokenizer, p, r)[0]) for p, r, _ in k1]

@@ -14,6 +14,8 @@ COMMAND_MODULES = [
     "salmon_lib.principles.cli",
     "salmon_lib.runner.cli",
     "salmon_lib.reward.score",
+    "salmon_lib.evaluate.steer",
+    "salmon_lib.evaluate.chat",
 ]
 
 
@@ -24,8 +26,31 @@ def main(argv: list[str] | None = None) -> int:
     for name in COMMAND_MODULES:
         importlib.import_module(name).add_cli(sub)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    return args.func(args)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    from .config import ConfigError
+    from .io import DataError
+    from .models import ModelLoadError
+
+    # Commands report the errors they expect themselves; these are the ones a bad file, folder or
+    # model can still raise from deeper down: one line naming it, never a traceback (-v shows it).
+    try:
+        return args.func(args)
+    except (ConfigError, DataError, ModelLoadError, OSError) as err:
+        if args.verbose:
+            raise
+        print(f"error: {_describe(err)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+def _describe(err: Exception) -> str:
+    if isinstance(err, OSError) and err.filename:
+        return f"{err.filename}: {err.strerror or err}"
+    return str(err)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ Specs:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.metadata
 import json
@@ -109,7 +110,9 @@ def _convert_default(target: Path) -> Path:
 def default_tokenizer(cfg: ModelConfig | None = None):
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(resolve_model_dir(ModelConfig(spec="default", cache_dir=cfg and cfg.cache_dir)))
+    return AutoTokenizer.from_pretrained(
+        resolve_model_dir(ModelConfig(spec="default", cache_dir=cfg and cfg.cache_dir))
+    )
 
 
 def _build_tiny(cfg: ModelConfig, target: Path) -> Path:
@@ -135,6 +138,51 @@ def _looks_like_hub_id(spec: str) -> bool:
     return len(parts) == 2 and all(parts) and not spec.startswith((".", "~"))
 
 
+# A model folder holds one of these (or shards named in an index); checked without reading them.
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
+
+
+def model_dir_problem(path: Path) -> str | None:
+    """Why `path` is not a loadable model folder, from its file names and config.json alone (no
+    weights are read); None when it looks like one."""
+    config = path / "config.json"
+    if not config.is_file():
+        if (path / "adapter_config.json").is_file():
+            return (f"{path} is a LoRA adapter, not a model: pass its base model as the spec and this folder "
+                    "as `adapter`")
+        return f"{path} is not a model folder: expected a config.json (a Hugging Face model saved with save_pretrained)"
+    try:
+        data = json.loads(config.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as err:
+        return f"{config}: not a readable model config ({err})"
+    if not isinstance(data, dict) or "model_type" not in data:
+        return f"{config}: not a Hugging Face model config (no 'model_type')"
+    if not any((path / name).is_file() for name in WEIGHT_FILES) and not any(path.glob("*.safetensors")):
+        return f"{path} holds a config.json but no weights ({' or '.join(WEIGHT_FILES[::2])})"
+    return None
+
+
+def _local_model_path(spec: str) -> Path | None:
+    """The existing path a spec names: as given, else from the project root (as file parameters are)."""
+    from .paths import candidates
+
+    return next((p for p in candidates(spec) if p.exists()), None)
+
+
+def model_spec_problem(spec: str) -> str | None:
+    """Why a model spec cannot be loaded, found without torch or loading weights (the runner checks
+    every stage's model before any kernel starts); None when it looks loadable."""
+    if spec in ("default", "tiny"):
+        return None
+    path = _local_model_path(spec)
+    if path is not None:
+        return model_dir_problem(path) if path.is_dir() else f"{path} is a file, not a model folder"
+    if not _looks_like_hub_id(spec):
+        return f"model spec {spec!r} is neither 'default', 'tiny', an existing folder nor a Hub id (owner/name)"
+    return None  # a Hub id: whether it can be fetched is only known on the machine that loads it
+
+
 def resolve_model_dir(cfg: ModelConfig | str) -> Path | str:
     """A loadable location for the spec: a folder (made on first use for default/tiny) or a Hub id."""
     if isinstance(cfg, str):
@@ -145,17 +193,12 @@ def resolve_model_dir(cfg: ModelConfig | str) -> Path | str:
     if cfg.spec == "tiny":
         target = cache_dir(cfg) / f"tiny-llama-seed{cfg.seed}"
         return target if (target / "config.json").is_file() else _build_tiny(cfg, target)
-    path = Path(cfg.spec).expanduser()
-    if path.is_dir():
-        if (path / "config.json").is_file():
-            return path
-        if (path / "adapter_config.json").is_file():
-            raise ModelLoadError(
-                f"{path} is a LoRA adapter, not a model: pass its base model as the spec and this folder as `adapter`"
-            )
-        raise ModelLoadError(f"{path} is not a model folder: expected a config.json (a Hugging Face model saved with save_pretrained)")
-    if path.exists():
-        raise ModelLoadError(f"{path} is a file, not a model folder")
+    path = _local_model_path(cfg.spec)
+    if path is not None:
+        problem = model_dir_problem(path) if path.is_dir() else f"{path} is a file, not a model folder"
+        if problem:
+            raise ModelLoadError(problem)
+        return path
     if _looks_like_hub_id(cfg.spec):
         return cfg.spec
     raise ModelLoadError(
@@ -182,6 +225,11 @@ def _dtype_and_device(cfg: ModelConfig):
 def _quantization(cfg: ModelConfig, dtype):
     if cfg.quantization == "none":
         return None
+    import importlib.util
+
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ModelLoadError(f"quantization {cfg.quantization} needs the package bitsandbytes, which is not installed "
+                             "(pip install -c constraints.txt bitsandbytes), or use quantization: none")
     from transformers import BitsAndBytesConfig
 
     if cfg.quantization == "4bit":
@@ -214,9 +262,11 @@ def _from_pretrained(cls, location: Path | str, cfg: ModelConfig, **kwargs):
         return cls.from_pretrained(location, **kwargs)
     except OSError as err:
         if isinstance(location, str):
+            why = ("the hub is unreachable from this machine and the model is not in the local cache"
+                   if kwargs.get("local_files_only") else "the id is wrong or the model is gated")
             raise ModelLoadError(
                 f"could not load {location!r} from the Hugging Face Hub: "
-                f"{'the hub is unreachable from this machine and the model is not in the local cache' if kwargs.get('local_files_only') else 'the id is wrong or the model is gated'}. Download the model where a hub is reachable "
+                f"{why}. Download the model where a hub is reachable "
                 "(huggingface-cli download ID --local-dir DIR) and pass the folder as the model spec."
             ) from None
         raise ModelLoadError(f"{location}: corrupt or incomplete model folder ({err})") from None
@@ -242,6 +292,8 @@ def load_model(cfg: ModelConfig | str, head: Literal["causal", "score"] = "causa
 
     if isinstance(cfg, str):
         cfg = ModelConfig(spec=cfg)
+    if cfg.adapter:
+        check_adapter(cfg.adapter, head=head == "score")  # before minutes of loading a base it cannot fit
     location = resolve_model_dir(cfg)
     tok = load_tokenizer(cfg)
     dtype, device = _dtype_and_device(cfg)
@@ -250,8 +302,12 @@ def load_model(cfg: ModelConfig | str, head: Literal["causal", "score"] = "causa
     if quant is not None:
         kwargs.update(quantization_config=quant, device_map={"": device})
     if head == "score":
-        model = _from_pretrained(AutoModelForSequenceClassification, location, cfg, num_labels=1,
-                                 pad_token_id=tok.pad_token_id, **kwargs)
+        # The base has no score head: from_pretrained reports a newly initialised score.weight.
+        # With an adapter the trained head comes from it (checked in load_adapter), so the report
+        # would only alarm; without one the head is new and the report says so.
+        with _quiet_load_report() if cfg.adapter else contextlib.nullcontext():
+            model = _from_pretrained(AutoModelForSequenceClassification, location, cfg, num_labels=1,
+                                     pad_token_id=tok.pad_token_id, **kwargs)
     else:
         model = _from_pretrained(AutoModelForCausalLM, location, cfg, **kwargs)
     if quant is None:
@@ -262,17 +318,63 @@ def load_model(cfg: ModelConfig | str, head: Literal["causal", "score"] = "causa
     return tok, model
 
 
-def load_adapter(model, adapter: str | Path, trainable: bool = False):
-    """Put a saved LoRA adapter on `model`; an adapter made for another base fails clearly."""
-    from peft import PeftModel
+@contextlib.contextmanager
+def _quiet_load_report():
+    """Drop transformers' load report (its table of missing keys) while loading a base model whose
+    missing head an adapter will supply; any other warning still shows."""
 
+    def keep(record: logging.LogRecord) -> bool:
+        return "LOAD REPORT" not in str(record.msg)
+
+    target = logging.getLogger("transformers.modeling_utils")
+    target.addFilter(keep)
+    try:
+        yield
+    finally:
+        target.removeFilter(keep)
+
+
+def adapter_weight_names(path: Path) -> list[str]:
+    """Tensor names in a saved adapter (read from the safetensors header, not the tensors)."""
+    from safetensors import safe_open
+
+    weights = path / "adapter_model.safetensors"
+    if not weights.is_file():
+        raise ModelLoadError(f"{path} holds no adapter_model.safetensors: the adapter is incomplete")
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            return list(f.keys())
+    except Exception as err:  # safetensors raises its own SafetensorError (and OSError) for a damaged file
+        raise ModelLoadError(f"{weights}: damaged or truncated adapter weights ({err})") from None
+
+
+def check_adapter(adapter: str | Path, head: bool = False) -> dict:
+    """The adapter's config, after checking from its files alone (no tensor is read) that it is
+    whole and, with `head`, carries a trained score head; ModelLoadError naming the file otherwise."""
     path = Path(adapter).expanduser()
     if not (path / "adapter_config.json").is_file():
         raise ModelLoadError(f"{path} is not a LoRA adapter folder: expected adapter_config.json")
     try:
+        config = json.loads((path / "adapter_config.json").read_text(encoding="utf-8"))
+    except (ValueError, OSError) as err:
+        raise ModelLoadError(f"{path / 'adapter_config.json'}: damaged adapter config ({err})") from None
+    names = adapter_weight_names(path)
+    if head and not any(".score." in f".{n}" for n in names):
+        raise ModelLoadError(f"{path}: the adapter holds no trained score head (score.weight), so its scores would "
+                             "come from a randomly initialised head; it is not a reward model adapter")
+    return config if isinstance(config, dict) else {}
+
+
+def load_adapter(model, adapter: str | Path, trainable: bool = False):
+    """Put a saved LoRA adapter on `model`; a damaged adapter or one made for another base fails clearly."""
+    from peft import PeftModel
+
+    path = Path(adapter).expanduser()
+    config = check_adapter(path)
+    try:
         return PeftModel.from_pretrained(model, path, is_trainable=trainable)
-    except (RuntimeError, ValueError, KeyError) as err:
-        base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    except (RuntimeError, ValueError, KeyError, OSError) as err:
+        base = config.get("base_model_name_or_path")
         lines = [ln.strip() for ln in str(err).strip().splitlines()]
         first = next((ln for ln in lines if "size mismatch" in ln), lines[0] if lines else "")[:300]
         raise ModelLoadError(

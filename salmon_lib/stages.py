@@ -11,8 +11,7 @@ import dataclasses
 import importlib
 from pathlib import Path
 
-# Where notebooks named by a relative path live: the folder holding the salmon_lib package.
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from .paths import PROJECT_ROOT
 
 
 @dataclasses.dataclass
@@ -42,15 +41,22 @@ class Stage:
 
 # Stage authors: one line per stage, in pipeline order; the steps are in salmon_lib/runner/__init__.py.
 STAGES: list[Stage] = [
-    Stage("prompts", "notebooks/00_prompts.ipynb", config="salmon_lib.prompts.stage:PromptsConfig",
+    Stage("prompts", "notebooks/00_prompts.ipynb", config="salmon_lib.prompts.config:PromptsConfig",
           outputs=["prompts.jsonl", "prompts_stats.json"]),
-    Stage("self_align", "notebooks/01_self_align.ipynb", config="salmon_lib.self_align:SelfAlignConfig",
+    Stage("self_align", "notebooks/01_self_align.ipynb", config="salmon_lib.self_align.config:SelfAlignConfig",
           inputs=["prompts.jsonl"], outputs=["self_align.jsonl", "self_align_stats.json"]),
-    Stage("engrave", "notebooks/02_engrave.ipynb", config="salmon_lib.engrave:EngraveConfig",
+    Stage("engrave", "notebooks/02_engrave.ipynb", config="salmon_lib.engrave.config:EngraveConfig",
           inputs=["self_align.jsonl", "self_align_stats.json"], outputs=["sft/", "engrave_stats.json"]),
-    Stage("preferences", "notebooks/03_preferences.ipynb", config="salmon_lib.preferences.stage:PreferencesConfig",
+    Stage("preferences", "notebooks/03_preferences.ipynb", config="salmon_lib.preferences.config:PreferencesConfig",
           inputs=["prompts.jsonl", "sft/?"],
           outputs=["preferences.jsonl", "preferences_stats.json", "pairs.jsonl?", "judgements.jsonl?"]),
-    Stage("reward_model", "notebooks/04_reward_model.ipynb", config="salmon_lib.reward.train:RewardConfig",
+    Stage("reward_model", "notebooks/04_reward_model.ipynb", config="salmon_lib.reward.config:RewardConfig",
           inputs=["preferences.jsonl"], outputs=["rm/", "rm_eval.json", "reward_stats.json"]),
+    Stage("rl", "notebooks/05_rl.ipynb", config="salmon_lib.rl.config:RLConfig",
+          inputs=["prompts.jsonl", "sft/", "rm/", "self_align.jsonl?", "preferences.jsonl?", "pairs.jsonl?"],
+          outputs=["rl_prompts.json", "rl_baseline.json", "policy/", "rollouts.jsonl", "rl_metrics.jsonl",
+                   "rl_stats.json"]),
+    Stage("evaluate", "notebooks/06_evaluate.ipynb", config="salmon_lib.evaluate.config:EvaluateConfig",
+          inputs=["prompts.jsonl", "sft/", "rm/?", "rl_prompts.json?", "policy/?"],
+          outputs=["report.json", "report.html", "samples.jsonl"]),
 ]

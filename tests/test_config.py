@@ -1,9 +1,10 @@
 import dataclasses
+import re
 from typing import Literal
 
 import pytest
 
-from salmon_lib.config import ConfigError, Config
+from salmon_lib.config import Config, ConfigError
 from salmon_lib.models import ModelConfig
 
 
@@ -45,7 +46,7 @@ def test_valid_values_and_int_widens_to_float():
         ({"tags": "a"}, "expected a list"),
         ({"tags": [1]}, "Sample.tags[0]: expected str"),
         ({"inner": {"j": 1}}, "unknown parameter(s) j"),
-        ({"steps": -1}, "steps must be >= 0"),
+        ({"steps": -1}, "Sample.steps: must be >= 0"),
     ],
 )
 def test_bad_values_name_the_key(data, message):
@@ -85,3 +86,21 @@ def test_relative_run_dir_means_the_project_outputs_whatever_the_cwd(tmp_path, m
     monkeypatch.chdir(root / "notebooks")
     assert StageConfig.from_dict({"run_dir": "outputs/x"}).run_dir == str(root / "outputs" / "x")
     assert StageConfig.from_dict({"run_dir": str(tmp_path)}).run_dir == str(tmp_path)
+
+
+def test_numbers_are_finite_and_only_signed_fields_go_negative():
+    @dataclasses.dataclass
+    class Knobs(Config):
+        signed = ("offset",)
+
+        count: int = 3  # how many
+        rate: float = 0.1  # how fast
+        offset: float = 0.0  # may go either way
+        penalty: float = -6.0  # a negative default: negative values are meant
+
+    assert Knobs.from_dict({"offset": -2.0, "penalty": -1.0, "count": 0}).offset == -2.0
+    for data, message in (({"count": -1}, "Knobs.count: must be >= 0, got -1"),
+                          ({"rate": float("nan")}, "Knobs.rate: expected a finite number, got nan"),
+                          ({"penalty": float("-inf")}, "Knobs.penalty: expected a finite number, got -inf")):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            Knobs.from_dict(data)

@@ -90,6 +90,27 @@ def test_checkpoints_of_other_settings_are_not_resumed(tmp_path):
     assert not (tmp_path / "sft_checkpoints" / "checkpoint-2").exists()
 
 
+def test_checkpoints_trained_on_other_data_are_not_resumed(tmp_path):
+    """Issue 13, defect 3: the fingerprint covered the config only, so after stage 01 changed,
+    training resumed at the old step on the old data (or re-saved the old adapter)."""
+    from salmon_lib.engrave.train import reset_stale_checkpoints
+
+    write_self_align(tmp_path)
+    cfg = tiny_cfg(tmp_path)
+    reset_stale_checkpoints(cfg)
+    (tmp_path / "sft_checkpoints" / "checkpoint-2").mkdir()
+    assert not reset_stale_checkpoints(cfg)
+    write_self_align(tmp_path, n=10)  # stage 01 ran again and kept other answers
+    assert reset_stale_checkpoints(cfg)
+    assert not (tmp_path / "sft_checkpoints" / "checkpoint-2").exists()
+    named_by_stage_01 = EngraveConfig(**{**cfg.to_dict(), "assistant_name": None, "assistant_creator": None})
+    (tmp_path / "self_align_stats.json").write_text('{"assistant_name": "Nori", "assistant_creator": "a lab"}')
+    reset_stale_checkpoints(named_by_stage_01)
+    (tmp_path / "sft_checkpoints" / "checkpoint-2").mkdir()
+    (tmp_path / "self_align_stats.json").write_text('{"assistant_name": "Kestrel", "assistant_creator": "a lab"}')
+    assert reset_stale_checkpoints(named_by_stage_01)  # the system prompt names another assistant
+
+
 def test_only_answer_tokens_carry_loss(tmp_path):
     from salmon_lib.engrave.train import load_kept, make_trainer
 
@@ -185,7 +206,7 @@ def test_qlora_step_moves_the_adapter_of_a_4bit_base(tmp_path):
     from salmon_lib.engrave.train import train_and_save
 
     write_self_align(tmp_path, n=4)
-    trainer, summary = train_and_save(tiny_cfg(tmp_path, method="qlora", max_steps=1, warmup_ratio=0.0))
+    trainer, summary = train_and_save(tiny_cfg(tmp_path, quantization="4bit", max_steps=1, warmup_ratio=0.0))
     assert any("Linear4bit" in type(m).__name__ for m in trainer.model.modules())
     lora_b = [n for n, _ in trainer.model.named_parameters() if "lora_B" in n]
     assert lora_b and set(_moved_lora(trainer)) == set(lora_b)

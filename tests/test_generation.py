@@ -2,6 +2,8 @@
 
 import dataclasses
 import logging
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -9,7 +11,7 @@ import torch
 from salmon_lib.chat import get_format
 from salmon_lib.generation import GenerationError, make_generator
 from salmon_lib.generation.hf import HFGenerator
-from salmon_lib.generation.prefix import ScoreRow, group_rows
+from salmon_lib.generation.prefix_scoring import ScoreRow, group_rows
 from salmon_lib.models import ModelConfig
 
 CHATML = get_format("chatml")
@@ -82,6 +84,30 @@ def test_sequence_logprobs_equal_full_forward(tiny):
         assert g == pytest.approx(reference_logprob(tiny, p, c), abs=1e-4)
 
 
+def test_identical_rows_are_scored_once(tiny, monkeypatch):
+    from salmon_lib.generation import prefix_scoring as prefix
+
+    prompts, conts = judge_prompts(1, 2), ["a) wins.", "b"]
+    calls = []
+    real = prefix._score_batch
+    monkeypatch.setattr(prefix, "_score_batch",
+                        lambda model, rows, *a: calls.append(len(rows)) or real(model, rows, *a))
+    once = tiny.sequence_logprobs(prompts, conts)
+    rows_once = sum(calls)
+    calls.clear()
+    twice = tiny.sequence_logprobs(prompts * 3, conts * 3)
+    assert sum(calls) == rows_once and twice == once * 3
+
+
+def test_long_continuations_are_batched_within_the_lm_head_budget(tiny, monkeypatch):
+    from salmon_lib.generation import prefix_scoring as prefix
+
+    monkeypatch.setattr(prefix, "MAX_SCORED", 40)
+    prompts, conts = judge_prompts(1, 3), ["word " * 30, "other " * 25, "a b c"]
+    expected = [reference_logprob(tiny, p, c) for p, c in zip(prompts, conts)]
+    assert tiny.sequence_logprobs(prompts, conts) == pytest.approx(expected, abs=1e-4)
+
+
 def test_stop_strings_cut_text_and_end_rows(tiny):
     prompts = [CHATML.prompt("Say something."), CHATML.prompt("Something else, much longer, please.")]
     # The random tiny model's greedy text is one repeated token: sample (same seed, same draws).
@@ -119,6 +145,29 @@ def test_sampling_n_and_seeds(tiny):
     torch.manual_seed(0)
     tiny.generate(prompts[:1], max_new_tokens=2, seed=1)
     assert torch.rand(1) == before  # the caller's RNG is untouched
+
+
+def test_a_prompts_samples_depend_on_its_own_seed_not_on_its_batch(tiny):
+    """Per-prompt seeds: what a prompt gets does not depend on which prompts share the call (or the
+    backend's length-sorted batches), so a stage that seeds each record by its id resumes an
+    interrupted run with the same records."""
+    from salmon_lib.generation.prefix_generation import PrefixGenerator
+
+    prompts = [CHATML.prompt(q) for q in ("Tell me a story about a long journey across the sea.", "Hi",
+                                          "What is two plus two?", "Name a colour.")]
+    kw = dict(temperature=1.0, top_p=0.9, max_new_tokens=12)
+    together = tiny.generate(prompts, seed=[11, 12, 13, 14], **kw)
+    assert tiny.generate(prompts[2:3], seed=[13], **kw) == [together[2]]
+    assert tiny.generate([prompts[3], prompts[0]], seed=[14, 11], **kw) == [together[3], together[0]]
+    assert tiny.generate(prompts, n=2, seed=[11, 12, 13, 14], **kw)[1][0] == together[1][0]
+    prefix = CHATML.render([{"role": "system", "content": "You answer briefly. " * 12}], add_generation_prompt=False)
+    shared = PrefixGenerator(tiny, prefix)
+    long = [prefix + p for p in prompts]
+    alone = shared.generate(long[1:2], stop=CHATML.stop, seed=[12], **kw)
+    assert shared.generate(long, stop=CHATML.stop, seed=[11, 12, 13, 14], **kw)[1] == alone[0]
+    assert [c[0] for c in tiny.generate(long[1:2], stop=CHATML.stop, seed=[12], **kw)] == alone
+    with pytest.raises(GenerationError, match="one per prompt"):
+        tiny.generate(prompts, seed=[1, 2], **kw)
 
 
 def test_bad_arguments_are_named(tiny):
@@ -163,7 +212,9 @@ def test_lora_adapters_switch_and_match_peft(tmp_path):
         with_a1 = gen.score_options(prompts, options, adapter=str(tmp_path / "a1"))
         with_a2 = gen.score_options(prompts, options, adapter=str(tmp_path / "a2"))
         assert flat(gen.score_options(prompts, options)) == pytest.approx(flat(plain), abs=1e-6)  # None: adapters off
-        assert flat(gen.score_options(prompts, options, adapter=str(tmp_path / "a1"))) == pytest.approx(flat(with_a1), abs=1e-6)
+        assert flat(gen.score_options(prompts, options, adapter=str(tmp_path / "a1"))) == pytest.approx(
+            flat(with_a1), abs=1e-6
+        )
         gen_a1 = gen.generate(prompts, temperature=0, max_new_tokens=6, adapter=str(tmp_path / "a1"))
     assert abs(with_a1[0][0] - plain[0][0]) > 1e-3 and abs(with_a1[0][0] - with_a2[0][0]) > 1e-3
     peft_a1 = load_adapter(load_model("tiny")[1], tmp_path / "a1")
@@ -189,10 +240,10 @@ def test_4bit_model_generates_and_scores():
 
 
 def test_auto_falls_back_to_hf_and_says_why(caplog, monkeypatch):
-    import salmon_lib.generation.base as base
+    import salmon_lib.generation.factory as factory
 
-    monkeypatch.setattr(base, "vllm_support", lambda cfg, adapters=(): (False, "vLLM is not installed"))
-    with caplog.at_level(logging.INFO, logger="salmon_lib.generation.base"):
+    monkeypatch.setattr(factory, "vllm_support", lambda cfg, adapters=(): (False, "vLLM is not installed"))
+    with caplog.at_level(logging.INFO, logger="salmon_lib.generation.factory"):
         with make_generator(ModelConfig(spec="tiny"), progress=False) as gen:
             assert gen.backend == "hf"
     assert "hf (vLLM is not installed)" in caplog.text
@@ -203,15 +254,15 @@ def test_auto_falls_back_to_hf_and_says_why(caplog, monkeypatch):
 def test_auto_falls_back_to_hf_when_the_engine_fails_to_start(caplog, monkeypatch):
     """A model that passes every check but whose engine still dies (at start or on its warm-up
     request) must not take the stage down with it."""
-    import salmon_lib.generation.base as base
+    import salmon_lib.generation.factory as factory
     import salmon_lib.generation.vllm_backend as vb
 
     def dies(*args, **kwargs):
         raise RuntimeError("Unsupported CPU attention configuration: head_dim=16 isa=2\nstack...")
 
-    monkeypatch.setattr(base, "vllm_support", lambda cfg, adapters=(): (True, "looks fine"))
+    monkeypatch.setattr(factory, "vllm_support", lambda cfg, adapters=(): (True, "looks fine"))
     monkeypatch.setattr(vb, "VLLMGenerator", dies)
-    with caplog.at_level(logging.INFO, logger="salmon_lib.generation.base"):
+    with caplog.at_level(logging.INFO, logger="salmon_lib.generation.factory"):
         with make_generator(ModelConfig(spec="tiny"), progress=False) as gen:
             assert gen.backend == "hf"
     assert "vLLM failed to start: RuntimeError: Unsupported CPU attention configuration: head_dim=16" in caplog.text
@@ -308,3 +359,41 @@ def test_fast_sampling_draws_exactly_the_top_p_distribution(top_p):
             assert int(got[row]) == int(want), (row, float(u))
     assert torch.equal(sample(logits, 0.0, top_p), logits.argmax(-1))
 
+
+def test_the_interface_imports_no_backend():
+    code = (
+        "import sys; import salmon_lib.generation; "
+        "print(sorted(m for m in ('torch', 'vllm', 'salmon_lib.generation.hf', 'salmon_lib.generation.vllm_backend') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_rows_that_leave_the_batch_do_not_change_the_others(tiny):
+    """The decoding loop drops finished rows from the batch and its cache; every row samples with
+    its own seeded generator, so each row's tokens are the same decoded alone as in a batch where
+    others end early."""
+    from salmon_lib.generation.decode import decode
+
+    def ends_on_even_first_token(tokens):  # a per-row end that depends only on the row's own sample
+        return "eos" if tokens[0] % 2 == 0 and len(tokens) >= 2 else None
+
+    encoded = tiny.encode_prompts([CHATML.prompt(q) for q in ("Hi", "Name six colours of the sea.", "Why?",
+                                                               "Tell me about bread.", "Two plus two?", "Go")])
+    width = max(len(e) for e in encoded)
+
+    def run(rows, seeds):
+        ids = torch.full((len(rows), width), tiny.pad_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for r, e in enumerate(encoded[i] for i in rows):
+            ids[r, width - len(e):], mask[r, width - len(e):] = torch.tensor(e), 1
+        return decode(tiny.model, ids, mask, 10, 1.0, 0.9, ends_on_even_first_token, seeds)
+
+    seeds = [101, 102, 103, 104, 105, 106]
+    together = run(range(6), seeds)
+    lengths = {len(d.tokens) for d in together}
+    assert 2 in lengths and 10 in lengths  # some rows left early, others ran to the limit
+    for i in range(6):
+        assert run([i], [seeds[i]])[0].tokens == together[i].tokens
+    assert run(range(6), [7] * 6)[0].tokens != together[0].tokens  # the seed does decide the sample

@@ -74,7 +74,7 @@ def test_bad_specs_name_the_path(tmp_path):
     src = resolve_model_dir("tiny")
     for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
         (no_weights / name).write_bytes((src / name).read_bytes())
-    with pytest.raises(ModelLoadError, match=f"{no_weights}: corrupt or incomplete model folder"):
+    with pytest.raises(ModelLoadError, match=f"{no_weights} holds a config.json but no weights"):
         load_model(str(no_weights))
 
 

@@ -1,5 +1,6 @@
 """Aggregation on hand-made judgements, and the override heuristics."""
 
+import dataclasses
 from dataclasses import dataclass
 
 import pytest
@@ -30,11 +31,19 @@ class FixedSet:
         return [(by[n], neg) for n, neg in self.draw]
 
 
-QUIET = dict(disclaimer_rule=False, language_rule=False, label_noise=0.0, rule_label_noise=0.0, swap_p=0.0, draws_per_pair=1)
+QUIET = dict(
+    disclaimer_rule=False, language_rule=False, label_noise=0.0, rule_label_noise=0.0, draws_per_pair=1
+)
 
 
 def j(pair, principle, s12, s21):
-    return {"pair_id": pair, "principle": principle, "s12": s12, "s21": s21, "agree": (s12 > 0) == (s21 > 0) and s12 * s21 != 0}
+    return {
+        "pair_id": pair,
+        "principle": principle,
+        "s12": s12,
+        "s21": s21,
+        "agree": (s12 > 0) == (s21 > 0) and s12 * s21 != 0,
+    }
 
 
 def pair(pid, r1="one", r2="two", prompt="Say something"):
@@ -52,25 +61,36 @@ def test_variance_scaling_and_disagreement_scores_zero():
 
 def test_dominant_principle_decides_and_negation_flips_the_label():
     scores = {"p1": {"A": 0.5, "B": -2.0}}
-    ex, _ = aggregate([pair("p1")], scores, FixedSet("AB", [("A", False), ("B", False)]), AggregateOptions(**QUIET), seed=0)
+    ex, _ = aggregate(
+        [pair("p1")], scores, FixedSet("AB", [("A", False), ("B", False)]), AggregateOptions(**QUIET), seed=0
+    )
     assert ex[0]["dominant"] == "B" and ex[0]["chosen"] == "two" and ex[0]["score_gap"] == pytest.approx(2.0)
-    ex, _ = aggregate([pair("p1")], scores, FixedSet("AB", [("A", False), ("B", True)]), AggregateOptions(**QUIET), seed=0)
+    ex, _ = aggregate(
+        [pair("p1")], scores, FixedSet("AB", [("A", False), ("B", True)]), AggregateOptions(**QUIET), seed=0
+    )
     assert ex[0]["chosen"] == "one"
-    assert ex[0]["principles"] == [{"name": "A", "text": "be A", "negated": False}, {"name": "B", "text": "avoid B", "negated": True}]
+    assert ex[0]["principles"] == [
+        {"name": "A", "text": "be A", "negated": False},
+        {"name": "B", "text": "avoid B", "negated": True},
+    ]
 
 
 def test_zero_dominant_score_is_skipped_and_counted():
-    ex, stats = aggregate([pair("p1")], {"p1": {"A": 0.0}}, FixedSet("A", [("A", False)]), AggregateOptions(**QUIET), seed=0)
+    ex, stats = aggregate(
+        [pair("p1")], {"p1": {"A": 0.0}}, FixedSet("A", [("A", False)]), AggregateOptions(**QUIET), seed=0
+    )
     assert ex == [] and stats["skipped_zero_score"] == 1
 
 
 def test_pairs_without_all_judgements_are_counted_not_used():
-    ex, stats = aggregate([pair("p1")], {"p1": {"A": 1.0}}, FixedSet("AB", [("A", False)]), AggregateOptions(**QUIET), seed=0)
+    ex, stats = aggregate(
+        [pair("p1")], {"p1": {"A": 1.0}}, FixedSet("AB", [("A", False)]), AggregateOptions(**QUIET), seed=0
+    )
     assert ex == [] and stats["pairs_missing_judgements"] == 1
 
 
-def test_draws_are_seeded_per_pair_and_noise_and_swaps_are_counted():
-    opts = AggregateOptions(**{**QUIET, "draws_per_pair": 50, "label_noise": 0.5, "swap_p": 0.5})
+def test_draws_are_seeded_per_pair_and_noise_is_counted():
+    opts = AggregateOptions(**{**QUIET, "draws_per_pair": 50, "label_noise": 0.5})
     fs = FixedSet("A", [("A", False)])
     pairs = [pair("p1"), pair("p2")]
     scores = {"p1": {"A": 1.0}, "p2": {"A": 1.0}}
@@ -83,13 +103,14 @@ def test_draws_are_seeded_per_pair_and_noise_and_swaps_are_counted():
     assert st1["label_noise_flips"] == flips and 20 < flips < 80
     assert sum(e["chosen"] == "two" for e in ex1) == flips  # a flipped label chooses the judge's loser
     assert all(e["score_gap"] < 0 for e in ex1 if e["flags"]["label_noise"])
-    assert st1["swapped"] == sum(e["flags"]["swapped"] for e in ex1) and 0 < st1["swapped"] < 100
 
 
 def test_disclaimer_rule_prefers_the_other_response_with_its_probability():
     r1 = "As an AI language model, I cannot have opinions, but blue is popular."
     opts = AggregateOptions(**{**QUIET, "disclaimer_rule": True, "disclaimer_p": 1.0, "draws_per_pair": 3})
-    ex, stats = aggregate([pair("p1", r1=r1, r2="Blue.")], {"p1": {"A": 1.0}}, FixedSet("A", [("A", False)]), opts, seed=0)
+    ex, stats = aggregate(
+        [pair("p1", r1=r1, r2="Blue.")], {"p1": {"A": 1.0}}, FixedSet("A", [("A", False)]), opts, seed=0
+    )
     assert all(e["chosen"] == "Blue." and e["flags"]["rule"] == "disclaimer" for e in ex)
     assert stats["rule_disclaimer"] == 3 and stats["rule_overrode_judge"] == 3
     opts.disclaimer_p = 0.0
@@ -137,3 +158,16 @@ def test_with_the_judge_principle_set_negation_shows_the_negative_definition():
         raw = scores[e["pair_id"]][dom["name"]] * (-1 if dom["negated"] else 1)
         assert (e["chosen"] == "one") == (raw > 0) and e["score_gap"] == pytest.approx(abs(raw))
     assert 0 < sum(p["negated"] for e in ex for p in e["principles"]) < sum(len(e["principles"]) for e in ex)
+
+
+def test_swap_p_is_gone_and_says_why():
+    """It only set a flag nothing read: a pointwise reward model never sees the order of a pair."""
+    from salmon_lib.config import ConfigError
+    from salmon_lib.preferences.config import PreferencesConfig
+
+    assert "swap_p" not in {f.name for f in dataclasses.fields(PreferencesConfig)}
+    with pytest.raises(ConfigError, match="swap_p is no longer a parameter.*order of a pair never reaches"):
+        PreferencesConfig.from_dict({"swap_p": 0.5})
+    examples, stats = aggregate([pair("p1")], {"p1": {"A": 1.0}}, FixedSet("A", [("A", False)]),
+                                AggregateOptions(**QUIET), seed=0)
+    assert "swapped" not in stats and set(examples[0]["flags"]) == {"rule", "label_noise"}

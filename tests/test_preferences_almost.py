@@ -59,7 +59,11 @@ def test_bad_response_filters():
 
 def test_configurations_rubric_and_fewshot_prompt():
     rubric = almost.parse_rubric([["default:detailed:3"], ["default:plain:2", "/models/Base-1B:plain:1"]])
-    assert [(c.name, r) for c, r in rubric] == [("default-detailed-3shot", 0), ("default-plain-2shot", 1), ("base-1b-plain-1shot", 1)]
+    assert [(c.name, r) for c, r in rubric] == [
+        ("default-detailed-3shot", 0),
+        ("default-plain-2shot", 1),
+        ("base-1b-plain-1shot", 1),
+    ]
     with pytest.raises(ValueError, match=r"almost_rubric\[0\]\[0\].*'fancy'"):
         almost.parse_rubric([["default:fancy:1"], ["default:plain:1"]])
     demos = almost.load_demos()

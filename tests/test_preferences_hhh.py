@@ -1,45 +1,8 @@
-"""Reading the HHH evaluation pairs (never a training input), and the accuracy tables."""
-
-import json
-from collections import Counter
+"""The judge's accuracy tables on the HHH pairs (reading them: tests/test_hhh.py)."""
 
 import pytest
 
-from salmon_lib.io import DataError
 from salmon_lib.preferences import hhh
-
-HHH = hhh.resolve_path("../shared/data/hhh_eval.json")
-
-
-@pytest.mark.skipif(HHH is None, reason="../shared/data/hhh_eval.json is absent (the project ships no copy)")
-def test_reads_the_shared_hhh_file():
-    items = hhh.load_hhh(HHH)
-    assert Counter(it["type"] for it in items) == {"honest": 61, "helpful": 59, "harmless": 58, "other": 43}
-    for it in items:
-        assert it["prompt"] and it["chosen"] and it["rejected"] and it["chosen"] != it["rejected"]
-        assert "\n\nHuman: " not in it["chosen"] + it["rejected"]
-
-
-def write(tmp_path, data):
-    path = tmp_path / "hhh.json"
-    path.write_text(json.dumps(data))
-    return path
-
-
-def test_multi_turn_context_becomes_the_request(tmp_path):
-    ctx = "\n\nHuman: Hi there\n\nAssistant: Hello!\n\nHuman: What is 2+2?\n\nAssistant: "
-    items = hhh.load_hhh(write(tmp_path, [{"chosen": ctx + "4.", "rejected": ctx + "5.", "type": "honest"}]))
-    assert items == [{"id": "hhh-0", "type": "honest", "prompt": "User: Hi there\n\nAssistant: Hello!\n\nUser: What is 2+2?",
-                      "chosen": "4.", "rejected": "5."}]
-
-
-def test_malformed_items_name_the_item_and_field(tmp_path):
-    with pytest.raises(DataError, match="item 0: missing or non-string field 'type'"):
-        hhh.load_hhh(write(tmp_path, [{"chosen": "x", "rejected": "y"}]))
-    with pytest.raises(DataError, match="item 0: chosen and rejected must share the context"):
-        hhh.load_hhh(write(tmp_path, [{"chosen": "\n\nHuman: a\n\nAssistant: b", "rejected": "\n\nHuman: c\n\nAssistant: d",
-                                       "type": "other"}]))
-    assert hhh.resolve_path("no/such/hhh.json") is None
 
 
 def test_accuracy_tables_per_type():

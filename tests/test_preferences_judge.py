@@ -11,7 +11,9 @@ from salmon_lib.preferences import judge
 def test_prompt_shows_request_outputs_then_one_principle_and_ends_prefilled():
     fmt = get_format("chatml")
     text = judge.judge_prompt(fmt, "Name a fruit.", "An apple.", "A chair.", "Honest", "Say true things.")
-    i_req, i_a, i_b, i_p = (text.index(s) for s in ("Name a fruit.", "An apple.", "A chair.", "Honest: Say true things."))
+    i_req, i_a, i_b, i_p = (
+        text.index(s) for s in ("Name a fruit.", "An apple.", "A chair.", "Honest: Say true things.")
+    )
     assert i_req < i_a < i_b < i_p
     assert text.endswith("<|im_start|>assistant\nOutput (")
     assert text.count("<|im_start|>user") == 1 and judge.JUDGE_SYSTEM in text
@@ -58,7 +60,9 @@ def test_judge_pairs_scores_both_orders_and_flags_agreement():
 
 def test_position_bias_breaks_agreement_and_debiasing_restores_it():
     fmt = get_format("chatml")
-    pairs = [{"id": f"p{i}", "prompt": "Q", "response_1": "x" * (i + 1), "response_2": "y" * (10 - i)} for i in range(6)]
+    pairs = [
+        {"id": f"p{i}", "prompt": "Q", "response_1": "x" * (i + 1), "response_2": "y" * (10 - i)} for i in range(6)
+    ]
     principles = [("Concise", "Be brief.")]
     recs = judge.judge_pairs(FakeScorer(bias=3.0), fmt, pairs, principles, progress=False)
     assert not any(r["agree"] for r in recs)  # slot (a) always wins: the orders never agree
@@ -86,6 +90,9 @@ def test_stage_config_imports_without_torch():
     import sys
     from pathlib import Path
 
-    code = ("import sys; from salmon_lib.preferences.stage import PreferencesConfig; PreferencesConfig(); "
-            "sys.exit('torch' in sys.modules)")
+    code = (
+        "import sys; from salmon_lib.preferences.config import PreferencesConfig; PreferencesConfig(); "
+        "import salmon_lib.preferences.stage; "
+        "sys.exit('torch' in sys.modules)"
+    )
     assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parent.parent).returncode == 0

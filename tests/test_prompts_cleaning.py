@@ -5,8 +5,14 @@ import pytest
 
 from salmon_lib.io import DataError
 from salmon_lib.prompts import make_record, prompt_id
-from salmon_lib.prompts.cleaning import (decontaminate, language_filter, length_filter, read_eval_prompts,
-                                         strip_artifacts, strip_sharegpt_artifacts)
+from salmon_lib.prompts.cleaning import (
+    decontaminate,
+    language_filter,
+    length_filter,
+    read_eval_prompts,
+    strip_artifacts,
+    strip_sharegpt_artifacts,
+)
 from salmon_lib.prompts.dedup import exact_dedup, jaccard, lsh_bands, near_dedup, shingles
 from salmon_lib.prompts.sampling import cap_buckets, quotas, subsample
 

@@ -9,8 +9,7 @@ import pytest
 
 from salmon_lib.chat import get_format
 from salmon_lib.io import DataError
-from salmon_lib.prompts.generate import (Sampling, bootstrap, check_instruction, load_seed_queries,
-                                         self_instruct)
+from salmon_lib.prompts.generate import Sampling, bootstrap, check_instruction, load_seed_queries, self_instruct
 from salmon_lib.prompts.novelty import NoveltyFilter, lcs_length, rouge_l, rouge_tokens
 from salmon_lib.prompts.tgrt import brainstorm_topics, load_question_types, tgrt_questions, valid_topic
 
@@ -74,7 +73,9 @@ def test_bootstrap_takes_first_line_and_is_deterministic():
     other, _ = bootstrap(ScriptedGen(novel_query), FMT, SEEDS, 12, Sampling(batch_size=4, seed=6))
     assert other != got
     prompt_seen = []
-    bootstrap(ScriptedGen(lambda p, r: prompt_seen.append(p) or "x"), FMT, SEEDS, 1, Sampling(batch_size=1, max_calls=1))
+    bootstrap(
+        ScriptedGen(lambda p, r: prompt_seen.append(p) or "x"), FMT, SEEDS, 1, Sampling(batch_size=1, max_calls=1)
+    )
     assert prompt_seen[0].count("Query: ") == 10 and prompt_seen[0].endswith("<|im_start|>assistant\nQuery:")
     assert "\n" in gen.calls[0]["stop"]  # generation stops at the end of the first line
 
@@ -102,7 +103,9 @@ def test_bootstrap_rejects_truncated_and_bad_lines():
                     "What is a sensible way to learn to juggle three balls?"])
     got, stats = bootstrap(ScriptedGen(lambda p, r: next(replies)), FMT, SEEDS, 1, Sampling(batch_size=1, max_calls=4))
     assert [q for q, _ in got] == ["What is a sensible way to learn to juggle three balls?"]
-    assert stats["rejected: truncated"] == 1 and stats["rejected: too short"] == 1 and stats["rejected: no letters"] == 1
+    assert (
+        stats["rejected: truncated"] == 1 and stats["rejected: too short"] == 1 and stats["rejected: no letters"] == 1
+    )
 
 
 def test_self_instruct_parses_the_numbered_continuation():

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from salmon_lib.config import ConfigError
-from salmon_lib.io import DataError, read_jsonl
+from salmon_lib.io import read_jsonl
 from salmon_lib.prompts import PromptsConfig, run
 
 FIX = Path(__file__).parent / "fixtures" / "prompts"
@@ -16,7 +16,8 @@ ALL_SOURCES = {"sharegpt": [str(FIX / "sharegpt.json")], "openorca": [str(FIX / 
 
 
 def test_config_imports_without_torch():
-    code = "import sys, salmon_lib.prompts.stage as s; s.PromptsConfig(); sys.exit('torch' in sys.modules)"
+    code = ("import sys, salmon_lib.prompts.stage, salmon_lib.prompts.config as c; c.PromptsConfig(); "
+            "sys.exit('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parent.parent).returncode == 0
 
 
@@ -75,9 +76,9 @@ def test_seeds_only_and_a_bad_seed_file_leaves_outputs_alone(tmp_path):
     before = (tmp_path / "prompts.jsonl").read_bytes()
     bad = tmp_path / "seeds.yaml"
     bad.write_text("queries:\n  - fine\n  - {oops: 1}\n")
-    with pytest.raises(DataError, match=r"seeds.yaml: queries\[1\]"):
-        run(PromptsConfig.from_dict({"run_dir": str(tmp_path), "model": "tiny", "generators": ["seeds"],
-                                     "seed_file": str(bad)}))
+    with pytest.raises(ConfigError, match=r"seed_file: .*seeds.yaml: queries\[1\]"):  # caught at validation
+        PromptsConfig.from_dict({"run_dir": str(tmp_path), "model": "tiny", "generators": ["seeds"],
+                                 "seed_file": str(bad)})
     assert (tmp_path / "prompts.jsonl").read_bytes() == before
 
 
@@ -101,7 +102,9 @@ def test_generated_prompts_are_cached_for_resume(tmp_path):
     assert len(first) == 5 and Gen.calls == 3
     assert len(read_jsonl(tmp_path / GENERATED_CACHE)) == 1 + 5  # parameter line + prompts
     Gen.calls = 0
-    again = _generate_records(cfg := PromptsConfig.from_dict({**params, "num_bootstrap": 6}), Gen(), _load_inputs(cfg), stats)
+    again = _generate_records(
+        cfg := PromptsConfig.from_dict({**params, "num_bootstrap": 6}), Gen(), _load_inputs(cfg), stats
+    )
     assert again[:5] == first and len(again) == 6 and Gen.calls == 1
     assert stats["generation"]["bootstrap"]["resumed with"] == 5
     Gen.calls = 0
@@ -112,10 +115,9 @@ def test_generated_prompts_are_cached_for_resume(tmp_path):
 def test_input_files_are_checked_before_any_generation(tmp_path):
     bad = tmp_path / "types.yaml"
     bad.write_text("- name: x\n")
-    cfg = PromptsConfig.from_dict({"run_dir": str(tmp_path), "model": "tiny", "generators": ["bootstrap", "tgrt"],
-                                   "question_types_file": str(bad)})
-    with pytest.raises(DataError, match="types.yaml: item 0"):
-        run(cfg)
+    with pytest.raises(ConfigError, match="question_types_file: .*types.yaml: item 0"):
+        PromptsConfig.from_dict({"run_dir": str(tmp_path), "model": "tiny", "generators": ["bootstrap", "tgrt"],
+                                 "question_types_file": str(bad)})
     assert not (tmp_path / "prompts_generated.jsonl").exists()  # failed before a model was loaded
 
 
@@ -139,4 +141,5 @@ def test_relative_files_resolve_against_the_project_root(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)  # as a JupyterLab kernel started in notebooks/ would be elsewhere
     cfg = PromptsConfig.from_dict({"sources": {"dolly": ["tests/fixtures/prompts/dolly.jsonl"],
                                                "oasst1": ["OpenAssistant/oasst1"]}})
-    assert cfg.sources["dolly"] == [str(FIX / "dolly.jsonl")] and cfg.sources["oasst1"] == ["OpenAssistant/oasst1"]
+    assert cfg.source(cfg.sources["dolly"][0]) == str(FIX / "dolly.jsonl")
+    assert cfg.source("OpenAssistant/oasst1") == "OpenAssistant/oasst1"

@@ -3,7 +3,6 @@ without shared prefixes, reload, the `score` command, evaluation and plots."""
 
 import dataclasses
 import json
-import logging
 import shutil
 from pathlib import Path
 
@@ -11,15 +10,16 @@ import pytest
 
 from salmon_lib.io import DataError
 from salmon_lib.reward import RewardModel
+from salmon_lib.reward.config import RewardConfig
 from salmon_lib.reward.pairs import read_human_pairs, read_preferences, split_held_out
-from salmon_lib.reward.train import RewardConfig, train, train_reward_model
+from salmon_lib.reward.train import train, train_reward_model
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def quick_config(run_dir, **kw) -> RewardConfig:
     params = dict(run_dir=str(run_dir), model="tiny", learning_rate=3e-3, epochs=4.0, batch_size=8,
-                  eval_fraction=0.2, logging_steps=2, eval_steps=5, lora_r=8, warmup=0.0, hhh_eval="")
+                  eval_fraction=0.2, logging_steps=2, eval_steps=5, lora_r=8, warmup_ratio=0.0, hhh_eval="")
     params.update(kw)
     return RewardConfig.from_dict(params)
 
@@ -56,8 +56,9 @@ def test_head_saved_and_reloads_with_identical_scores(trained):
     after = again.score(items)
     assert after == pytest.approx(before, abs=1e-5)
     # A fresh head on the same base gives different scores: the saved head is what is being read.
-    from salmon_lib.models import load_model
     import torch
+
+    from salmon_lib.models import load_model
 
     torch.manual_seed(123)
     tok, base = load_model("tiny", head="score")
@@ -81,25 +82,34 @@ def test_shared_prefix_scores_equal_unshared(trained):
     assert rm.score([]) == []
 
 
-def test_score_cli_good_and_bad_lines(trained, tmp_path, caplog):
+def test_score_cli_good_and_bad_lines(trained, tmp_path, capsys):
     from salmon_lib.cli import main
 
     cfg, rm, _ = trained
-    good = {"prompt": "Tell me about bees.", "response": "Happy to help! Bees make honey.", "principles": ["Be polite."]}
+    good = {
+        "prompt": "Tell me about bees.",
+        "response": "Happy to help! Bees make honey.",
+        "principles": ["Be polite."],
+    }
     lines = [json.dumps(good), "{not json", json.dumps({"prompt": "x", "response": "y"}),
              json.dumps(dict(good, principles="Be polite.")), json.dumps(dict(good, principles=["ok", 3])), "",
              json.dumps(dict(good, response="Go away.", principles=[]))]
     src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     src.write_text("\n".join(lines) + "\n")
-    with caplog.at_level(logging.WARNING):
-        rc = main(["score", "--reward-model", str(Path(cfg.run_dir) / "rm"), "--input", str(src), "--output", str(out)])
+    rc = main(["score", "--reward-model", str(Path(cfg.run_dir) / "rm"), "--input", str(src), "--output", str(out)])
     assert rc == 0
     recs = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["response"] for r in recs] == [good["response"], "Go away."]
-    assert recs[0]["score"] == pytest.approx(rm.score([(good["prompt"], good["response"], good["principles"])])[0], abs=1e-5)
-    log = caplog.text
-    for lineno, what in ((2, "not valid JSON"), (3, "missing field 'principles'"), (4, "field 'principles' should be list"),
-                         (5, "field 'principles'[1]")):
+    assert recs[0]["score"] == pytest.approx(
+        rm.score([(good["prompt"], good["response"], good["principles"])])[0], abs=1e-5
+    )
+    log = capsys.readouterr().err
+    for lineno, what in (
+        (2, "not valid JSON"),
+        (3, "missing field 'principles'"),
+        (4, "field 'principles' should be list"),
+        (5, "field 'principles'[1]"),
+    ):
         assert f"in.jsonl:{lineno}: {what}" in log
     # Every line bad -> non-zero exit and no output file; missing model folder -> clear error.
     src.write_text("{not json\n")
@@ -146,7 +156,9 @@ def test_evaluation_and_plots(trained, tmp_path, monkeypatch):
     for name, ax in (("heat", plots.plot_heatmap(df)), ("dist", plots.plot_distributions(df)),
                      ("curves", plots.plot_training_curves(stats))):
         assert plots.save_figure(ax, tmp_path, name).stat().st_size > 1000
-    ax, bars = plots.plot_prompt_bars(rm, "Tell me about tea.", ["Tea is lovely, thanks!", "Go away."], {"p": "Be kind."})
+    ax, bars = plots.plot_prompt_bars(
+        rm, "Tell me about tea.", ["Tea is lovely, thanks!", "Go away."], {"p": "Be kind."}
+    )
     assert bars.shape == (2, 1)
     widget = plots.principle_widget(rm, "Tell me about tea.", ["Tea is lovely.", "Go away."], {"p": "Be kind."})
     widget.children[0].children[0].value = "Be rude."
@@ -173,7 +185,9 @@ def test_readers_and_split(tmp_path):
     train, held = split_held_out(prefs, 0.2, seed=0)
     assert held and not {p.prompt for p in train} & {p.prompt for p in held}
     bad = tmp_path / "bad.jsonl"
-    bad.write_text(json.dumps({"id": 1, "prompt": "p", "chosen": "a", "rejected": "b", "principles": [{"name": "x"}]}) + "\n")
+    bad.write_text(
+        json.dumps({"id": 1, "prompt": "p", "chosen": "a", "rejected": "b", "principles": [{"name": "x"}]}) + "\n"
+    )
     with pytest.raises(DataError, match=r"bad.jsonl:1: field 'principles'\[0\]"):
         read_preferences(bad)
 

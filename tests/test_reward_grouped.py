@@ -67,7 +67,8 @@ def test_shared_prefix_loss_and_gradients_equal_the_full_computation(reward_mode
     tok, model = reward_model
     columns, _ = group_pairs(tok, TEMPLATE, pairs())
     batch = GroupCollator(tok.pad_token_id)([{k: v[i] for k, v in columns.items()} for i in range(2)])
-    assert batch["prefix_ids"].shape[0] == 4 and batch["suffix_ids"].shape[0] == 8  # 2 prefixes per pair, 2 rows per draw
+    # 2 prefixes per pair, 2 rows per draw
+    assert batch["prefix_ids"].shape[0] == 4 and batch["suffix_ids"].shape[0] == 8
 
     shared = loss_and_grads(model, lambda: (shared_rewards(*backbone_and_head(model), batch), batch))
     full = loss_and_grads(model, lambda: (full_rewards(model, batch, tok.pad_token_id), batch))

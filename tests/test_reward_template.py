@@ -65,15 +65,15 @@ def test_check_and_save_load(tok, tmp_path):
 
 
 def test_config_imports_without_torch():
-    code = ("import sys; from salmon_lib.reward.train import RewardConfig; RewardConfig(); "
-            "import salmon_lib.reward.evaluate, salmon_lib.reward.plots; "
+    code = ("import sys; from salmon_lib.reward.config import RewardConfig; RewardConfig(); "
+            "import salmon_lib.reward.evaluate, salmon_lib.reward.plots, salmon_lib.reward.stage; "
             "assert 'torch' not in sys.modules, 'torch was imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_config_rejects_bad_values():
     from salmon_lib.config import ConfigError
-    from salmon_lib.reward.train import RewardConfig
+    from salmon_lib.reward.config import RewardConfig
 
     with pytest.raises(ConfigError, match="eval_fraction"):
         RewardConfig.from_dict({"eval_fraction": 1.5})

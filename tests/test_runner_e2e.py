@@ -8,7 +8,8 @@ import time
 import pytest
 
 from salmon_lib.io import read_jsonl
-from salmon_lib.runner.pipeline import run_pipeline, stage_status
+from salmon_lib.runner.pipeline import run_pipeline
+from salmon_lib.runner.status import stage_status
 from salmon_lib.stages import STAGES
 
 
@@ -27,6 +28,14 @@ def test_tiny_preset_runs_every_stage_then_skips_them(tmp_path):
     assert prefs and all(p["chosen"] != p["rejected"] for p in prefs)
     assert (run / "rm" / "adapter_config.json").is_file()
     assert {"held_out", "hhh", "flip"} <= set(json.loads((run / "rm_eval.json").read_text()))
+    assert (run / "policy" / "adapter_config.json").is_file() and (run / "policy" / "chat_format.json").is_file()
+    assert [r["step"] for r in read_jsonl(run / "rl_metrics.jsonl")] == [0, 1]
+    assert json.loads((run / "rl_stats.json").read_text())["steps"] == 2
+    report = json.loads((run / "report.json").read_text())
+    assert [p["name"] for p in report["policies"]] == ["base", "sft", "rl", "arm:comprehensive", "arm:concise"]
+    assert report["prompts"]["source"] == "heldout" and {"arms", "preview"} <= set(report["controllability"])
+    assert (run / "rl_arms" / "concise" / "policy" / "adapter_config.json").is_file()
+    assert len(read_jsonl(run / "samples.jsonl")) == report["prompts"]["n"] and (run / "report.html").is_file()
     assert sorted(p.name for p in (run / "notebooks").iterdir()) == sorted(s.notebook_path().name for s in STAGES)
     rows = stage_status(tmp_path / "tiny")
     assert all(r["status"] == "finished" and not r["stale"] for r in rows), rows

@@ -12,15 +12,11 @@ import yaml
 
 import salmon_lib
 from salmon_lib.config import ConfigError
+from salmon_lib.runner.kernel import RunLocked, run_lock
 from salmon_lib.runner.manifest import hash_path
-from salmon_lib.runner.pipeline import (
-    RunLocked,
-    StageFailed,
-    notebook_digest,
-    run_lock,
-    run_pipeline,
-    stage_status,
-)
+from salmon_lib.runner.pipeline import StageFailed, run_pipeline
+from salmon_lib.runner.plan import notebook_digest
+from salmon_lib.runner.status import stage_status
 from salmon_lib.stages import PROJECT_ROOT, Stage
 from tests.notebooks.runner_stages import STAGES
 
@@ -68,7 +64,9 @@ def test_first_run_writes_artifacts_manifest_and_executed_notebooks(finished):
     assert make["params"] == {"run_dir": str(run_dir), "seed": 1, "n": 4, "delay": 0.0, "fail": False, "model": "small"}
     assert double["params"]["factor"] == 3 and double["params"]["model"] == "small"
     assert double["inputs"] == {"numbers.jsonl": hash_path(run_dir / "numbers.jsonl")}
-    assert double["outputs"]["doubled/"] == hash_path(run_dir / "doubled") and double["outputs"]["doubled/"]["files"] == 1
+    assert (
+        double["outputs"]["doubled/"] == hash_path(run_dir / "doubled") and double["outputs"]["doubled/"]["files"] == 1
+    )
     assert make["outputs"]["numbers.jsonl"]["bytes"] == (run_dir / "numbers.jsonl").stat().st_size
     assert make["started"] < make["ended"] <= double["started"] < double["ended"]
     assert make["wall_s"] > 0 and make["error"] is None
@@ -219,3 +217,15 @@ def test_dry_run_reports_the_plan_and_writes_nothing(finished, preset, tmp_path)
     fresh = tmp_path / "fresh"
     assert [a for _, a, _ in run(preset, fresh, dry_run=True)] == ["would run", "would run"]
     assert not fresh.exists()
+
+
+def test_dry_run_and_status_read_one_plan(finished, preset, tmp_path):
+    run_dir = copy_run(finished, tmp_path)
+    (run_dir / "numbers.jsonl").write_text((run_dir / "numbers.jsonl").read_text() + '{"id": 99, "value": 0}\n')
+    messages = []
+    run_pipeline(preset, run_dir, stages=STAGES, progress=False, log=messages.append, dry_run=True)
+    reasons = {r["stage"]: r["reasons"] for r in stage_status(run_dir, STAGES)}
+    assert messages == [f"[{name}] would " + (f"run: {'; '.join(r)}" if r else "skip: up to date")
+                        for name, r in reasons.items()]
+    assert reasons["make"] == ["output numbers.jsonl changed since the stage wrote it (88 -> 111 bytes)"]
+    assert reasons["double"] == ["input numbers.jsonl changed"]

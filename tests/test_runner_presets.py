@@ -1,5 +1,6 @@
 """Presets and -p overrides: validation before any kernel starts, precedence, shipped presets."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -8,9 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from salmon_lib.config import ConfigError
+from salmon_lib.config import ConfigError, StageConfig
 from salmon_lib.runner.launch import Distributed
-from salmon_lib.runner.pipeline import notebook_problems, select
+from salmon_lib.runner.notebooks import field_comments, notebook_problems, parameters_source, write_parameters
+from salmon_lib.runner.plan import select
 from salmon_lib.runner.presets import PRESET_DIR, load_preset, parse_overrides, resolve
 from salmon_lib.stages import PROJECT_ROOT, STAGES, Stage
 from tests.notebooks.runner_stages import STAGES as TEST_STAGES
@@ -38,7 +40,12 @@ def test_precedence_common_then_section_then_overrides(tmp_path):
     preset = load_preset(write(tmp_path, PRESET))
     cfgs, warnings = resolve(preset, TEST_STAGES, parse_overrides(["double.factor=9", "common.seed=4"]), "runs/x")
     assert warnings == []
-    assert (cfgs["make"].n, cfgs["make"].model, cfgs["make"].seed, cfgs["make"].run_dir) == (7, "small", 4, str(PROJECT_ROOT / "runs/x"))
+    assert (cfgs["make"].n, cfgs["make"].model, cfgs["make"].seed, cfgs["make"].run_dir) == (
+        7,
+        "small",
+        4,
+        str(PROJECT_ROOT / "runs/x"),
+    )
     assert (cfgs["double"].factor, cfgs["double"].model, cfgs["double"].seed) == (9, "big", 4)
 
 
@@ -49,16 +56,22 @@ def test_override_values_are_yaml_literals():
         parse_overrides(["oops"])
 
 
-@pytest.mark.parametrize("text, match", [
-    (PRESET.replace("n: 7", "n: seven"), r"p.yaml:6: stages.make.n: expected int, got 'seven'"),
-    (PRESET.replace("n: 7", "nn: 7"), r"p.yaml:6: stages.make.nn: unknown parameter for MakeConfig; known: delay, fail, model, n, run_dir, seed"),
-    (PRESET + "  shuffle: {}\n", r"p.yaml:10: unknown stage 'shuffle' \(stages: make, double\)"),
-    (PRESET.replace("seed: 3", "seed: 3.5"), r"p.yaml:3: common.seed: expected int, got 3.5"),
-    (PRESET.replace("seed: 3", "run_dir: elsewhere"), r"p.yaml:3: run_dir is set by the runner"),
-    (PRESET + "extra: 1\n", r"p.yaml:10: unknown section 'extra'"),
-    ("common: [1, 2]\n", r"p.yaml:1: expected a mapping"),
-    ("common:\n  seed: [\n", r"p.yaml:3: not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        (PRESET.replace("n: 7", "n: seven"), r"p.yaml:6: stages.make.n: expected int, got 'seven'"),
+        (
+            PRESET.replace("n: 7", "nn: 7"),
+            r"p.yaml:6: stages.make.nn: unknown parameter for MakeConfig; known: delay, fail, model, n, run_dir, seed",
+        ),
+        (PRESET + "  shuffle: {}\n", r"p.yaml:10: unknown stage 'shuffle' \(stages: make, double\)"),
+        (PRESET.replace("seed: 3", "seed: 3.5"), r"p.yaml:3: common.seed: expected int, got 3.5"),
+        (PRESET.replace("seed: 3", "run_dir: elsewhere"), r"p.yaml:3: run_dir is set by the runner"),
+        (PRESET + "extra: 1\n", r"p.yaml:10: unknown section 'extra'"),
+        ("common: [1, 2]\n", r"p.yaml:1: expected a mapping"),
+        ("common:\n  seed: [\n", r"p.yaml:3: not valid YAML"),
+    ],
+)
 def test_preset_errors_name_file_line_and_field(tmp_path, text, match):
     with pytest.raises(ConfigError, match=match):
         resolve(load_preset(write(tmp_path, text)), TEST_STAGES)
@@ -77,7 +90,9 @@ def test_override_errors_name_the_argument(tmp_path, override, match):
 
 
 def test_unused_common_key_is_a_warning(tmp_path):
-    _, warnings = resolve(load_preset(write(tmp_path, PRESET.replace("seed: 3", "seed: 3\n  temprature: 1"))), TEST_STAGES)
+    _, warnings = resolve(
+        load_preset(write(tmp_path, PRESET.replace("seed: 3", "seed: 3\n  temprature: 1"))), TEST_STAGES
+    )
     assert warnings == [f"{tmp_path / 'p.yaml'}:4: common key 'temprature' is not a parameter of any registered stage"]
 
 
@@ -129,6 +144,46 @@ def test_notebook_check_catches_drift(tmp_path):
     problems = notebook_problems(Stage("make", str(path), config=TEST_STAGES[0].config))
     assert f"{path}: parameter 'count' is not a field of MakeConfig" in problems
     assert f"{path}: parameter 'count' has no intent comment" in problems
+
+
+@pytest.mark.parametrize("old, new", [
+    ("n = 5  # how many records to write", "n = 5  # how many records"),  # a comment
+    ("n = 5  # how many records to write", "n = 6  # how many records to write"),  # a value
+    ("n = 5  # how many records to write", "count = 5  # how many records to write"),  # a name
+], ids=["comment", "value", "name"])
+def test_generated_parameters_cell_catches_any_difference_and_write_restores_it(tmp_path, old, new):
+    path = tmp_path / "00_make.ipynb"
+    path.write_text((PROJECT_ROOT / "tests/notebooks/00_make.ipynb").read_text().replace(old, new))
+    stage = Stage("make", str(path), config=TEST_STAGES[0].config)
+    problems = notebook_problems(stage)
+    assert any("differs from the one generated from MakeConfig" in p and new in p for p in problems), problems
+    assert write_parameters(stage)
+    assert notebook_problems(stage) == [] and not write_parameters(stage)
+
+
+def test_comments_come_from_beside_or_above_each_field_and_a_redeclared_field_wins():
+    @dataclasses.dataclass
+    class Base(StageConfig):
+        a: int = 1  # base a
+        # base b, said
+        # over two lines
+        b: str = "x"
+
+    @dataclasses.dataclass
+    class Child(Base):
+        c: list[str] = dataclasses.field(default_factory=lambda: ["y"])  # own c
+        a: int = 2  # child a
+
+    assert field_comments(Child)["b"] == "base b, said over two lines"
+    assert parameters_source(Child).splitlines()[2:] == [
+        'c = ["y"]  # own c', "a = 2  # child a", 'b = "x"  # base b, said over two lines']
+
+
+def test_notebooks_command_checks_every_stage_notebook():
+    out = subprocess.run([sys.executable, "-m", "salmon_lib", "notebooks", "--check"], cwd=PROJECT_ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"{len(STAGES)} of {len(STAGES)} notebooks match their configs"
 
 
 def test_registry_config_classes_import_without_torch():

@@ -8,7 +8,9 @@ import subprocess
 import sys
 import time
 
-from salmon_lib.runner.pipeline import _cmdline, run_pipeline, stage_status
+from salmon_lib.runner.kernel import _cmdline
+from salmon_lib.runner.pipeline import run_pipeline
+from salmon_lib.runner.status import stage_status
 from salmon_lib.stages import PROJECT_ROOT
 from tests.notebooks.runner_stages import STAGES
 

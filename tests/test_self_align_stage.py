@@ -7,8 +7,9 @@ import pytest
 from salmon_lib.config import ConfigError
 from salmon_lib.generation import Completion
 from salmon_lib.io import DataError, read_jsonl
-from salmon_lib.self_align import SelfAlignConfig, run_self_align
+from salmon_lib.self_align import SelfAlignConfig
 from salmon_lib.self_align.parse import DROP_REASONS, trim_to_sentence
+from salmon_lib.self_align.stage import run
 
 FIXTURE = str(Path(__file__).parent / "fixtures" / "self_align_small.yaml")
 GOOD = ("Knead the dough for about ten minutes, let it rise until it has doubled, shape it and bake it "
@@ -59,7 +60,7 @@ def setup_run(tmp_path, prompts=PROMPTS):
 def test_stage_writes_records_stats_and_figures(tmp_path):
     cfg = setup_run(tmp_path)
     gen = FakeGenerator()
-    stats = run_self_align(cfg, generator=gen)
+    stats = run(cfg, generator=gen)
     # per batch of 2: the thoughts, then the answers of those whose thoughts ended
     assert [len(c["prompts"]) for c in gen.calls] == [2, 2, 2, 1, 1, 1]
     thoughts_call, answers_call = gen.calls[:2]
@@ -90,27 +91,27 @@ def test_stage_writes_records_stats_and_figures(tmp_path):
 def test_interrupted_stage_resumes_without_redoing(tmp_path):
     cfg = setup_run(tmp_path)
     with pytest.raises(KeyboardInterrupt):
-        run_self_align(cfg, generator=FakeGenerator(fail_after=3))
+        run(cfg, generator=FakeGenerator(fail_after=3))
     assert len(read_jsonl(tmp_path / "self_align.jsonl")) == 2
     gen = FakeGenerator()
-    stats = run_self_align(cfg, generator=gen)
+    stats = run(cfg, generator=gen)
     assert [len(c["prompts"]) for c in gen.calls] == [2, 1, 1, 1]
     assert stats["records"] == 8 and stats["generated_this_run"] == 3
     gen = FakeGenerator()
-    run_self_align(cfg, generator=gen)
+    run(cfg, generator=gen)
     assert gen.calls == []
 
 
 def test_changed_filters_refilter_and_changed_sampling_regenerates(tmp_path):
     cfg = setup_run(tmp_path)
-    run_self_align(cfg, generator=FakeGenerator())
+    run(cfg, generator=FakeGenerator())
     gen = FakeGenerator()
-    stats = run_self_align(dataclasses.replace(cfg, min_chars=1, keep_truncated=True, identity_examples=1), generator=gen)
+    stats = run(dataclasses.replace(cfg, min_chars=1, keep_truncated=True, identity_examples=1), generator=gen)
     assert gen.calls == [] and stats["records"] == 6
     recs = {r["id"]: r for r in read_jsonl(tmp_path / "self_align.jsonl")}
     assert recs["p1"]["kept"] and recs["p3"]["kept"] and not recs["p2"]["kept"]
     gen = FakeGenerator()
-    run_self_align(dataclasses.replace(cfg, temperature=0.5), generator=gen)
+    run(dataclasses.replace(cfg, temperature=0.5), generator=gen)
     assert sum(len(c["prompts"]) for c in gen.calls[::2]) == 5 and gen.calls[0]["temperature"] == 0.5
 
 
@@ -121,7 +122,7 @@ def test_thoughts_and_answers_that_run_long_are_cut_back_to_a_sentence(tmp_path)
     script = list(SCRIPT)
     script[2] = (CITING + " And more", "length", " " + GOOD + " Then let it co", "length")
     gen = FakeGenerator(script=script)
-    stats = run_self_align(cfg, generator=gen)
+    stats = run(cfg, generator=gen)
     assert [len(c["prompts"]) for c in gen.calls] == [2, 2, 2, 2, 1, 1]  # p2's thoughts now get an answer
     recs = {r["id"]: r for r in read_jsonl(tmp_path / "self_align.jsonl")}
     assert recs["p2"]["kept"] and recs["p2"]["response"] == GOOD and recs["p2"]["thoughts"] == CITING.strip()
@@ -135,10 +136,10 @@ def test_bad_inputs_are_named(tmp_path):
     with open(tmp_path / "prompts.jsonl", "a") as f:
         f.write(json.dumps({"id": "p0", "prompt": "again"}) + "\n")
     with pytest.raises(DataError, match=r"prompts.jsonl:3: duplicate id 'p0' \(first on line 1\)"):
-        run_self_align(cfg, generator=FakeGenerator())
+        run(cfg, generator=FakeGenerator())
     (tmp_path / "prompts.jsonl").write_text('{"id": "x"}\n')
     with pytest.raises(DataError, match=r"prompts.jsonl:1: missing field 'prompt'"):
-        run_self_align(cfg, generator=FakeGenerator())
+        run(cfg, generator=FakeGenerator())
     with pytest.raises(ConfigError, match="top_p"):
         SelfAlignConfig.from_dict({"top_p": 1.5})
     assert not (tmp_path / "self_align.jsonl").exists()
@@ -149,10 +150,10 @@ def test_shared_prefix_generation_matches_plain_generation():
     and grouped-KV attention under a mask) gives the same greedy tokens as running every full
     prompt from scratch."""
     from salmon_lib.generation import make_generator
+    from salmon_lib.generation.prefix_generation import PrefixGenerator
     from salmon_lib.models import ModelConfig
     from salmon_lib.principles import load_self_align
     from salmon_lib.self_align.prompt import build_prompt
-    from salmon_lib.generation.shared_prefix import PrefixGenerator
 
     layout = build_prompt(load_self_align(FIXTURE), "chatml", "Nori")
     prompts = [layout.render(q) for q in ("Hi", "How do I bake a loaf of rye bread at home?", "2+2?")]
@@ -165,3 +166,53 @@ def test_shared_prefix_generation_matches_plain_generation():
     assert [c.token_ids for c in first] == [c.token_ids for c in plain]
     assert [c.text for c in first] == [c.text for c in plain]
     assert [c.token_ids for c in again] == [c.token_ids for c in plain[1:]]
+
+
+def tiny_preset_config(run_dir, **changes):
+    from salmon_lib.runner.presets import load_preset, resolve
+    from salmon_lib.stages import STAGES
+
+    configs, _ = resolve(load_preset("tiny"), STAGES, {}, str(run_dir))
+    (run_dir / "prompts.jsonl").write_text("".join(
+        json.dumps({"id": f"p{i}", "prompt": p}) + "\n" for i, p in enumerate(PROMPTS + ["Say hello.", "Why?"])))
+    return dataclasses.replace(configs["self_align"], **changes)
+
+
+def test_interrupted_and_resumed_run_writes_the_records_of_an_uninterrupted_one(tmp_path, monkeypatch):
+    """Tiny preset on the tiny model. The interrupted run loses the last line of its first batch
+    (what a kill during the write leaves) and resumes in batches of another size: each record's
+    seeds derive from its id, so every record is what the uninterrupted run wrote."""
+    from salmon_lib.generation import make_generator
+    from salmon_lib.models import ModelConfig
+    from salmon_lib.self_align import stage
+
+    fields = ("id", "raw", "finish_reason", "num_tokens", "response", "kept")
+    monkeypatch.setattr(stage, "plot_stats", lambda *args, **kwargs: {})  # figures are not the point here
+    (tmp_path / "whole").mkdir()
+    (tmp_path / "resumed").mkdir()
+    with make_generator(ModelConfig(spec="tiny"), backend="hf", progress=False) as gen:
+        whole = tiny_preset_config(tmp_path / "whole")
+        run(whole, generator=gen)
+        expected = [{k: r.get(k) for k in fields} for r in read_jsonl(tmp_path / "whole" / "self_align.jsonl")]
+
+        cfg = tiny_preset_config(tmp_path / "resumed")
+        original, calls = stage._thoughts_then_answers, []
+
+        def interrupted(*args, **kwargs):
+            calls.append(1)
+            if len(calls) > 1:
+                raise KeyboardInterrupt
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(stage, "_thoughts_then_answers", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            run(cfg, generator=gen)
+        monkeypatch.setattr(stage, "_thoughts_then_answers", original)
+        path = tmp_path / "resumed" / "self_align.jsonl"
+        lines = path.read_text().splitlines(keepends=True)
+        assert len(lines) == cfg.batch_size
+        path.write_text("".join(lines[:-1]))
+        stats = run(dataclasses.replace(cfg, batch_size=cfg.batch_size - 1), generator=gen)
+    assert stats["generated_this_run"] == len(PROMPTS) + 2 - (cfg.batch_size - 1)
+    assert [{k: r.get(k) for k in fields} for r in read_jsonl(path)] == expected
+    assert len({r["raw"] for r in expected if r["id"].startswith("p")}) > 1  # sampled, not one repeated text

@@ -111,3 +111,19 @@ def load_chat_spec(folder: str | Path) -> ChatSpec:
     except ValueError as err:
         raise DataError(f"{path}: field 'chat_format': {err}") from None
     return ChatSpec(**{k: (tuple(v) if k == "system_variants" else v) for k, v in data.items() if k in fields})
+
+
+def chat_spec_for(model_folder: str | Path, chat_format: str | None = None) -> ChatSpec:
+    """The spec a trained model (stage 02's `sft/`, or a policy folder) must be prompted with: every
+    stage that prompts a trained model renders with `chat_spec_for(folder).prompt(user)`.
+    `chat_format` is what a config asks for: None takes the trained one, and any other format than
+    the trained one is an error naming both (a model prompted in another format than it was
+    trained on answers worse, without any error)."""
+    from ..config import ConfigError
+
+    spec = load_chat_spec(model_folder)
+    if chat_format is not None and chat_format != spec.chat_format:
+        raise ConfigError(f"chat_format: {chat_format!r} was asked for, but {Path(model_folder) / SPEC_FILE} says "
+                          f"the model was trained with {spec.chat_format!r}; leave chat_format unset (None) to prompt "
+                          "it as it was trained")
+    return spec

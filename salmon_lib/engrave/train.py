@@ -15,7 +15,6 @@ import random
 import shutil
 import time
 from pathlib import Path
-from typing import Any
 
 from ..io import DataError, atomic_write_json, iter_jsonl, read_json
 from ..models import ModelConfig
@@ -75,17 +74,14 @@ def build_dataset(records: list[dict], spec: ChatSpec):
 
 
 def model_config(cfg: EngraveConfig) -> ModelConfig:
-    return ModelConfig(spec=cfg.model, quantization="4bit" if cfg.method == "qlora" else "none")
+    return ModelConfig(spec=cfg.model, quantization=cfg.quantization)
 
 
 def _lora_config(cfg: EngraveConfig):
     from peft import LoraConfig
 
-    targets: Any = cfg.lora_target_modules
-    if targets != "all-linear":
-        targets = [t.strip() for t in targets.split(",") if t.strip()]
     return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=targets, task_type="CAUSAL_LM")
+                      target_modules=cfg.lora_targets(), task_type="CAUSAL_LM")
 
 
 def last_checkpoint(folder: str | Path) -> str | None:
@@ -95,9 +91,11 @@ def last_checkpoint(folder: str | Path) -> str | None:
     return get_last_checkpoint(str(folder)) if folder.is_dir() else None
 
 
-def make_trainer(cfg: EngraveConfig, train_records: list[dict], callbacks: list | None = None):
+def make_trainer(cfg: EngraveConfig, train_records: list[dict], callbacks: list | None = None,
+                 loaded: tuple | None = None):
     """Build (trainer, spec) for the records; separate from `run_engrave` so tests can inspect the
-    tokenized data and the loss masks."""
+    tokenized data and the loss masks. `loaded`: a (tokenizer, PeftModel) whose adapter training
+    continues instead of a fresh LoRA on `cfg.model` (RL's best-of-N fine-tunes the live policy)."""
     import torch
     from trl import SFTConfig, SFTTrainer
 
@@ -108,10 +106,10 @@ def make_trainer(cfg: EngraveConfig, train_records: list[dict], callbacks: list 
     if local_rank >= 0 and torch.cuda.is_available():
         # Under `accelerate launch` each process loads onto its own GPU ("cuda" means the current one).
         torch.cuda.set_device(local_rank)
-    tok, model = load_model(model_config(cfg))
+    tok, model = loaded or load_model(model_config(cfg))
     model.train()
     spec = make_chat_spec(cfg.chat_format, tok.eos_token, name, creator, cfg.system_variants)
-    if cfg.method == "qlora":
+    if cfg.quantization != "none" and loaded is None:
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
@@ -147,7 +145,7 @@ def make_trainer(cfg: EngraveConfig, train_records: list[dict], callbacks: list 
         args=args,
         train_dataset=build_dataset(train_records, spec),
         processing_class=tok,
-        peft_config=None if cfg.method == "full" else _lora_config(cfg),
+        peft_config=None if cfg.method == "full" or loaded is not None else _lora_config(cfg),
         callbacks=callbacks,
     )
     return trainer, spec
@@ -172,31 +170,23 @@ _RESUME_NEUTRAL = {"run_dir", "resume", "logging_steps", "report_to", "save_step
 
 
 def reset_stale_checkpoints(cfg: EngraveConfig) -> bool:
-    """Delete `sft_checkpoints/` when it was made with different training settings (the runner
-    reruns a stage whose parameters changed; resuming the old run would mix two configs). Returns
-    whether it deleted anything."""
-    folder = Path(cfg.run_dir) / CHECKPOINTS
-    path = folder / "engrave_config.json"
-    settings = {k: v for k, v in cfg.to_dict().items() if k not in _RESUME_NEUTRAL}
-    stale = folder.is_dir() and (not path.exists() or read_json(path) != settings)
-    if stale:
-        log.warning("%s was made with other settings; training starts from scratch", folder)
-        shutil.rmtree(folder)
-    atomic_write_json(path, settings)
-    return stale
+    """Move `sft_checkpoints/` out of the way (to `io.aside_path`, where `stage.run` puts it back if
+    training fails) when it was made from other training data or settings (the runner
+    reruns a stage whose parameters or inputs changed; resuming the old run would continue, or
+    merely re-save, a model trained on something else). The fingerprint covers the settings, the
+    content of self_align.jsonl and the assistant identity the system prompt states. Returns
+    whether it moved anything."""
+    from ..provenance import content_hash, reset_if_changed
 
-
-def engrave(cfg: EngraveConfig) -> dict:
-    """What the notebook calls: drop stale checkpoints, then train in this process, or with one
-    process per GPU under `accelerate launch` when several are visible; returns the summary."""
-    from ..runner.launch import launch
-
-    reset_stale_checkpoints(cfg)
-    return launch("salmon_lib.engrave.train:engrave_entry", cfg.to_dict(), distributed=cfg.distributed)
+    run_dir = Path(cfg.run_dir)
+    fingerprint = {"settings": {k: v for k, v in cfg.to_dict().items() if k not in _RESUME_NEUTRAL},
+                   INPUT: content_hash(run_dir / INPUT), "identity": list(assistant_identity(cfg))}
+    return reset_if_changed(run_dir / CHECKPOINTS, fingerprint)
 
 
 def engrave_entry(config: dict) -> dict:
-    """Entry point for `salmon_lib.runner.launch` (one call per process on several GPUs)."""
+    """Entry point for `salmon_lib.runner.launch` (one call per process on several GPUs); `stage.run`
+    starts it."""
     return run_engrave(EngraveConfig.from_dict(config))
 
 

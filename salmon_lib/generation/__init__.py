@@ -1,5 +1,11 @@
-"""One generation interface over Hugging Face and vLLM: `make_generator(model_cfg, backend)`."""
+"""One generation interface over Hugging Face and vLLM: `make_generator(model_cfg, backend)`.
 
-from .base import Completion, GenerationError, Generator, make_generator, vllm_support
+Modules: `base` (the interface), `factory` (choosing a backend), `hf` and `vllm_backend` (the
+backends), `prefix_scoring` (log-prob scoring that computes shared token prefixes once, used by
+the HF backend) and `prefix_generation` (HF generation for prompts that share one long prefix).
+"""
+
+from .base import Completion, GenerationError, Generator
+from .factory import make_generator, vllm_support
 
 __all__ = ["Completion", "GenerationError", "Generator", "make_generator", "vllm_support"]

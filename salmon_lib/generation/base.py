@@ -1,4 +1,4 @@
-"""The generation interface every stage codes against, and the choice of backend.
+"""The generation interface every stage codes against.
 
 A `Generator` turns fully rendered prompt strings (see `salmon_lib.chat`) into completions, and
 scores given continuations by their log-probability. Two backends implement it: Hugging Face
@@ -16,13 +16,7 @@ bare base); a path means the base with that LoRA adapter instead.
 from __future__ import annotations
 
 import dataclasses
-import logging
-from typing import TYPE_CHECKING, Literal, Sequence
-
-if TYPE_CHECKING:
-    from ..models import ModelConfig
-
-log = logging.getLogger(__name__)
+from typing import Literal, Sequence
 
 FinishReason = Literal["stop", "length"]
 
@@ -83,8 +77,10 @@ class Generator:
     tokenizer = None
 
     def generate(self, prompts: list[str], n: int = 1, temperature: float = 0.7, top_p: float = 0.95,
-                 max_new_tokens: int = 256, stop: Sequence[str] = (), seed: int = 0,
+                 max_new_tokens: int = 256, stop: Sequence[str] = (), seed: int | Sequence[int] = 0,
                  adapter: str | None = None) -> list[list[Completion]]:
+        """`n` completions per prompt. `seed`: one seed per prompt (a prompt's samples then depend
+        on its seed alone, whatever else is in the call), or one int for the whole call."""
         raise NotImplementedError
 
     def score_options(self, prompts: list[str], options: list[str], adapter: str | None = None) -> list[list[float]]:
@@ -92,7 +88,9 @@ class Generator:
         (summed over the option's tokens)."""
         raise NotImplementedError
 
-    def sequence_logprobs(self, prompts: list[str], continuations: list[str], adapter: str | None = None) -> list[float]:
+    def sequence_logprobs(
+        self, prompts: list[str], continuations: list[str], adapter: str | None = None
+    ) -> list[float]:
         """Summed log-probability of `continuations[i]` after `prompts[i]`."""
         raise NotImplementedError
 
@@ -115,51 +113,3 @@ class Generator:
         if not pieces:
             return []
         return [list(ids) for ids in self.tokenizer(list(pieces), add_special_tokens=False)["input_ids"]]
-
-
-def vllm_support(model_cfg: ModelConfig, adapters: Sequence[str] = ()) -> tuple[bool, str]:
-    """Whether vLLM can serve this model (and these LoRA adapters) here, and why (not): installed,
-    no bitsandbytes quantization, and everything vLLM's own limits say (architecture, the CPU
-    attention kernels' head sizes, dtype, adapter rank and features)."""
-    import importlib.util
-
-    if importlib.util.find_spec("vllm") is None:
-        return False, "vLLM is not installed (`make vllm` installs it)"
-    if model_cfg.quantization != "none":
-        return False, f"quantization={model_cfg.quantization!r} (bitsandbytes) is served by the HF backend"
-    from .vllm_backend import support
-
-    return support(model_cfg, adapters)
-
-
-def make_generator(model_cfg: ModelConfig, backend: Literal["auto", "hf", "vllm"] = "auto",
-                   adapters: Sequence[str] = (), **kwargs) -> Generator:
-    """A generator for `model_cfg`. `adapters`: the LoRA folders the caller will pass as `adapter=`.
-
-    `auto` picks vLLM when it supports the model and adapters here and starts (it is tried on one
-    token with each adapter), HF otherwise, and logs the choice and why: it never returns an engine
-    that fails on its first real request. Extra keyword arguments go to the backend."""
-    if backend not in ("auto", "hf", "vllm"):
-        raise GenerationError(f"backend must be 'auto', 'hf' or 'vllm', got {backend!r}")
-    if backend == "vllm":
-        from .vllm_backend import VLLMGenerator
-
-        return VLLMGenerator(model_cfg, adapters=adapters, **kwargs)
-    if backend == "auto":
-        ok, reason = vllm_support(model_cfg, adapters)
-        if ok:
-            from .vllm_backend import VLLMGenerator
-
-            try:
-                gen = VLLMGenerator(model_cfg, adapters=adapters, **kwargs)
-            except Exception as err:  # whatever the engine raised, HF can still do the work
-                first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
-                reason = f"vLLM failed to start: {type(err).__name__}: {first}"
-                log.warning("generation backend: falling back to hf (%s)", reason)
-            else:
-                log.info("generation backend: vllm (%s)", reason)
-                return gen
-        log.info("generation backend: hf (%s)", reason)
-    from .hf import HFGenerator
-
-    return HFGenerator(model_cfg, **kwargs)

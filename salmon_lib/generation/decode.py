@@ -9,6 +9,9 @@
 - finished rows: a row that has hit EOS or a stop string keeps being computed (as padding) until
   the longest row of its batch ends. `decode` drops finished rows from the batch and its KV cache.
 
+Each row draws from its own seeded `torch.Generator` (see `seeding`), so a prompt's sample is the
+same alone and in any batch.
+
 Sampling follows exactly the interface's arguments (temperature, top_p, no top-k), as the vLLM
 backend does; a model's generation_config sampling defaults are not applied.
 """
@@ -16,6 +19,7 @@ backend does; a model's generation_config sampling defaults are not applied.
 from __future__ import annotations
 
 import dataclasses
+from typing import Sequence
 
 import torch
 
@@ -111,11 +115,15 @@ def to_completion(tokenizer, d: Decoded, stop: tuple[str, ...]):
 
 @torch.no_grad()
 def decode(model, ids: torch.Tensor, mask: torch.Tensor, max_new_tokens: int, temperature: float, top_p: float,
-           check: StopCheck, past_key_values=None) -> list[Decoded]:
-    """Generate after each row of `ids` (rows x width, padding masked out by `mask`). With
+           check: StopCheck, seeds: Sequence[int], past_key_values=None) -> list[Decoded]:
+    """Generate after each row of `ids` (rows x width, padding masked out by `mask`); row r samples
+    with its own generator seeded `seeds[r]`, so its draws do not depend on the other rows. With
     `past_key_values`, its first `cache length` columns are already in the cache (a shared
     prefix, expanded to one cache row per row). Rows leave the batch as soon as they end."""
+    if len(seeds) != ids.shape[0]:
+        raise ValueError(f"{len(seeds)} seeds for {ids.shape[0]} rows")
     device = next(model.parameters()).device
+    generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds] if temperature > 0 else []
     ids, mask = ids.to(device), mask.to(device)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     cached = past_key_values.get_seq_length() if past_key_values is not None else 0
@@ -125,8 +133,10 @@ def decode(model, ids: torch.Tensor, mask: torch.Tensor, max_new_tokens: int, te
     results = [Decoded([], None) for _ in range(ids.shape[0])]
     active = list(range(ids.shape[0]))  # result index of each batch row
     for _ in range(max_new_tokens):
-        # One uniform per original row and step: a row's draws do not depend on which rows have left.
-        uniform = torch.rand(ids.shape[0], device=device)[active] if temperature > 0 else None
+        # One uniform per row and step from the row's own generator: a row's draws do not depend on
+        # which rows share its batch or have left it.
+        uniform = torch.cat([torch.rand(1, generator=generators[r], device=device) for r in active]) \
+            if temperature > 0 else None
         tokens = sample(out.logits[:, -1, :], temperature, top_p, uniform)
         keep = []
         for b, tok in enumerate(tokens.tolist()):

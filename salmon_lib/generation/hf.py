@@ -1,6 +1,7 @@
 """Hugging Face backend: generation in length-sorted, per-batch padded batches through
-`decode.decode` (finished rows leave the batch; exact top-p without sorting the vocabulary), and
-log-prob scoring through `prefix.score_rows` (shared prefixes computed once)."""
+`decode.decode` (finished rows leave the batch; exact top-p without sorting the vocabulary; each
+row samples with its own seeded generator), and log-prob scoring through `prefix_scoring.score_rows`
+(shared prefixes computed once)."""
 
 from __future__ import annotations
 
@@ -14,11 +15,12 @@ from typing import Sequence
 import torch
 from tqdm.auto import tqdm
 
-from ..models import ModelConfig, ModelLoadError, load_model
+from ..models import ModelConfig, ModelLoadError, check_adapter, load_model
 from . import usage
 from .base import Completion, Generator, check_generate_args, check_pairs
 from .decode import StopCheck, decode, to_completion
-from .prefix import ScoreRow, score_rows
+from .prefix_scoring import ScoreRow, score_rows
+from .seeding import prompt_seeds, sample_seed
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +30,11 @@ class HFGenerator(Generator):
 
     def __init__(self, model_cfg: ModelConfig | str, batch_size: int = 16, score_batch_size: int = 16,
                  score_max_tokens: int = 8192, min_shared_prefix: int = 16, share_prefix: bool = True,
-                 progress: bool = True):
+                 progress: bool = True, loaded: tuple | None = None):
         """batch_size: sequences per generation batch (prompts x n); score_batch_size and
         score_max_tokens: rows and padded tokens per scoring batch; min_shared_prefix: shortest
-        token prefix worth computing once for several rows."""
+        token prefix worth computing once for several rows; loaded: a (tokenizer, model) already in
+        memory to use as it is, with its active adapter (RL's live policy: no weight copy per step)."""
         if isinstance(model_cfg, str):
             model_cfg = ModelConfig(spec=model_cfg)
         self.cfg = model_cfg
@@ -39,7 +42,7 @@ class HFGenerator(Generator):
         self.min_shared_prefix, self.share_prefix, self.progress = min_shared_prefix, share_prefix, progress
         # The configured adapter is loaded as a named adapter like any other, so that
         # `adapter=<another path>` swaps it rather than stacking on it.
-        self.tokenizer, self.model = load_model(dataclasses.replace(model_cfg, adapter=None))
+        self.tokenizer, self.model = loaded or load_model(dataclasses.replace(model_cfg, adapter=None))
         self._adapters: dict[str, str] = {}
         self.device = next(self.model.parameters()).device
         eos = self.model.generation_config.eos_token_id
@@ -53,8 +56,7 @@ class HFGenerator(Generator):
         if key not in self._adapters:
             from peft import PeftModel
 
-            if not (Path(key) / "adapter_config.json").is_file():
-                raise ModelLoadError(f"{path} is not a LoRA adapter folder: expected adapter_config.json")
+            check_adapter(key)  # not an adapter, or a damaged one: fails here, naming the file
             name = f"adapter{len(self._adapters)}"
             try:
                 if isinstance(self.model, PeftModel):
@@ -84,12 +86,13 @@ class HFGenerator(Generator):
 
     # -- generation -------------------------------------------------------------------------------
     def generate(self, prompts: list[str], n: int = 1, temperature: float = 0.7, top_p: float = 0.95,
-                 max_new_tokens: int = 256, stop: Sequence[str] = (), seed: int = 0,
+                 max_new_tokens: int = 256, stop: Sequence[str] = (), seed: int | Sequence[int] = 0,
                  adapter: str | None = None) -> list[list[Completion]]:
         stop = check_generate_args(prompts, n, temperature, top_p, max_new_tokens, stop)
         if not prompts:
             return []
         start = time.perf_counter()
+        seeds = prompt_seeds(seed, len(prompts))
         encoded = self.encode_prompts(prompts)
         # Longest first: a batch holds prompts of similar length, so little padding, and a batch
         # that does not fit in memory fails at the start rather than at the end.
@@ -97,16 +100,17 @@ class HFGenerator(Generator):
         per_batch = max(1, self.batch_size // n)
         results: list[list[Completion] | None] = [None] * len(prompts)
         greedy = temperature == 0
-        rng_devices = [self.device] if self.device.type == "cuda" else []
-        # A private RNG stream: the same seed gives the same samples, and the caller's RNG is untouched.
-        with torch.random.fork_rng(devices=rng_devices), self._active(adapter), \
+        with self._active(adapter), \
                 tqdm(total=len(prompts), desc="generate", unit="prompt", disable=not self.progress) as bar:
-            torch.manual_seed(seed)
             for b in range(0, len(order), per_batch):
                 batch = order[b:b + per_batch]
-                # Greedy decoding gives n identical completions: decode once, copy.
-                comps = self._generate_batch([encoded[i] for i in batch], 1 if greedy else n, max_new_tokens,
-                                             stop, temperature, top_p)
+                # Each row samples from its own generator, so a prompt's samples do not depend on
+                # its batch and the caller's RNG is untouched. Greedy decoding gives n identical
+                # completions: decode once, copy.
+                k = 1 if greedy else n
+                row_seeds = [sample_seed(seeds[i], j) for i in batch for j in range(k)]
+                comps = self._generate_batch([encoded[i] for i in batch], k, max_new_tokens, stop, temperature,
+                                             top_p, row_seeds)
                 for i, c in zip(batch, comps):
                     results[i] = c * n if greedy else c
                 bar.update(len(batch))
@@ -115,7 +119,7 @@ class HFGenerator(Generator):
         return results
 
     def _generate_batch(self, encoded: list[list[int]], n: int, max_new_tokens: int, stop: tuple[str, ...],
-                        temperature: float, top_p: float) -> list[list[Completion]]:
+                        temperature: float, top_p: float, row_seeds: list[int]) -> list[list[Completion]]:
         width = max(len(e) for e in encoded)
         ids = torch.full((len(encoded), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros_like(ids)
@@ -123,7 +127,7 @@ class HFGenerator(Generator):
             ids[r, width - len(e):] = torch.tensor(e)
             mask[r, width - len(e):] = 1
         rows = decode(self.model, ids.repeat_interleave(n, 0), mask.repeat_interleave(n, 0), max_new_tokens,
-                      temperature, top_p, StopCheck(self.tokenizer, stop, self.eos_ids))
+                      temperature, top_p, StopCheck(self.tokenizer, stop, self.eos_ids), seeds=row_seeds)
         completions = [to_completion(self.tokenizer, r, stop) for r in rows]
         return [completions[i * n:(i + 1) * n] for i in range(len(encoded))]
 
@@ -160,7 +164,9 @@ class HFGenerator(Generator):
                 result[i][k] = sum(s)
         return result
 
-    def sequence_logprobs(self, prompts: list[str], continuations: list[str], adapter: str | None = None) -> list[float]:
+    def sequence_logprobs(
+        self, prompts: list[str], continuations: list[str], adapter: str | None = None
+    ) -> list[float]:
         check_pairs(prompts, continuations, "continuations", same_length=True)
         rows = []
         for p, c in zip(self.encode_prompts(prompts), self.encode_pieces(continuations)):

@@ -18,7 +18,6 @@ import gc
 import json
 import logging
 import os
-import random
 import time
 from pathlib import Path
 from typing import Sequence
@@ -27,6 +26,7 @@ from ..io import atomic_write_json
 from ..models import ModelConfig, ModelLoadError, resolve_model_dir
 from . import usage
 from .base import Completion, GenerationError, Generator, check_generate_args, check_pairs
+from .seeding import prompt_seeds
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,8 @@ def model_problems(config: dict, dtype: str, limits: EngineLimits) -> list[str]:
     if not any(a in limits.archs for a in archs):
         problems.append(f"vLLM does not support the architecture {'/'.join(archs) or 'unknown'}")
     heads = config.get("num_attention_heads")
-    head_dim = config.get("head_dim") or (config["hidden_size"] // heads if heads and config.get("hidden_size") else None)
+    head_dim = config.get("head_dim") or (
+        config["hidden_size"] // heads if heads and config.get("hidden_size") else None)
     if limits.head_sizes is not None and head_dim is not None and head_dim not in limits.head_sizes:
         problems.append(f"vLLM's CPU attention has no kernel for head_dim={head_dim} "
                         f"(supported: {', '.join(map(str, limits.head_sizes))})")
@@ -253,17 +254,16 @@ class VLLMGenerator(Generator):
                                  lora_request=self._lora(adapter), use_tqdm=self.progress)
 
     def generate(self, prompts: list[str], n: int = 1, temperature: float = 0.7, top_p: float = 0.95,
-                 max_new_tokens: int = 256, stop: Sequence[str] = (), seed: int = 0,
+                 max_new_tokens: int = 256, stop: Sequence[str] = (), seed: int | Sequence[int] = 0,
                  adapter: str | None = None) -> list[list[Completion]]:
         from vllm import SamplingParams
 
         stop = check_generate_args(prompts, n, temperature, top_p, max_new_tokens, stop)
-        # One seed per prompt (vLLM gives the n samples of a request seed, seed+1, ...), drawn from
-        # `seed` so that equal prompts still get different samples.
-        rng = random.Random(seed)
+        # One seed per request (an int seed gives each prompt its own, so equal prompts still get
+        # different samples); vLLM draws the n samples of a request from it.
         params = [SamplingParams(n=n, temperature=temperature, top_p=top_p if temperature > 0 else 1.0,
-                                 max_tokens=max_new_tokens, stop=list(stop) or None, seed=rng.randrange(2**31),
-                                 skip_special_tokens=False) for _ in prompts]
+                                 max_tokens=max_new_tokens, stop=list(stop) or None, seed=s,
+                                 skip_special_tokens=False) for s in prompt_seeds(seed, len(prompts))]
         start = time.perf_counter()
         outputs = self._run(self.encode_prompts(prompts), params, adapter)
         result = [[self._completion(o, stop) for o in out.outputs] for out in outputs]
@@ -305,7 +305,9 @@ class VLLMGenerator(Generator):
         lp = self._next_token_logprobs(queries, adapter)
         return [[sum(lp[tuple(p + o[:j]), tok] for j, tok in enumerate(o)) for o in option_ids] for p in prompt_ids]
 
-    def sequence_logprobs(self, prompts: list[str], continuations: list[str], adapter: str | None = None) -> list[float]:
+    def sequence_logprobs(
+        self, prompts: list[str], continuations: list[str], adapter: str | None = None
+    ) -> list[float]:
         from vllm import SamplingParams
 
         check_pairs(prompts, continuations, "continuations", same_length=True)

@@ -7,6 +7,7 @@ Two ways to turn prompts into (chosen, rejected) pairs without human labels:
 - ALMoST: answers from several (model, shots, demonstration quality) configurations are ranked by
   that rubric alone, with a length-based filter (`almost`).
 
-This package imports no torch at import time, so the pipeline runner can validate
-`PreferencesConfig` before any kernel starts.
+`config.PreferencesConfig` holds the parameters, `stage.run(cfg)` runs the stage. This package
+imports no torch at import time, so the pipeline runner can validate the config before any kernel
+starts.
 """

@@ -7,7 +7,7 @@
    geometric distribution capped at K, each principle negated with probability p and then shown by
    its negative definition, its score flipped). The label is the sign of the dominant principle's
    score (largest magnitude); a zero dominant score gives no example.
-3. Heuristic overrides, label noise and a random position swap, each counted.
+3. Heuristic overrides and label noise, each counted.
 
 Every random choice uses `random.Random(f"{seed}:{pair_id}:{draw}")`, so an example does not
 depend on which other pairs exist or in which order they come.
@@ -38,10 +38,11 @@ class AggregateOptions:
     language_min_chars: int = 20  # shorter texts count as of unknown language
     label_noise: float = 0.1  # probability of flipping a judge-decided label
     rule_label_noise: float = 0.25  # probability of flipping a rule-decided label
-    swap_p: float = 0.5  # probability that an example's positions are swapped (recorded in flags)
 
 
-def scale_scores(judgements: Sequence[dict], require_agreement: bool = True) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+def scale_scores(
+    judgements: Sequence[dict], require_agreement: bool = True
+) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
     """Return ({pair_id: {principle: scaled score}}, {principle: variance})."""
     finite_or_raise(judgements)
     values: dict[str, list[float]] = defaultdict(list)
@@ -76,7 +77,7 @@ def aggregate(
     names = [p.name for p in principle_set.principles if getattr(p, "sampled", True)]
     stats = Counter({k: 0 for k in ("pairs", "examples", "pairs_missing_judgements", "pairs_dropped_language",
                                     "skipped_zero_score", "rule_language", "rule_disclaimer", "rule_overrode_judge",
-                                    "label_noise_flips", "swapped", "chosen_is_response_1")})
+                                    "label_noise_flips", "chosen_is_response_1")})
     dominant_counts, size_counts, negated_counts = Counter(), Counter(), Counter()
     examples = []
     for pair in pairs:
@@ -114,7 +115,6 @@ def aggregate(
             noisy = rng.random() < (opts.rule_label_noise if rule else opts.label_noise)
             if noisy:
                 winner = 3 - winner
-            swapped = rng.random() < opts.swap_p
             chosen, rejected = (r1, r2) if winner == 1 else (r2, r1)
             gap = signed[top] if winner == 1 else -signed[top]
             examples.append({
@@ -122,14 +122,13 @@ def aggregate(
                 "chosen": chosen, "rejected": rejected,
                 "principles": [{"name": p.name, "text": p.text(neg), "negated": neg} for p, neg in drawn],
                 "dominant": drawn[top][0].name, "score_gap": gap,
-                # swapped: a consumer that shows the pair in two slots puts `chosen` second
-                "flags": {"rule": rule, "label_noise": noisy, "swapped": swapped},
+                # label_noise: this label was flipped on purpose; the reward model's held-out accuracy leaves it out
+                "flags": {"rule": rule, "label_noise": noisy},
             })
             stats["examples"] += 1
             if rule is not None:
                 stats[f"rule_{rule}"] += 1
             stats["label_noise_flips"] += noisy
-            stats["swapped"] += swapped
             stats["chosen_is_response_1"] += winner == 1  # the two seeds should win about equally often
             stats["rule_overrode_judge"] += overrode
             dominant_counts[drawn[top][0].name] += 1

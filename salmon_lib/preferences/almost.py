@@ -13,7 +13,8 @@ valid answers' lengths, population std). The result is a chain of at most K-1 pa
 
 Fixed relative to the original: ties are expressible (tiers), asking for more shots than a set
 holds is an error instead of a silent cap, answers are generated with a seed and stop at the
-chat format's next turn, responses are keyed by prompt id instead of aligned by list index, and
+chat format's next turn, responses are keyed by prompt id instead of aligned by list index (and
+carry the signature of what made them, so a rerun answers again exactly the changed ones), and
 generated text is sliced at the prompt's token length by the backend instead of string-replaced,
 and an answer cut off by the token limit is BAD even when it happens to end in a full stop.
 """
@@ -28,9 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import yaml
-
 from ..chat import ChatFormat
+from ..io import read_yaml
+from ..provenance import derive_seed, signature
 
 DEMOS_PATH = Path(__file__).with_name("demos.yaml")
 DEMO_SETS = ("plain", "detailed")
@@ -79,7 +80,7 @@ def parse_rubric(tiers: Sequence[Sequence[str]]) -> list[tuple[Configuration, in
 
 def load_demos(path: str | Path = DEMOS_PATH) -> dict:
     path = Path(path)
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data = read_yaml(path, "ALMoST demonstration file")
     if not isinstance(data, dict) or not isinstance(data.get("preamble"), str):
         raise ValueError(f"{path}: expected a mapping with a 'preamble' string")
     for name in DEMO_SETS:
@@ -87,7 +88,9 @@ def load_demos(path: str | Path = DEMOS_PATH) -> dict:
         if not isinstance(dialogues, list) or not dialogues:
             raise ValueError(f"{path}: {name!r} must be a non-empty list of dialogues")
         for i, d in enumerate(dialogues):
-            if not isinstance(d, dict) or not all(isinstance(d.get(k), str) and d[k].strip() for k in ("user", "assistant")):
+            if not isinstance(d, dict) or not all(
+                isinstance(d.get(k), str) and d[k].strip() for k in ("user", "assistant")
+            ):
                 raise ValueError(f"{path}: {name}[{i}] needs non-empty 'user' and 'assistant' strings")
     return data
 
@@ -126,25 +129,36 @@ def bad_reason(text: str, extra_markers: Sequence[str] = ()) -> str | None:
     return None
 
 
-def generate_responses(gen, fmt: ChatFormat, prompts: Sequence[dict], config: Configuration, demos: dict, *,
-                       adapter: str | None, temperature: float, top_p: float, max_new_tokens: int, seed: int,
-                       log, batch_size: int = 32) -> None:
-    """Answer every `{id, prompt}` not yet in `log` under `config`; records `{id, config,
-    response, bad}` where `bad` is the filter that rejected the answer (or null)."""
+def response_signatures(fmt: ChatFormat, prompts: Sequence[dict], config: Configuration, demos: dict,
+                        settings: dict) -> dict[str, str]:
+    """{prompt id: signature} of the answers `config` gives under `settings` (model, adapter,
+    sampling settings, seed); the few-shot prompt as rendered stands for the demonstrations."""
+    return {p["id"]: signature({**settings, "prompt": fewshot_prompt(fmt, demos, config, p["prompt"])})
+            for p in prompts}
+
+
+def generate_responses(gen, fmt: ChatFormat, prompts: Sequence[dict], config: Configuration, demos: dict,
+                       signatures: dict[str, str], *, adapter: str | None, temperature: float, top_p: float,
+                       max_new_tokens: int, seed: int, log, batch_size: int = 32) -> None:
+    """Answer every `{id, prompt}` whose answer in `log` is not current under `signatures`; records
+    `{id, config, response, bad, signature}` where `bad` is the filter that rejected the answer (or
+    null). Each answer's seed derives from the configuration and the prompt id."""
     from tqdm.auto import tqdm
 
-    todo = [p for p in prompts if p["id"] not in log]
+    todo = [p for p in prompts if not log.current(p["id"], signatures[p["id"]])]
     markers = tuple(m.strip() for m in (fmt.assistant, *fmt.stop) if m.strip())
     for start in tqdm(range(0, len(todo), batch_size), desc=config.name, unit="batch"):
         batch = todo[start:start + batch_size]
         texts = [fewshot_prompt(fmt, demos, config, p["prompt"]) for p in batch]
         outs = gen.generate(texts, n=1, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-                            stop=fmt.stop, seed=seed, adapter=adapter)
+                            stop=fmt.stop, seed=[derive_seed(seed, config.name, p["id"]) for p in batch],
+                            adapter=adapter)
         records = []
         for p, (c,) in zip(batch, outs):
             response = c.text.strip()
             reason = bad_reason(response, markers) or ("truncated" if c.finish_reason == "length" else None)
-            records.append({"id": p["id"], "config": config.name, "response": response, "bad": reason})
+            records.append({"id": p["id"], "config": config.name, "response": response, "bad": reason,
+                            "signature": signatures[p["id"]]})
         log.append(records)
 
 
@@ -174,8 +188,12 @@ def chain_pairs(candidates: Sequence[tuple[str, int, str]], length_filter: bool 
     return out, counts
 
 
-def comparisons(prompts: Sequence[dict], responses: dict[str, dict[str, dict]], rubric: Sequence[tuple[Configuration, int]],
-                length_filter: bool = True) -> tuple[list[dict], dict]:
+def comparisons(
+    prompts: Sequence[dict],
+    responses: dict[str, dict[str, dict]],
+    rubric: Sequence[tuple[Configuration, int]],
+    length_filter: bool = True,
+) -> tuple[list[dict], dict]:
     """Preference records (the SALMON schema: no principles, `score_gap` = rank difference) and
     counts. `responses[config name][prompt id]` is a record from `generate_responses`."""
     stats = Counter()
@@ -199,7 +217,7 @@ def comparisons(prompts: Sequence[dict], responses: dict[str, dict[str, dict]], 
                 "id": f"{p['id']}:{cc}>{cr}", "pair_id": p["id"], "prompt": p["prompt"],
                 "chosen": chosen, "rejected": rejected, "principles": [], "dominant": None,
                 "score_gap": float(ranks[cr] - ranks[cc]),
-                "flags": {"rule": "rubric", "label_noise": False, "swapped": False, "meta": f"{cc}-vs-{cr}"},
+                "flags": {"rule": "rubric", "label_noise": False, "meta": f"{cc}-vs-{cr}"},
             })
     stats["examples"] = len(examples)
     stats["prompts"] = len(prompts)

@@ -1,9 +1,7 @@
-"""How good is the judge? Accuracy on the BIG-bench HHH alignment pairs (hhh_eval.json).
+"""How good is the judge? Accuracy on the HHH alignment pairs (`salmon_lib.hhh`, evaluation only).
 
 Each pair is judged under the principle matching its type (helpful, harmless, honest, other),
-in both orders, with the same judge prompt the stage uses. The set is for EVALUATION ONLY: no
-code path trains on it, and the project ships no copy (point `hhh_path` at your own file, or
-export `HuggingFaceH4/hhh_alignment` into the same `{chosen, rejected, type}` form).
+in both orders, with the same judge prompt the stage uses.
 
 Reported per type and overall, raw and after each debiasing: accuracy with the chosen answer in
 slot (a), in slot (b), of the order-averaged verdict (s12 + s21 > 0, which any per-principle
@@ -12,65 +10,20 @@ position offset leaves unchanged), how often the orders agree, and accuracy wher
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
-from pathlib import Path
 from typing import Sequence
 
-from ..io import DataError, read_json
+from ..hhh import types_in_order
 from .judge import content_free_bias, debias, judge_pairs, position_bias
 
-_TURN = re.compile(r"\n\n(Human|Assistant): ")
 
-
-def resolve_path(path: str) -> Path | None:
-    """A relative path is tried against the working directory, then the project root and each of
-    its parents (so "../shared/data/hhh_eval.json" works from a checkout and from a worktree)."""
-    p = Path(path).expanduser()
-    if p.is_absolute():
-        return p if p.is_file() else None
-    root = Path(__file__).resolve().parents[2]
-    for base in (Path.cwd(), root, *root.parents):
-        if (base / p).is_file():
-            return (base / p).resolve()
-    return None
-
-
-def _split(transcript: str, where: str) -> list[tuple[str, str]]:
-    parts = _TURN.split(transcript)
-    if parts[0].strip() or len(parts) < 5:
-        raise DataError(f"{where}: expected '\\n\\nHuman: ...\\n\\nAssistant: ...' turns")
-    return [(parts[i], parts[i + 1].strip()) for i in range(1, len(parts), 2)]
-
-
-def load_hhh(path: str | Path) -> list[dict]:
-    """`[{id, type, prompt, chosen, rejected}]`: the shared context becomes the request (a
-    multi-turn context is written out turn by turn) and the last assistant turns the outputs."""
-    data = read_json(path)
-    if not isinstance(data, list):
-        raise DataError(f"{path}: expected a JSON list of {{chosen, rejected, type}}")
-    items = []
-    for i, rec in enumerate(data):
-        where = f"{path}: item {i}"
-        for field in ("chosen", "rejected", "type"):
-            if not isinstance(rec.get(field) if isinstance(rec, dict) else None, str):
-                raise DataError(f"{where}: missing or non-string field {field!r}")
-        chosen, rejected = _split(rec["chosen"], f"{where}.chosen"), _split(rec["rejected"], f"{where}.rejected")
-        if chosen[:-1] != rejected[:-1] or chosen[-1][0] != "Assistant" or rejected[-1][0] != "Assistant":
-            raise DataError(f"{where}: chosen and rejected must share the context and end in an assistant turn")
-        context = chosen[:-1]
-        prompt = context[0][1] if len(context) == 1 else "\n\n".join(
-            f"{'User' if role == 'Human' else 'Assistant'}: {text}" for role, text in context)
-        items.append({"id": f"hhh-{i}", "type": rec["type"], "prompt": prompt,
-                      "chosen": chosen[-1][1], "rejected": rejected[-1][1]})
-    return items
-
-
-def principles_for_types(types: Sequence[str], principle_set, overrides: dict[str, str] | None = None) -> dict[str, tuple[str, str]]:
+def principles_for_types(
+    types: Sequence[str], principle_set, overrides: dict[str, str] | None = None
+) -> dict[str, tuple[str, str]]:
     """{type: (principle name, definition)}: the set's first principle with that `hhh_type`, or
     the principle named in `overrides[type]`."""
     out = {}
-    for t in sorted(set(types)):
+    for t in types_in_order(types):
         p = principle_set.by_name(overrides[t]) if overrides and t in overrides else principle_set.for_hhh_type(t)
         out[t] = (p.name, p.text(False))
     return out
@@ -84,8 +37,8 @@ def judge_hhh(gen, fmt, items: Sequence[dict], principles: dict[str, tuple[str, 
     for it in items:
         by_type[it["type"]].append({"id": it["id"], "prompt": it["prompt"], "response_1": it["chosen"],
                                     "response_2": it["rejected"]})
-    for t, pairs in sorted(by_type.items()):
-        for j in judge_pairs(gen, fmt, pairs, [principles[t]], adapter=adapter, batch_pairs=batch_pairs):
+    for t in types_in_order(by_type):
+        for j in judge_pairs(gen, fmt, by_type[t], [principles[t]], adapter=adapter, batch_pairs=batch_pairs):
             out.append({**j, "type": t})
     return out
 
@@ -106,7 +59,7 @@ def accuracy(judgements: Sequence[dict]) -> dict:
     by_type = defaultdict(list)
     for j in judgements:
         by_type[j["type"]].append(j)
-    return {"overall": summary(judgements), **{t: summary(js) for t, js in sorted(by_type.items())}}
+    return {"overall": summary(judgements), **{t: summary(by_type[t]) for t in types_in_order(by_type)}}
 
 
 def evaluate(gen, fmt, items: Sequence[dict], principles: dict[str, tuple[str, str]], adapter=None) -> dict:

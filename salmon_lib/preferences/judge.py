@@ -23,6 +23,7 @@ from collections import defaultdict
 from typing import Iterable, Sequence
 
 from ..chat import ChatFormat
+from ..provenance import signature
 
 JUDGE_SYSTEM = (
     "You review answers written by an AI assistant. You are given a request, two candidate "
@@ -41,7 +42,7 @@ def judge_user_turn(instruction: str, output_a: str, output_b: str, name: str, d
         f"### Request\n{instruction.strip()}\n\n"
         f"### Output (a)\n{output_a.strip()}\n\n"
         f"### Output (b)\n{output_b.strip()}\n\n"
-        f"### Principle\n{name}: {definition.strip()}\n\n"
+        f"### Principle\n{f'{name}: ' if name else ''}{definition.strip()}\n\n"
         "Which output follows this principle better, (a) or (b)?"
     )
 
@@ -61,6 +62,25 @@ def agrees(s12: float, s21: float) -> bool:
     return _sign(s12) != 0 and _sign(s12) == _sign(s21)
 
 
+def judgement_id(pair_id: str, principle: str) -> str:
+    return f"{pair_id}|{principle}"
+
+
+def _both_orders(fmt: ChatFormat, pair: dict, name: str, definition: str) -> tuple[str, str]:
+    r1, r2 = pair["response_1"], pair["response_2"]
+    return (judge_prompt(fmt, pair["prompt"], r1, r2, name, definition),
+            judge_prompt(fmt, pair["prompt"], r2, r1, name, definition))
+
+
+def judgement_signatures(fmt: ChatFormat, pairs: Sequence[dict], principles: Sequence[tuple[str, str]],
+                         model: dict) -> dict[str, str]:
+    """{judgement id: signature}: the judge model (`model`: spec and adapter content) and both
+    rendered judge prompts, which hold the judge's instructions, the request, both answers and the
+    principle's wording, so a change of any of them judges that pair under that principle again."""
+    return {judgement_id(p["id"], n): signature({**model, "prompts": _both_orders(fmt, p, n, d)})
+            for p in pairs for n, d in principles}
+
+
 def judge_pairs(
     gen,
     fmt: ChatFormat,
@@ -69,35 +89,42 @@ def judge_pairs(
     adapter: str | None = None,
     batch_pairs: int = 8,
     log=None,
+    signatures: dict[str, str] | None = None,
     progress: bool = True,
 ) -> list[dict]:
     """Judge every pair `{id, prompt, response_1, response_2}` under every `(name, definition)`,
-    both orders. Records `{id, pair_id, principle, s12, s21, agree}` are appended to `log` (a
-    `RecordLog`, for resuming) batch by batch and returned (only those made by this call)."""
+    both orders. Records `{id, pair_id, principle, s12, s21, agree}` are returned (only those made
+    by this call) and, with a `log` (a `RecordLog`, for resuming), appended to it batch by batch
+    with their signature; then only the judgements not current under `signatures` are made."""
     from tqdm.auto import tqdm
 
-    todo = [p for p in pairs if log is None or any(f"{p['id']}|{n}" not in log for n, _ in principles)]
+    def stale(p: dict) -> list[tuple[str, str]]:
+        if log is None:
+            return list(principles)
+        return [(n, d) for n, d in principles if not log.current(jid := judgement_id(p["id"], n), signatures[jid])]
+
+    todo = [(p, todo_principles) for p in pairs if (todo_principles := stale(p))]
     out: list[dict] = []
     batches = range(0, len(todo), batch_pairs)
     for start in tqdm(batches, desc="judging", unit="batch", disable=not progress):
         batch = todo[start:start + batch_pairs]
-        prompts = []
         # Pair -> order -> principle: the prompts of one (pair, order) are adjacent and share
         # everything up to the principle, which is what the backend's prefix sharing needs.
-        for p in batch:
-            for a, b in ((p["response_1"], p["response_2"]), (p["response_2"], p["response_1"])):
-                prompts += [judge_prompt(fmt, p["prompt"], a, b, n, d) for n, d in principles]
-        scores = gen.score_options(prompts, list(OPTIONS), adapter=adapter)
-        k = len(principles)
+        prompts = []
+        for p, ps in batch:
+            orders = [_both_orders(fmt, p, n, d) for n, d in ps]
+            prompts += [o[0] for o in orders] + [o[1] for o in orders]
+        scores = iter(gen.score_options(prompts, list(OPTIONS), adapter=adapter))
         records = []
-        for i, p in enumerate(batch):
-            base = 2 * k * i
-            for j, (name, _) in enumerate(principles):
-                la, lb = scores[base + j]
-                ra, rb = scores[base + k + j]
+        for p, ps in batch:
+            first = [next(scores) for _ in ps]
+            second = [next(scores) for _ in ps]
+            for (name, _), (la, lb), (ra, rb) in zip(ps, first, second):
                 s12, s21 = la - lb, rb - ra
-                records.append({"id": f"{p['id']}|{name}", "pair_id": p["id"], "principle": name,
-                                "s12": s12, "s21": s21, "agree": agrees(s12, s21)})
+                jid = judgement_id(p["id"], name)
+                records.append({"id": jid, "pair_id": p["id"], "principle": name, "s12": s12, "s21": s21,
+                                "agree": agrees(s12, s21),
+                                **({"signature": signatures[jid]} if log is not None else {})})
         if log is not None:
             log.append(records)
         out += records
@@ -113,7 +140,9 @@ def position_bias(judgements: Iterable[dict]) -> dict[str, float]:
     return {name: sum(v) / len(v) for name, v in sums.items()}
 
 
-def content_free_bias(gen, fmt: ChatFormat, principles: Sequence[tuple[str, str]], adapter: str | None = None) -> dict[str, float]:
+def content_free_bias(
+    gen, fmt: ChatFormat, principles: Sequence[tuple[str, str]], adapter: str | None = None
+) -> dict[str, float]:
     """Per principle, log p(a) - log p(b) when request and both outputs are a content-free "N/A":
     whatever the judge prefers there, it prefers for the position alone."""
     prompts = [judge_prompt(fmt, CONTENT_FREE, CONTENT_FREE, CONTENT_FREE, n, d) for n, d in principles]

@@ -113,3 +113,49 @@ def hhh_accuracy(hhh: dict, path=None):
     fig.suptitle("Judge on the HHH pairs")
     fig.tight_layout()
     return _save(fig, path)
+
+
+def judge_signal(rows: dict[str, dict], path=None):
+    """Per judge mode (`signal.table`): HHH accuracy overall and correct flips on the flip probes in
+    each wording, side by side; chance is 0.5 for HHH and 0.25 for a correct flip."""
+    import matplotlib.pyplot as plt
+
+    modes = list(rows)
+    metrics = [m for m in ("hhh_overall", "flips_probe_wording", "flips_judge_wording")
+               if any(m in r for r in rows.values())]
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(modes) * max(1, len(metrics)) / 2), 3.6))
+    width = 0.8 / max(1, len(metrics))
+    for k, metric in enumerate(metrics):
+        ax.bar([i + k * width for i in range(len(modes))], [rows[m].get(metric, 0) for m in modes], width, label=metric)
+    ax.axhline(0.5, color="k", lw=0.8, ls="--")
+    ax.set_xticks([i + width * (len(metrics) - 1) / 2 for i in range(len(modes))], modes, rotation=30, ha="right")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("fraction")
+    ax.set_title("Principle signal per judge mode")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def rlcd_contrast(stats: dict, path=None):
+    """Per principle (`rlcd.contrast_stats`): mean words of the answer written under the principle
+    and under its negation, and the mean contrastive margin between them."""
+    import matplotlib.pyplot as plt
+
+    by = stats["by_principle"]
+    names = list(by)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(max(8, 0.9 * len(names) + 4), 3.6))
+    width = 0.4
+    left.bar([i for i in range(len(names))], [by[n]["words_pos"] for n in names], width, label="under the principle")
+    left.bar([i + width for i in range(len(names))], [by[n]["words_neg"] for n in names], width,
+             label="under its negation")
+    left.set_xticks([i + width / 2 for i in range(len(names))], names, rotation=40, ha="right", fontsize=8)
+    left.set_ylabel("mean words")
+    left.legend(fontsize=8)
+    right.bar(range(len(names)), [by[n]["mean_margin"] for n in names], color="tab:green")
+    right.axhline(0, color="k", lw=0.8)
+    right.set_xticks(range(len(names)), names, rotation=40, ha="right", fontsize=8)
+    right.set_ylabel("mean contrastive margin (nats)")
+    fig.suptitle("RLCD pairs: how different the two answers are")
+    fig.tight_layout()
+    return _save(fig, path)

@@ -9,6 +9,7 @@ from typing import Any, Mapping, Sequence
 import yaml
 
 from salmon_lib.config import ConfigError
+from salmon_lib.io import read_text
 
 
 class PrincipleError(ConfigError):
@@ -20,15 +21,14 @@ class Reader:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        try:
-            text = self.path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise PrincipleError(f"{self.path}: file not found") from None
+        text = read_text(self.path, error=PrincipleError)
         try:
             self.node = yaml.compose(text)
             self.data = yaml.safe_load(text)
         except yaml.YAMLError as err:
-            raise PrincipleError(f"{self.path}: not valid YAML: {err}") from None
+            mark = getattr(err, "problem_mark", None)
+            line = f":{mark.line + 1}" if mark is not None else ""
+            raise PrincipleError(f"{self.path}{line}: not valid YAML: {err}") from None
 
     def line(self, keys: Sequence[str | int]) -> int | None:
         """1-based line of the node at `keys` (or of its closest existing parent)."""

@@ -20,7 +20,7 @@ def _is_self_align(path: str) -> bool:
     try:
         with open(path, encoding="utf-8") as f:
             data = yaml.safe_load(f)
-    except (OSError, yaml.YAMLError):
+    except (OSError, ValueError, yaml.YAMLError):
         return False  # let the loader report it with its own message
     return isinstance(data, dict) and "rules" in data
 

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Mapping, Sequence
 
-from salmon_lib.principles._reader import PrincipleError, entry_label, Reader
+from salmon_lib.hhh import HHH_TYPES
+from salmon_lib.principles._reader import PrincipleError, Reader, entry_label
 
-HHH_TYPES = ("helpful", "harmless", "honest", "other")
 DEFAULT_BOOST_FACTOR = 100.0
 
 

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from ..io import DataError, read_json
+from ..io import DataError, read_json, read_text
 from .records import normalise, prompt_id
 
 # Text the ShareGPT browser extension and the chat UI pasted into exported prompts. Stripped
@@ -108,25 +108,24 @@ def read_eval_prompts(path: str | Path) -> list[str]:
     """Evaluation prompts to keep out of the pool: a .txt file (one per line), a .jsonl file, or a
     .json list, of strings or of objects with a prompt/instruction/question field."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
+    if path.suffix not in (".txt", ".json", ".jsonl"):
+        raise DataError(f"{path}: expected a .txt, .json or .jsonl file of evaluation prompts")
+    text = read_text(path, "evaluation prompt file")
     if path.suffix == ".txt":
-        return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return [line.strip() for line in text.splitlines() if line.strip()]
     if path.suffix == ".jsonl":
         items = []
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        for n, line in enumerate(text.splitlines(), 1):
             if line.strip():
                 try:
                     items.append((n, json.loads(line)))
                 except json.JSONDecodeError as err:
                     raise DataError(f"{path}:{n}: not valid JSON ({err.msg})") from None
-    elif path.suffix == ".json":
+    else:
         data = read_json(path)
         if not isinstance(data, list):
             raise DataError(f"{path}: expected a JSON list of prompts")
         items = list(enumerate(data, 1))
-    else:
-        raise DataError(f"{path}: expected a .txt, .json or .jsonl file of evaluation prompts")
     prompts = []
     for n, item in items:
         if isinstance(item, dict):

@@ -19,7 +19,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from ..io import iter_jsonl
+from ..io import DataError, iter_jsonl, read_text
 from .records import make_record
 
 DOLLY_CONTEXT_FREE = ("creative_writing", "brainstorming", "open_qa", "general_qa", "classification")
@@ -73,7 +73,11 @@ def check_location(location: str) -> str | None:
 def _json_array_rows(path: Path, report: SourceReport) -> Iterator[tuple[str, Any]]:
     """Elements of a top-level JSON array with the line each starts on. A syntax error stops the
     file there (JSON cannot be resynchronised reliably); what was read before it is kept."""
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = read_text(path)
+    except DataError as err:
+        report.error(str(path), str(err).removeprefix(f"{path}: "))
+        return
     decoder = json.JSONDecoder()
     ws = re.compile(r"[\s,]*")
     pos, line, counted = ws.match(text, 0).end(), 1, 0
@@ -134,7 +138,9 @@ def _hub_rows(location: str, report: SourceReport) -> Iterator[tuple[str, Any]]:
         yield f"{location}[{split}] row {i}", rec
 
 
-def iter_rows(location: str, report: SourceReport, parquet_columns: list[str] | None = None) -> Iterator[tuple[str, Any]]:
+def iter_rows(
+    location: str, report: SourceReport, parquet_columns: list[str] | None = None
+) -> Iterator[tuple[str, Any]]:
     """(where, row) for every parsed row of a file or hub data set; unreadable rows and inputs go
     to `report.errors` (so `report.rows` counts parsed rows, not lines)."""
     problem = check_location(location)

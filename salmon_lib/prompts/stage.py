@@ -6,8 +6,7 @@ ShareGPT artefacts, token length, exact dedup, near dedup, language, decontamina
 mix and size. Earlier records win dedup, so list the sources you trust most first. The result is
 written in a seeded random order (`shuffle`), since later stages may take the first N.
 
-This module imports no torch at import time: the runner validates `PromptsConfig` before it
-starts a kernel.
+`run(cfg)` is the whole stage; the parameters are `config.PromptsConfig`.
 """
 
 from __future__ import annotations
@@ -19,104 +18,19 @@ import random
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable
 
-from ..config import ConfigError, StageConfig
-from ..io import RecordLog, atomic_path, atomic_write_json, write_jsonl
+from ..io import DataError, RecordLog, atomic_path, atomic_write_json, write_jsonl
+from .config import PromptsConfig
 from .generate import Resume
-from .readers import READERS, check_location
 
 log = logging.getLogger(__name__)
 
-GENERATORS = ("seeds", "bootstrap", "self_instruct", "tgrt")
-DEFAULT_GENERATORS = ["seeds", "bootstrap", "tgrt"]
 # Generated prompts are appended here as they are accepted, so an interrupted stage resumes
 # instead of regenerating; a first line records the parameters they were made with.
 GENERATED_CACHE = "prompts_generated.jsonl"
 _CACHE_KEYS = ("model", "chat_format", "seed", "seed_file", "question_types_file", "n_shot", "rouge_threshold",
                "tgrt_rounds", "tgrt_topics_per_type", "temperature", "top_p", "max_new_tokens", "batch_size")
-
-
-def _project_path(location: str) -> str:
-    root = Path(__file__).resolve().parents[2]
-    if location and not Path(location).expanduser().is_absolute() and (root / location).exists():
-        return str(root / location)
-    return location
-
-
-@dataclasses.dataclass
-class PromptsConfig(StageConfig):
-    model: str = "default"  # its tokenizer measures prompt length; it also writes the generated prompts
-    chat_format: str = "chatml"  # how generation requests are rendered (salmon_lib.chat)
-    backend: Literal["auto", "hf", "vllm"] = "auto"  # generation engine
-    sources: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # {sharegpt|openorca|dolly|oasst1: [file or dataset id]}; {} means no pool: generate from seeds
-    generators: list[str] | None = None  # any of seeds, bootstrap, self_instruct, tgrt; None: seeds+bootstrap+tgrt when `sources` is empty, else none
-    seed_file: str = ""  # YAML of seed queries; "" means the ~100 shipped with salmon_lib
-    question_types_file: str = ""  # YAML of red-teaming question types; "" means the shipped 20
-    num_bootstrap: int = 40  # prompts to bootstrap from the seeds (ALMoST)
-    num_self_instruct: int = 40  # instructions to generate Self-Instruct style (Dromedary-1)
-    n_shot: int = 10  # demonstrations per bootstrapping request
-    rouge_threshold: float = 0.7  # a generated prompt this similar (ROUGE-L F) to one in the pool is dropped
-    tgrt_rounds: int = 2  # topic brainstorming requests per question type, at most
-    tgrt_topics_per_type: int = 3  # most topics per question type (the seed topic included)
-    temperature: float = 1.0  # sampling temperature of generation
-    top_p: float = 0.95  # nucleus sampling of generation
-    max_new_tokens: int = 48  # tokens per generated prompt (list-style requests get a multiple)
-    batch_size: int = 8  # generation requests per call
-    max_calls: int = 40  # most generate calls per method, so a stuck model cannot loop forever
-    min_tokens: int = 2  # shortest prompt kept, counted in tokens of the model tokenizer
-    max_tokens: int = 256  # longest prompt kept
-    near_dup: bool = True  # drop near-duplicates (MinHash LSH on word n-grams)
-    near_dup_threshold: float = 0.8  # Jaccard similarity at which a later prompt counts as a near-duplicate
-    near_dup_ngram: int = 3  # words per shingle for near-duplicate detection
-    languages: list[str] = dataclasses.field(default_factory=list)  # keep only these ISO 639-1 codes (py3langid); [] keeps all
-    decontaminate_against: list[str] = dataclasses.field(default_factory=list)  # files of evaluation prompts to keep out
-    decontam_ngram: int = 8  # a shared word n-gram of this length with an evaluation prompt drops a prompt
-    openorca_bucket_cap: int = 10000  # most prompts per OpenOrca bucket (niv/flan/t0/cot); 0 for no cap
-    source_mix: dict[str, float] = dataclasses.field(default_factory=dict)  # relative share per source; {} keeps the proportions as read
-    max_prompts: int = 0  # size of the final pool; 0 keeps everything that survives
-    shuffle: bool = True  # write the pool in a seeded random order, so a later stage taking its first N gets every source
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        # Like run_dir: a relative file means the project's, whether the kernel runs in the project
-        # root (runner) or in notebooks/ (JupyterLab). Dataset ids are left alone.
-        self.sources = {kind: [_project_path(loc) for loc in locs] for kind, locs in self.sources.items()}
-        self.seed_file, self.question_types_file = _project_path(self.seed_file), _project_path(self.question_types_file)
-        self.decontaminate_against = [_project_path(p) for p in self.decontaminate_against]
-
-    def check(self) -> None:
-        for kind, locations in self.sources.items():
-            if kind not in READERS:
-                raise ConfigError(f"sources: unknown format {kind!r}; known: {', '.join(READERS)}")
-            for loc in locations:
-                problem = check_location(loc)
-                if problem:
-                    raise ConfigError(f"sources.{kind}: {problem}")
-        unknown = set(self.generators or ()) - set(GENERATORS)
-        if unknown:
-            raise ConfigError(f"generators: unknown {', '.join(sorted(unknown))}; known: {', '.join(GENERATORS)}")
-        for name, path in (("seed_file", self.seed_file), ("question_types_file", self.question_types_file)):
-            if path and not Path(path).is_file():
-                raise ConfigError(f"{name}: {path}: file not found")
-        for path in self.decontaminate_against:
-            if not Path(path).is_file():
-                raise ConfigError(f"decontaminate_against: {path}: file not found")
-        if not 0 < self.min_tokens <= self.max_tokens:
-            raise ConfigError(f"need 0 < min_tokens <= max_tokens, got {self.min_tokens} and {self.max_tokens}")
-        for name in ("rouge_threshold", "near_dup_threshold"):
-            if not 0.0 < getattr(self, name) <= 1.0:
-                raise ConfigError(f"{name} must be in (0, 1], got {getattr(self, name)}")
-        if any(w < 0 for w in self.source_mix.values()):
-            raise ConfigError("source_mix: weights must be >= 0")
-        for name in ("batch_size", "max_calls", "n_shot", "near_dup_ngram", "decontam_ngram", "max_new_tokens"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-
-    def active_generators(self) -> list[str]:
-        if self.generators is None:
-            return [] if self.sources else list(DEFAULT_GENERATORS)
-        return list(self.generators)
 
 
 def _open_cache(cfg: PromptsConfig, seed_text: str) -> RecordLog:
@@ -156,10 +70,13 @@ def _load_inputs(cfg: PromptsConfig) -> _Inputs:
     from .tgrt import QUESTION_TYPES, load_question_types
 
     which = cfg.active_generators()
-    seed_path = Path(cfg.seed_file or SEED_QUERIES)
+    seed_path = cfg.file("seed_file") if cfg.seed_file else Path(SEED_QUERIES)
     seeds = load_seed_queries(seed_path) if which else []
-    types = load_question_types(cfg.question_types_file or QUESTION_TYPES) if "tgrt" in which else []
-    evals = [p for path in cfg.decontaminate_against for p in read_eval_prompts(path)]
+    types_path = cfg.file("question_types_file") if cfg.question_types_file else QUESTION_TYPES
+    types = load_question_types(types_path) if "tgrt" in which else []
+    evals = [
+        p for path in cfg.decontaminate_against for p in read_eval_prompts(cfg.file("decontaminate_against", path))
+    ]
     return _Inputs(seeds, seed_path.read_text(encoding="utf-8") if which else "", types, evals)
 
 
@@ -226,7 +143,11 @@ def build_pool(cfg: PromptsConfig) -> tuple[list[dict], dict]:
         records += _generate_records(cfg, None, inputs, stats)
     for kind, locations in cfg.sources.items():
         for location in locations:
-            got, report = read_source(kind, location)
+            got, report = read_source(kind, cfg.source(location))
+            if not got:
+                why = report.errors[0] if report.errors else (
+                    f"{report.rows} row(s), none kept: {dict(report.skipped)}" if report.rows else "it holds no rows")
+                raise DataError(f"sources.{kind}: {location}: no prompts read ({why})")
             if report.errors:
                 log.warning("%s: skipped %d malformed record(s), e.g. %s", location, len(report.errors),
                             "; ".join(report.errors[:3]))
@@ -257,6 +178,10 @@ def build_pool(cfg: PromptsConfig) -> tuple[list[dict], dict]:
                      lambda r: sampling.cap_buckets(r, cfg.openorca_bucket_cap, rng))
     records = _apply(stats, "mix / max_prompts", records,
                      lambda r: sampling.subsample(r, cfg.max_prompts, cfg.source_mix, rng))
+    if not records:
+        worst = max(stats["filters"], key=lambda f: sum(f["removed"].values()), default=None)
+        raise DataError(f"the prompt pool is empty: {stats['read']} prompt(s) read"
+                        + (f", the most removed by {worst['name']!r}" if worst else ""))
     if cfg.shuffle:
         rng.shuffle(records)
     stats["total"] = len(records)
@@ -273,9 +198,14 @@ def removals(stats: dict) -> dict[str, dict[str, int]]:
     for method, counts in stats["generation"].items():
         for key, n in counts.items():
             if key.startswith("rejected: ") and n:
-                steps[f"{method}: {key[len('rejected: '):]}"] = {method.removesuffix("_topics").removesuffix("_questions"): n}
+                steps[f"{method}: {key[len('rejected: ') :]}"] = {
+                    method.removesuffix("_topics").removesuffix("_questions"): n
+                }
     for report in stats["inputs"]:
-        for label, n in (("malformed (skipped)", report["errors"]), ("not selected by reader", sum(report["skipped"].values()))):
+        for label, n in (
+            ("malformed (skipped)", report["errors"]),
+            ("not selected by reader", sum(report["skipped"].values())),
+        ):
             if n:
                 step = steps.setdefault(label, {})
                 step[report["source"]] = step.get(report["source"], 0) + n

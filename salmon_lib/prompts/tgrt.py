@@ -18,7 +18,6 @@ import re
 from collections import Counter
 from pathlib import Path
 
-
 from ..chat import ChatFormat
 from ..io import DataError, read_yaml
 from .generate import DATA, Resume, Sampling, _generate, check_length
@@ -86,7 +85,9 @@ def load_question_types(path: str | Path = QUESTION_TYPES) -> list[QuestionType]
             raise DataError(f"{where} ({item['name']}): seed_topic must be <= 3 words, capitalised, "
                             f"without end punctuation; got {item['seed_topic']!r}")
         names.add(item["name"])
-        types.append(QuestionType(**{k: item[k].strip() for k in ("name", "description", "seed_topic", "seed_question")}))
+        types.append(
+            QuestionType(**{k: item[k].strip() for k in ("name", "description", "seed_topic", "seed_question")})
+        )
     return types
 
 

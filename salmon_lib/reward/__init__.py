@@ -1,9 +1,30 @@
 """Stage 04: the principle-following reward model (template, training, scoring, evaluation, plots).
 
-Importing this package does not import torch; the heavy parts load inside the functions that need them.
+`config.RewardConfig` holds the parameters, `stage.run(cfg)` runs the stage. Importing this
+package does not import torch; the heavy parts load inside the functions that need them.
 """
 
-from .template import RMTemplate
-from .score import RewardModel
+from pathlib import Path
 
-__all__ = ["RMTemplate", "RewardModel"]
+from .contrastive import ContrastiveReward
+from .score import RewardModel
+from .template import RMTemplate
+
+__all__ = ["ContrastiveReward", "RMTemplate", "RewardModel", "load_reward"]
+
+
+def load_reward(path: str | Path, device: str = "auto"):
+    """The reward in a folder, whichever kind it is: stage 04's trained model (`rm_info.json`) as a
+    `RewardModel`, or a training-free spec (`reward_spec.json`, kind "contrastive") as a
+    `ContrastiveReward`. Both have `score([(prompt, response, principles)], batch_size, progress)`."""
+    from ..io import DataError
+    from .contrastive import SPEC_FILE
+    from .score import INFO_FILE
+
+    path = Path(path)
+    if (path / INFO_FILE).is_file():
+        return RewardModel.load(path, device=device)
+    if (path / SPEC_FILE).is_file():
+        return ContrastiveReward.load(path, device=device)
+    raise DataError(f"{path}: holds neither {INFO_FILE} (a trained reward model from stage 04) nor {SPEC_FILE} "
+                    "(a training-free reward spec)")

@@ -8,18 +8,14 @@ and once in the wording of the principle file the RM was trained on)."""
 
 from __future__ import annotations
 
-import os
-import random
 from pathlib import Path
 from typing import Mapping, Sequence
 
-
-from ..io import DataError, atomic_write_json, read_json, read_yaml
-from .pairs import Pair, split_transcript
+from ..hhh import HHH_TYPES, find_hhh, load_hhh, sample_hhh, types_in_order
+from ..io import DataError, atomic_write_json, read_yaml
+from .pairs import Pair
 
 DATA = Path(__file__).parent / "data"
-REPO = Path(__file__).resolve().parents[2]
-HHH_TYPES = ("harmless", "helpful", "honest", "other")
 
 
 def pair_margins(rm, pairs: Sequence[Pair], principles: Sequence[str] | None = None, batch_size: int = 16,
@@ -49,59 +45,12 @@ def _accuracy(margins: Sequence[float]) -> dict:
 
 
 # ---------------------------------------------------------------------------- HHH
-def find_hhh(setting: str) -> str | None:
-    """Resolve the `hhh_eval` setting: "" = skip, "auto" = look beside the project, else as given."""
-    if not setting:
-        return None
-    if setting != "auto":
-        return setting
-    candidates = [os.environ.get("SALMON_HHH_EVAL", "")] + [
-        str(base / "shared" / "data" / "hhh_eval.json") for base in (REPO.parent, REPO.parent.parent)]
-    return next((c for c in candidates if c and Path(c).is_file()), None)
-
-
-def read_hhh(source: str) -> list[tuple[str, Pair]]:
-    """(type, pair) from a local {chosen, rejected, type} JSON list (the ALMoST/BIG-bench packaging)
-    or the `HuggingFaceH4/hhh_alignment` dataset (one config per type)."""
-    path = Path(source).expanduser()
-    out = []
-    if path.suffix == ".json":
-        rows = read_json(path)
-        if not isinstance(rows, list):
-            raise DataError(f"{path}: expected a JSON list of {{chosen, rejected, type}}")
-        for i, row in enumerate(rows):
-            where = f"{path}[{i}]"
-            if not isinstance(row, dict) or not all(isinstance(row.get(k), str) for k in ("chosen", "rejected", "type")):
-                raise DataError(f"{where}: needs string fields chosen, rejected and type")
-            prompt, chosen, rejected = split_transcript(row["chosen"], row["rejected"], where)
-            out.append((row["type"], Pair(f"hhh-{i}", prompt, chosen, rejected, [], source="hhh")))
-        return out
-    import datasets
-
-    for kind in HHH_TYPES:
-        ds = datasets.load_dataset(source, kind, split="test")
-        for i, row in enumerate(ds):
-            choices, labels = row["targets"]["choices"], row["targets"]["labels"]
-            good, bad = choices[labels.index(1)], choices[labels.index(0)]
-            out.append((kind, Pair(f"hhh-{kind}-{i}", row["input"].strip(), good, bad, [], source="hhh")))
-    return out
-
-
-def project_path(path: str | Path) -> Path:
-    """A relative path that does not exist from the current folder is taken from the project root
-    (notebooks run from notebooks/, the CLI from anywhere)."""
-    path = Path(path).expanduser()
-    if not path.exists() and not path.is_absolute() and (REPO / path).exists():
-        return REPO / path
-    return path
-
-
 def hhh_principle_texts(path: str | Path) -> dict[str, str]:
     """{HHH type: text of the first principle with that `hhh_type`} from a principle file."""
     from ..principles import load_principles
 
     out: dict[str, str] = {}
-    for p in load_principles(project_path(path)).principles:
+    for p in load_principles(path).principles:
         if p.hhh_type in HHH_TYPES:
             out.setdefault(p.hhh_type, p.text())
     return out
@@ -109,22 +58,23 @@ def hhh_principle_texts(path: str | Path) -> dict[str, str]:
 
 def hhh_accuracy(rm, source: str | None, principles: Mapping[str, str], batch_size: int = 16,
                  progress: bool = False, max_pairs: int = 0, seed: int = 0) -> dict:
-    """Accuracy per type under the matching principle (`principles`: type -> text) and under none;
+    """Accuracy per type under the matching principle (`principles`: type -> text) and under none,
+    on the HHH pairs as `salmon_lib.hhh` reads them (the bare request, as in training);
     `max_pairs` scores a seeded sample instead of every pair."""
     if source is None:
         return {"skipped": "no HHH evaluation file: set hhh_eval to a {chosen, rejected, type} JSON file "
                            "(e.g. ../shared/data/hhh_eval.json) or to HuggingFaceH4/hhh_alignment"}
     if Path(source).suffix == ".json" and not Path(source).expanduser().is_file():
         return {"skipped": f"{source}: file not found"}
-    rows = read_hhh(source)
+    items = load_hhh(source)
     result: dict = {"source": str(source), "by_type": {}}
-    if max_pairs and max_pairs < len(rows):
-        keep = sorted(random.Random(seed).sample(range(len(rows)), max_pairs))
-        rows = [rows[i] for i in keep]
-        result["sampled_pairs"] = max_pairs
+    sampled = sample_hhh(items, max_pairs, seed)
+    if len(sampled) < len(items):
+        result["sampled_pairs"] = len(sampled)
     pooled: dict[str, list[float]] = {"principle": [], "none": []}
-    for kind in sorted({k for k, _ in rows}):
-        pairs = [p for k, p in rows if k == kind]
+    for kind in types_in_order(it["type"] for it in sampled):
+        pairs = [Pair(it["id"], it["prompt"], it["chosen"], it["rejected"], [], source="hhh")
+                 for it in sampled if it["type"] == kind]
         sets = [[]] + ([[principles[kind]]] if kind in principles else [])
         none, *matched = margins_under(rm, pairs, sets, batch_size, progress)
         pooled["none"] += none
@@ -157,7 +107,9 @@ def read_flip_probes(path: str | Path | None = None) -> dict:
         if not isinstance(spec.get("probes"), list) or not spec["probes"]:
             raise DataError(f"{where}: needs a non-empty 'probes' list")
         for i, probe in enumerate(spec["probes"]):
-            if not isinstance(probe, dict) or not all(isinstance(probe.get(k), str) for k in ("prompt", "obeys", "violates")):
+            if not isinstance(probe, dict) or not all(
+                isinstance(probe.get(k), str) for k in ("prompt", "obeys", "violates")
+            ):
                 raise DataError(f"{where}.probes[{i}]: needs string fields prompt, obeys and violates")
     return data["kinds"]
 
@@ -166,7 +118,7 @@ def with_judge_wording(kinds: dict, principles_path: str | Path) -> dict:
     """The same probes under the definitions of the principle file (`judge_principle` per kind)."""
     from ..principles import load_principles
 
-    ps = load_principles(project_path(principles_path))
+    ps = load_principles(principles_path)
     out = {}
     for kind, spec in kinds.items():
         name = spec.get("judge_principle")
@@ -179,28 +131,30 @@ def with_judge_wording(kinds: dict, principles_path: str | Path) -> dict:
 
 def flip_rates(rm, kinds: dict, batch_size: int = 16, progress: bool = False) -> dict:
     """Per kind: how often the obeying response wins under the principle, how often the violating
-    one wins under the negation, and the flip rate (the preference reverses between the two)."""
-    result, totals = {"by_kind": {}}, {"n": 0, "principle": 0, "negation": 0, "flip": 0, "both": 0}
+    one wins under the negation, and the flip rate: both at once, the preference reversing the right
+    way round when the principle is negated. A reversal the wrong way round (the violating response
+    wins under the principle, the obeying one under the negation) is counted apart: it is no flip."""
+    result, totals = {"by_kind": {}}, {"n": 0, "principle": 0, "negation": 0, "flip": 0, "wrong_way": 0}
     for kind, spec in kinds.items():
         pairs = [Pair(f"{kind}-{i}", p["prompt"], p["obeys"], p["violates"], []) for i, p in enumerate(spec["probes"])]
         pos, neg = margins_under(rm, pairs, [[spec["principle"]], [spec["negation"]]], batch_size, progress)
         counts = {"n": len(pairs), "principle": sum(m > 0 for m in pos), "negation": sum(m < 0 for m in neg),
-                  "flip": sum((a > 0) != (b > 0) for a, b in zip(pos, neg)),
-                  "both": sum(a > 0 > b for a, b in zip(pos, neg))}
+                  "flip": sum(a > 0 > b for a, b in zip(pos, neg)),
+                  "wrong_way": sum(a < 0 < b for a, b in zip(pos, neg))}
         for k in totals:
             totals[k] += counts[k]
-        result["by_kind"][kind] = _flip_summary(counts, pos, neg)
-    result["overall"] = _flip_summary(totals)
+        result["by_kind"][kind] = flip_summary(counts, pos, neg)
+    result["overall"] = flip_summary(totals)
     return result
 
 
-def _flip_summary(c: dict, pos: Sequence[float] = (), neg: Sequence[float] = ()) -> dict:
+def flip_summary(c: dict, pos: Sequence[float] = (), neg: Sequence[float] = ()) -> dict:
     n = c["n"]
     out = {"n": n,
            "obeying_wins_under_principle": c["principle"] / n,  # direction 1
            "violating_wins_under_negation": c["negation"] / n,  # direction 2
-           "flip_rate": c["flip"] / n,  # the preference reverses when the principle is negated
-           "correct_flip_rate": c["both"] / n}  # ... and reverses the right way round
+           "flip_rate": c["flip"] / n,  # both: the preference reverses the right way round
+           "wrong_way_rate": c["wrong_way"] / n}  # it reverses the wrong way round (not a flip)
     if pos:
         out["mean_margin_principle"] = sum(pos) / len(pos)
         out["mean_margin_negation"] = sum(neg) / len(neg)
@@ -210,22 +164,29 @@ def _flip_summary(c: dict, pos: Sequence[float] = (), neg: Sequence[float] = ())
 # ---------------------------------------------------------------------------- all of it
 def evaluate_reward_model(rm, cfg, progress: bool = True) -> dict:
     """Held-out accuracy, HHH per type, principle-flip rates -> `<run>/rm_eval.json`."""
-    from .pairs import read_preferences, split_held_out
+    from .config import PREFERENCES
+    from .pairs import read_preferences, split_held_out, without_noised_labels
 
     run = Path(cfg.run_dir)
-    _, held = split_held_out(read_preferences(run / cfg.preferences), cfg.eval_fraction, cfg.seed)
+    _, held = split_held_out(read_preferences(run / PREFERENCES), cfg.eval_fraction, cfg.seed)
+    clean = without_noised_labels(held)
     bs = cfg.score_batch_size
     hhh = find_hhh(cfg.hhh_eval)
-    kinds = read_flip_probes(cfg.flip_probes or None)
+    kinds = read_flip_probes(cfg.file("flip_probes") if cfg.flip_probes else None)
+    learn = getattr(rm, "learn_opposites", None)
+    if learn is not None:  # a contrastive reward contrasts each principle with its negation: the probes name theirs
+        learn((spec["principle"], spec["negation"]) for spec in kinds.values())
     result = {
-        "held_out": _accuracy(pair_margins(rm, held, None, bs, progress)) if held
-        else {"skipped": "eval_fraction is 0: no held-out pairs"},
-        "hhh": hhh_accuracy(rm, hhh, hhh_principle_texts(cfg.hhh_principles) if hhh else {}, bs, progress,
+        # labels stage 03 flipped on purpose (label_noise) are no target: they are left out and counted
+        "held_out": {**_accuracy(pair_margins(rm, clean, None, bs, progress)),
+                     "noised_labels_left_out": len(held) - len(clean)} if clean
+        else {"skipped": "no held-out pairs (eval_fraction is 0, or every held-out label was noised)"},
+        "hhh": hhh_accuracy(rm, hhh, hhh_principle_texts(cfg.file("hhh_principles")) if hhh else {}, bs, progress,
                             cfg.hhh_max_pairs, cfg.seed),
         "flip": flip_rates(rm, kinds, bs, progress),
     }
     if cfg.flip_principles:
-        judge = with_judge_wording(kinds, cfg.flip_principles)
+        judge = with_judge_wording(kinds, cfg.file("flip_principles"))
         result["flip_judge_wording"] = flip_rates(rm, judge, bs, progress) if judge else {
             "skipped": f"no probe kind names a negatable principle of {cfg.flip_principles}"}
     atomic_write_json(run / "rm_eval.json", result)

@@ -23,6 +23,7 @@ class Pair:
     rejected: str
     principles: list[str]  # principle texts as the RM sees them (negative definitions already applied)
     source: str = "preferences"
+    label_noise: bool = False  # stage 03 flipped this label on purpose (flags.label_noise): never an accuracy target
 
 
 PREFERENCE_FIELDS = {"id": (str, int), "prompt": str, "chosen": str, "rejected": str, "principles": list}
@@ -39,10 +40,22 @@ def read_preferences(path: str | Path) -> list[Pair]:
             if not isinstance(text, str) or not text.strip():
                 raise DataError(f"{path}:{lineno}: field 'principles'[{k}] needs a non-empty 'text' string")
             texts.append(text)
-        pairs.append(Pair(str(rec["id"]), rec["prompt"], rec["chosen"], rec["rejected"], texts))
+        flags = rec.get("flags")
+        if flags is not None and not isinstance(flags, dict):
+            raise DataError(f"{path}:{lineno}: field 'flags' should be a mapping, got {type(flags).__name__}")
+        noisy = (flags or {}).get("label_noise", False)
+        if not isinstance(noisy, bool):
+            raise DataError(f"{path}:{lineno}: field 'flags'.'label_noise' should be true or false, got {noisy!r}")
+        pairs.append(Pair(str(rec["id"]), rec["prompt"], rec["chosen"], rec["rejected"], texts, label_noise=noisy))
     if not pairs:
         raise DataError(f"{path}: no preference pairs in the file")
     return pairs
+
+
+def without_noised_labels(pairs: Sequence[Pair]) -> list[Pair]:
+    """The pairs whose label stage 03 did not flip on purpose: what held-out accuracy is measured on
+    (a flipped label counted as the target would charge the noise to the model)."""
+    return [p for p in pairs if not p.label_noise]
 
 
 def split_held_out(pairs: Sequence[Pair], fraction: float, seed: int) -> tuple[list[Pair], list[Pair]]:
@@ -121,7 +134,9 @@ def _detect(rows: list, source: str) -> Literal["hh", "shp"]:
         return "hh"
     if {"history", "human_ref_A", "human_ref_B"} <= set(first):
         return "shp"
-    raise DataError(f"{rows[0][0]}: neither HH-RLHF (chosen, rejected) nor SHP (history, human_ref_A, human_ref_B) fields")
+    raise DataError(
+        f"{rows[0][0]}: neither HH-RLHF (chosen, rejected) nor SHP (history, human_ref_A, human_ref_B) fields"
+    )
 
 
 def _rows(source: str) -> Iterable[tuple[str, dict]]:

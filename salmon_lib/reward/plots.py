@@ -10,7 +10,9 @@ from typing import Mapping, Sequence
 from ..io import read_jsonl
 
 
-def responses_from_run(run_dir: str | Path, limit: int = 12, preferences: str = "preferences.jsonl") -> list[tuple[str, str]]:
+def responses_from_run(
+    run_dir: str | Path, limit: int = 12, preferences: str = "preferences.jsonl"
+) -> list[tuple[str, str]]:
     """(prompt, response) pairs from stage 03's preference file: both sides of the first pairs."""
     seen, out = set(), []
     for rec in read_jsonl(Path(run_dir) / preferences, required={"prompt": str, "chosen": str, "rejected": str}):
@@ -22,11 +24,10 @@ def responses_from_run(run_dir: str | Path, limit: int = 12, preferences: str = 
 
 
 def principle_texts(path: str | Path, negated: bool = False) -> dict[str, str]:
-    """{name: text} of a principle file (`principles/*.yaml`; relative paths also from the project root)."""
+    """{name: text} of a principle file."""
     from ..principles import load_principles
-    from .evaluate import project_path
 
-    return {p.name: p.text(negated) for p in load_principles(project_path(path)).principles}
+    return {p.name: p.text(negated) for p in load_principles(path).principles}
 
 
 def score_matrix(rm, responses: Sequence[tuple[str, str]], principles: Mapping[str, str], batch_size: int = 16,
@@ -44,7 +45,9 @@ def score_matrix(rm, responses: Sequence[tuple[str, str]], principles: Mapping[s
 
 
 def _label(prompt: str, response: str, width: int = 38) -> str:
-    short = lambda s: (" ".join(s.split())[: width - 1] + "…") if len(s) > width else " ".join(s.split())
+    def short(s: str) -> str:
+        return (" ".join(s.split())[: width - 1] + "…") if len(s) > width else " ".join(s.split())
+
     return f"{short(prompt)} → {short(response)}"
 
 

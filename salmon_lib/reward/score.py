@@ -9,11 +9,10 @@ instead of K full passes. Items are sorted by length and padded per batch, never
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from ..io import DataError, iter_jsonl, write_jsonl
+from ..io import DataError, iter_jsonl, read_json, write_jsonl
 from .template import RMTemplate
 
 INFO_FILE = "rm_info.json"
@@ -38,18 +37,29 @@ class RewardModel:
     @classmethod
     def load(cls, path: str | Path, device: str = "auto", dtype: str = "auto") -> "RewardModel":
         """Load a reward model folder written by stage 04 (`<run>/rm`)."""
+        from ..config import ConfigError
         from ..models import ModelConfig, load_model
 
         path = Path(path)
         info_path = path / INFO_FILE
+        if not path.is_dir():
+            raise DataError(f"{path}: {'not a folder' if path.exists() else 'not found'}; expected the reward "
+                            "model folder written by stage 04 (<run>/rm)")
         if not info_path.is_file():
             raise DataError(f"{info_path}: missing; {path} is not a reward model folder written by stage 04")
-        info = json.loads(info_path.read_text(encoding="utf-8"))
+        info = read_json(info_path, "reward model description")
+        if not isinstance(info, dict) or not isinstance(info.get("base_model"), dict):
+            raise DataError(f"{info_path}: no 'base_model' mapping (the base model spec the adapter was trained on)")
+        template = RMTemplate.load(path)
         base = dict(info["base_model"], adapter=str(path), device=device)
         if dtype != "auto":
             base["dtype"] = dtype
-        tok, model = load_model(ModelConfig.from_dict(base, where=str(info_path)), head="score")
-        return cls(tok, model, RMTemplate.load(path))
+        try:
+            model_cfg = ModelConfig.from_dict(base, where=f"{info_path}: base_model")
+        except ConfigError as err:
+            raise DataError(str(err)) from None
+        tok, model = load_model(model_cfg, head="score")
+        return cls(tok, model, template)
 
     @property
     def device(self):
@@ -58,6 +68,8 @@ class RewardModel:
     def score(self, items: Sequence[Item], batch_size: int = 16, share_prefix: bool = True,
               progress: bool = False) -> list[float]:
         """One float per (prompt, response, principles) item, in input order."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if not items:
             return []
         if not share_prefix:
@@ -174,34 +186,69 @@ def read_score_input(path: str | Path, errors: list[str]) -> list[dict]:
     return records
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return a.exists() and b.exists() and a.samefile(b)
+    except OSError:
+        return False
+
+
 def _run_cli(args) -> int:
-    import logging
+    import sys
 
     from ..models import ModelLoadError
 
-    log = logging.getLogger("salmon_lib.score")
+    def fail(message: str) -> int:
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+
+    inp, out = Path(args.input), Path(args.output)
+    if _same_file(inp, out):
+        return fail(f"--output {out} is the input file: scoring would replace your lines; write to another file")
+    if out.is_dir():
+        return fail(f"--output {out}: is a folder; give a file name")
     errors: list[str] = []
     try:
-        records = read_score_input(args.input, errors)
+        records = read_score_input(inp, errors)
+        for e in errors:
+            print(f"warning: skipped {e}", file=sys.stderr)
         rm = RewardModel.load(args.reward_model, device=args.device)
     except (DataError, ModelLoadError) as err:
-        log.error("%s", err)
-        return 2
-    for e in errors:
-        log.warning("skipped %s", e)
+        return fail(str(err))
+    if not records:
+        fail(f"{inp}: no line to score ({len(errors)} bad line(s) skipped); nothing written")
+        return 1
     scores = rm.score([(r["prompt"], r["response"], r["principles"]) for r in records],
                       batch_size=args.batch_size, progress=True)
-    n = write_jsonl(args.output, (dict(r, score=s) for r, s in zip(records, scores)))
-    log.info("scored %d line(s) into %s; skipped %d bad line(s)", n, args.output, len(errors))
-    return 1 if errors and not records else 0
+    try:
+        n = write_jsonl(out, (dict(r, score=s) for r, s in zip(records, scores)))
+    except (DataError, OSError) as err:
+        return fail(f"{out}: cannot write the scores ({getattr(err, 'strerror', None) or err})")
+    print(f"scored {n} line(s) into {out}; skipped {len(errors)} bad line(s)", file=sys.stderr)
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def add_cli(sub) -> None:
     p = sub.add_parser("score", help="score (prompt, response, principles) lines with a trained reward model")
     p.add_argument("--reward-model", required=True, help="the reward model folder written by stage 04 (<run>/rm)")
     p.add_argument("--input", required=True, help='JSONL: {"prompt": str, "response": str, "principles": [str, ...]}')
-    p.add_argument("--output", required=True, help="JSONL: each input line plus \"score\" (written atomically)")
-    p.add_argument("--batch-size", type=int, default=16, help="sequences per forward pass")
+    p.add_argument("--output", required=True,
+                   help="JSONL: each input line plus \"score\" (written atomically; not the input file)")
+    p.add_argument("--batch-size", type=_positive_int, default=16, help="sequences per forward pass")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.set_defaults(func=_run_cli)
 

@@ -14,11 +14,10 @@ and lets the instruction and response be truncated in tokens without re-decoding
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Sequence
 
-from ..io import DataError, atomic_write_json
+from ..io import DataError, atomic_write_json, read_json
 
 TEMPLATE_FILE = "template.json"
 
@@ -87,7 +86,9 @@ class RMTemplate:
         path = Path(folder) / TEMPLATE_FILE
         if not path.is_file():
             raise DataError(f"{path}: missing; {folder} is not a reward model saved by this project")
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = read_json(path, "reward model template")
+        if not isinstance(data, dict):
+            raise DataError(f"{path}: expected a JSON object of template fields, got {type(data).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

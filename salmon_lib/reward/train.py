@@ -5,88 +5,21 @@ stage 03's principle-labelled pairs with the same adapter and head.
 
 Writes `<run>/rm/` (adapter + score head + tokenizer + template.json + rm_info.json) and
 `<run>/reward_stats.json`. `train(config_dict)` is the entry point the runner's multi-GPU launch
-helper starts in every process.
+helper starts in every process (`stage.fit` launches it).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import shutil
 import time
 from pathlib import Path
-from typing import Literal
 
-from ..config import ConfigError, StageConfig
-from ..runner.launch import Distributed
-from .pairs import Pair, PmpFormat
+from ..paths import find_file
+from .config import PREFERENCES, RewardConfig
+from .pairs import Pair
 
 log = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass
-class RewardConfig(StageConfig):
-    model: str = "default"  # the BASE model spec (not the SFT adapter): SALMON's RM starts from the base
-    distributed: Distributed = "ddp"  # strategy when several GPUs are visible (accelerate launch); unused otherwise
-    quantization: Literal["none", "4bit"] = "none"  # "4bit" trains QLoRA on an NF4 base
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
-    preferences: str = "preferences.jsonl"  # stage 03's pairs, relative to run_dir
-    lora_r: int = 16  # LoRA rank
-    lora_alpha: int = 32  # LoRA scaling numerator
-    lora_dropout: float = 0.0  # dropout on the LoRA path
-    lora_target_modules: str = "all-linear"  # which linear layers get LoRA ("all-linear" or comma-separated names)
-    max_prompt_tokens: int = 256  # the instruction keeps its LAST this-many tokens (never dropped)
-    max_response_tokens: int = 768  # the response keeps its FIRST this-many tokens (never dropped)
-    eval_fraction: float = 0.1  # share of prompts held out for accuracy (split by prompt)
-    epochs: float = 1.0  # passes over the principle-labelled pairs
-    max_steps: int = 0  # >0 caps the optimizer steps of each phase (quick runs)
-    learning_rate: float = 3e-5  # principle fine-tuning learning rate
-    batch_size: int = 4  # response pairs per device per step, each with all its principle draws
-    grad_accum: int = 1  # gradient accumulation steps
-    warmup: float = 0.03  # warmup as a fraction of the steps
-    lr_scheduler: str = "cosine"  # transformers scheduler name
-    center_rewards: float = 0.0  # >0 adds TRL's penalty on the mean reward (keeps scores near 0)
-    gradient_checkpointing: bool = False  # trade compute for memory on long inputs
-    logging_steps: int = 5  # steps between logged training loss/accuracy points
-    eval_steps: int = 20  # steps between held-out evaluations during training
-    report_to: Literal["none", "tensorboard"] = "none"  # tensorboard writes to <run>/rm_train/<phase>/runs
-    pmp_data: list[str] = dataclasses.field(default_factory=list)  # human pairs for pre-training: .json/.jsonl files or dataset ids
-    pmp_format: PmpFormat = "auto"  # hh (Anthropic HH-RLHF), shp (Stanford SHP) or auto-detect per source
-    pmp_max_pairs: int = 0  # >0 samples this many human pairs per source
-    pmp_shp_min_ratio: float = 2.0  # SHP pairs need a score ratio above this
-    pmp_epochs: float = 1.0  # passes over the human pairs
-    pmp_learning_rate: float = 5e-5  # pre-training learning rate
-    score_batch_size: int = 16  # sequences per forward pass when scoring/evaluating
-    hhh_eval: str = "auto"  # HHH pairs {chosen, rejected, type}: a .json path, a dataset id, "auto" (../shared/data) or "" to skip
-    hhh_max_pairs: int = 0  # score a seeded sample of N HHH pairs (0: all 221; each pair costs 4 scorings)
-    hhh_principles: str = "principles/judge.yaml"  # each HHH type is scored under the first principle with that hhh_type
-    flip_probes: str = ""  # principle-flip probes YAML (empty: the set shipped in salmon_lib/reward/data)
-    flip_principles: str = "principles/judge.yaml"  # the probes are also run in the wording of this principle file (empty: skip)
-    plot_principles: str = "principles/judge.yaml"  # principles shown as columns of the per-principle plots
-    plot_responses: int = 12  # (prompt, response) rows taken from preferences.jsonl for the plots
-
-    def check(self) -> None:
-        if not 0 <= self.eval_fraction < 1:
-            raise ConfigError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
-        for name in ("max_prompt_tokens", "max_response_tokens", "batch_size", "grad_accum", "lora_r",
-                     "score_batch_size", "logging_steps", "eval_steps"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-
-    def template(self):
-        from .template import RMTemplate
-
-        return RMTemplate(max_prompt_tokens=self.max_prompt_tokens, max_response_tokens=self.max_response_tokens)
-
-    def model_config(self):
-        from ..models import ModelConfig
-
-        dtype = self.dtype
-        if self.quantization == "4bit" and dtype == "auto":
-            # TRL keeps a quantized model's trainable weights (LoRA and the head) in bf16, so the
-            # activations must be bf16 too (QLoRA's usual compute dtype).
-            dtype = "bfloat16"
-        return ModelConfig(spec=self.model, quantization=self.quantization, dtype=dtype)
 
 
 def train_reward_model(cfg: RewardConfig, progress: bool = True):
@@ -96,24 +29,26 @@ def train_reward_model(cfg: RewardConfig, progress: bool = True):
 
     from ..io import atomic_write_json
     from ..models import load_model
-    from .pairs import read_human_pairs, read_preferences, split_held_out
+    from .pairs import read_human_pairs, read_preferences, split_held_out, without_noised_labels
     from .score import RewardModel
 
     start = time.perf_counter()
     run = Path(cfg.run_dir)
     template = cfg.template()
-    train, held = split_held_out(read_preferences(run / cfg.preferences), cfg.eval_fraction, cfg.seed)
+    train, held = split_held_out(read_preferences(run / PREFERENCES), cfg.eval_fraction, cfg.seed)
+    held = without_noised_labels(held)  # the evaluation during training measures what rm_eval.json does
     pmp: list[Pair] = []
     for src in cfg.pmp_data:
-        pmp += read_human_pairs(src, cfg.pmp_format, cfg.pmp_max_pairs, cfg.pmp_shp_min_ratio, cfg.seed)
+        pmp += read_human_pairs(
+            str(find_file(src) or src), cfg.pmp_format, cfg.pmp_max_pairs, cfg.pmp_shp_min_ratio, cfg.seed
+        )
 
     torch.manual_seed(cfg.seed)  # the fresh score head is drawn here
     tok, model = load_model(cfg.model_config(), head="score")
     template.check(tok)
-    targets = cfg.lora_target_modules
     peft_config = LoraConfig(
         task_type="SEQ_CLS", r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-        target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
+        target_modules=cfg.lora_targets(),
         # Named explicitly: peft adds "score" for SEQ_CLS too, but the head being lost on save is
         # the most reported reward-model defect in peers (TRL #1379, PR #2743).
         modules_to_save=["score"],
@@ -158,9 +93,9 @@ def _fit(cfg, model, tok, template, pairs, held, peft_config, phase, lr, epochs,
     bf16 = cuda and (cfg.dtype == "bfloat16" or (cfg.dtype == "auto" and torch.cuda.is_bf16_supported()))
     args = TrlRewardConfig(
         output_dir=str(Path(cfg.run_dir) / "rm_train" / phase),
-        num_train_epochs=epochs, max_steps=cfg.max_steps or -1, learning_rate=lr,
+        num_train_epochs=epochs, max_steps=cfg.max_steps, learning_rate=lr,
         per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum, warmup_steps=cfg.warmup, lr_scheduler_type=cfg.lr_scheduler,
+        gradient_accumulation_steps=cfg.grad_accum, warmup_steps=cfg.warmup_ratio, lr_scheduler_type=cfg.lr_scheduler,
         logging_steps=cfg.logging_steps, logging_first_step=True,
         eval_strategy="steps" if eval_ds is not None else "no", eval_steps=cfg.eval_steps,
         save_strategy="no", report_to=[] if cfg.report_to == "none" else [cfg.report_to],
@@ -194,7 +129,9 @@ def _head_weight(model):
     score = inner.score
     # peft wraps the head in a ModulesToSaveWrapper; the trained copy is the active adapter's.
     if hasattr(score, "modules_to_save"):
-        score = score.modules_to_save[score.active_adapter if isinstance(score.active_adapter, str) else score.active_adapter[0]]
+        score = score.modules_to_save[
+            score.active_adapter if isinstance(score.active_adapter, str) else score.active_adapter[0]
+        ]
     return score.weight.detach()
 
 
@@ -217,7 +154,9 @@ def save_reward_model(trainer, template, cfg: RewardConfig, folder: Path) -> Non
         return
     try:
         template.save(staging)
-        save_info(staging, cfg.model_config().to_dict(), {"trained_by": "salmon_lib.reward.train", "config": cfg.to_dict()})
+        save_info(
+            staging, cfg.model_config().to_dict(), {"trained_by": "salmon_lib.reward.train", "config": cfg.to_dict()}
+        )
         (staging / "training_args.bin").unlink(missing_ok=True)
         saved = load_file(staging / "adapter_model.safetensors")
         head_keys = [k for k in saved if ".score." in f".{k}"]

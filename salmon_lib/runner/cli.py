@@ -1,4 +1,4 @@
-"""`python -m salmon_lib run ...` and `python -m salmon_lib status ...`."""
+"""`python -m salmon_lib run ...`, `... status ...` and `... notebooks --check|--write`."""
 
 from __future__ import annotations
 
@@ -29,13 +29,15 @@ def load_registry(spec: str) -> list[Stage]:
 
 
 def _run(args) -> int:
-    from .pipeline import RunLocked, StageFailed, run_pipeline
+    from .kernel import RunLocked
+    from .pipeline import StageFailed, run_pipeline
 
     run = args.run or Path(args.preset).stem
     try:
         summary = run_pipeline(
             args.preset, run_dir_of(run), stages=load_registry(args.registry), start=args.start, stop=args.stop,
             only=args.only, overrides=args.param, progress=not args.no_progress, dry_run=args.dry_run,
+            accept_changed=args.accept_changed,
         )
     except (ConfigError, DataError, RunLocked) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -53,9 +55,12 @@ def _run(args) -> int:
 
 
 def _status(args) -> int:
-    from .pipeline import format_status, stage_status
+    from .status import format_status, stage_status
 
     run_dir = run_dir_of(args.run)
+    if run_dir.exists() and not run_dir.is_dir():
+        print(f"error: {run_dir} is a file, not a run folder", file=sys.stderr)
+        return 2
     if not (run_dir / "manifest.json").is_file():
         print(f"error: {run_dir} has no manifest.json (nothing ran there yet)", file=sys.stderr)
         return 2
@@ -72,6 +77,33 @@ def _status(args) -> int:
     return 0 if all(r["status"] == "finished" and not r["stale"] for r in rows) else 1
 
 
+def _notebooks(args) -> int:
+    import logging
+
+    from .notebooks import notebook_problems, write_parameters
+
+    logging.getLogger("papermill").setLevel(logging.WARNING)  # one line per notebook is enough
+
+    try:
+        stages = load_registry(args.registry)
+        if args.write:
+            for stage in stages:
+                changed = write_parameters(stage)
+                print(f"{stage.notebook_path()}: {'parameters cell rewritten' if changed else 'up to date'}")
+        bad = 0
+        for stage in stages:
+            problems = notebook_problems(stage)
+            for problem in problems:
+                print(problem, file=sys.stderr)
+            bad += bool(problems)
+    except (ConfigError, DataError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if not args.write:
+        print(f"{len(stages) - bad} of {len(stages)} notebooks match their configs")
+    return 1 if bad else 0
+
+
 def add_cli(sub) -> None:
     p = sub.add_parser("run", help="run a preset's stages through papermill (skips finished stages)")
     p.add_argument("--preset", required=True, help="preset name (configs/NAME.yaml) or a YAML path")
@@ -84,6 +116,8 @@ def add_cli(sub) -> None:
     p.add_argument("--registry", default="salmon_lib.stages:STAGES", help="stage list as module:attribute")
     p.add_argument("--no-progress", action="store_true", help="no per-cell progress bar")
     p.add_argument("--dry-run", action="store_true", help="validate and say what would run; start nothing")
+    p.add_argument("--accept-changed", action="store_true",
+                   help="use outputs edited since their stage wrote them as they are, instead of rerunning the stage")
     p.set_defaults(func=_run)
     p = sub.add_parser("status", help="what ran in a run directory, what is stale, timings")
     p.add_argument("--run", required=True, help="run name (outputs/RUN) or folder")
@@ -91,3 +125,9 @@ def add_cli(sub) -> None:
     p.add_argument("--json", action="store_true",
                    help="one JSON object per stage: status, wall/CPU seconds, tokens generated, examples, examples/min")
     p.set_defaults(func=_status)
+    p = sub.add_parser("notebooks", help="check or rewrite each stage notebook's parameters cell from its config")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--check", action="store_true", help="say what differs, exit 1 if anything does (default)")
+    mode.add_argument("--write", action="store_true", help="rewrite every parameters cell from its config class")
+    p.add_argument("--registry", default="salmon_lib.stages:STAGES", help="stage list as module:attribute")
+    p.set_defaults(func=_notebooks)

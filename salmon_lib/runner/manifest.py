@@ -22,6 +22,7 @@ from ..stages import PROJECT_ROOT
 
 KEY_PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "vllm", "papermill")
 MANIFEST = "manifest.json"
+RUN_YAML = "run.yaml"  # the parameters every stage of the last run resolved to (what `status` compares against)
 
 
 def artifact_path(run_dir: Path, name: str) -> tuple[Path, bool]:
@@ -32,6 +33,7 @@ def artifact_path(run_dir: Path, name: str) -> tuple[Path, bool]:
 
 def hash_path(path: Path) -> dict[str, Any] | None:
     """Content hash of a file or a folder (relative names + bytes of every file); None if absent.
+    A folder's record also lists each file's hash ("tree"), so a damaged file can be named.
 
     Timestamps never enter the hash: a copied or touched artifact is the same artifact.
     """
@@ -42,18 +44,20 @@ def hash_path(path: Path) -> dict[str, Any] | None:
     if not path.is_dir():
         return None
     h = hashlib.sha256()
-    total = files = 0
+    total = 0
+    tree = {}
     for sub in sorted(p for p in path.rglob("*") if p.is_file()):
         rel = sub.relative_to(path)
         # hidden names are in-flight temp files of atomic writes (or VCS debris), not content
         if any(part.startswith(".") for part in rel.parts):
             continue
         with open(sub, "rb") as f:
-            h.update(f"{rel.as_posix()}\0".encode())
-            h.update(hashlib.file_digest(f, "sha256").digest())
+            digest = hashlib.file_digest(f, "sha256")
+        h.update(f"{rel.as_posix()}\0".encode())
+        h.update(digest.digest())
+        tree[rel.as_posix()] = digest.hexdigest()
         total += sub.stat().st_size
-        files += 1
-    return {"sha256": h.hexdigest(), "bytes": total, "files": files}
+    return {"sha256": h.hexdigest(), "bytes": total, "files": len(tree), "tree": tree}
 
 
 def hash_artifacts(run_dir: Path, names: list[str]) -> dict[str, Any]:

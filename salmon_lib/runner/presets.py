@@ -16,7 +16,8 @@ from typing import Any, Mapping
 
 import yaml
 
-from ..config import ConfigError, StageConfig
+from ..config import ConfigError, StageConfig, check_renamed
+from ..io import read_text
 from ..stages import PROJECT_ROOT, Stage
 
 PRESET_DIR = PROJECT_ROOT / "configs"
@@ -51,6 +52,8 @@ def find_preset(name_or_path: str | Path) -> Path:
     """A preset name (`tiny`) means configs/tiny.yaml in the project; anything else is a path."""
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.exists():
+        if path.is_dir():
+            raise ConfigError(f"{path}: is a folder, expected a preset file")
         if not path.is_file():
             raise ConfigError(f"{path}: preset file not found")
         return path
@@ -83,7 +86,7 @@ def _mapping(value: Any, where: str) -> dict[str, Any]:
 
 def load_preset(name_or_path: str | Path) -> Preset:
     path = find_preset(name_or_path)
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path, "preset file", error=ConfigError)
     try:
         data = yaml.load(text, Loader=Loader)
         root = yaml.compose(text, Loader=Loader)
@@ -180,6 +183,7 @@ def resolve(
         section = preset.stages.get(stage.name, {})
         for key in section:
             if key not in fields:
+                check_renamed(cls, [key], f"{preset.at(f'stages.{stage.name}.{key}')}: stages.{stage.name}")
                 raise ConfigError(f"{preset.at(f'stages.{stage.name}.{key}')}: stages.{stage.name}.{key}: unknown "
                                   f"parameter for {cls.__name__}; known: {', '.join(sorted(fields))}")
         data = {k: v for k, v in preset.common.items() if k in fields}
@@ -193,6 +197,7 @@ def resolve(
         extra.update(mine)
         for key, (_, arg) in mine.items():
             if key not in fields:
+                check_renamed(cls, [key], arg)
                 raise ConfigError(
                     f"{arg}: unknown parameter {key!r} for {cls.__name__}; known: {', '.join(sorted(fields))}"
                 )

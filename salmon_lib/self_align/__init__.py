@@ -1,8 +1,7 @@
 """Stage 01, principle-driven self-alignment: the base model answers prompts under the Self-Align
 rules and exemplars; answers are parsed, filtered and saved with identity examples.
-`SelfAlignConfig` imports no torch; generation is loaded inside `run_self_align`."""
+`config.SelfAlignConfig` holds the parameters (no torch), `stage.run(cfg)` runs the stage."""
 
 from .config import SelfAlignConfig
-from .stage import plot_stats, run_self_align
 
-__all__ = ["SelfAlignConfig", "run_self_align", "plot_stats"]
+__all__ = ["SelfAlignConfig"]

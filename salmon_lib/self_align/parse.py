@@ -17,6 +17,7 @@ import re
 from typing import Callable, Iterable, Sequence
 
 from ..chat import ChatFormat
+from ..config import Config, ConfigError
 from .prompt import answer_label, thoughts_label
 
 # Why a record is dropped, in the order the checks run.
@@ -31,17 +32,28 @@ _SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?=\s)|\n")
 _LIST_MARKER = re.compile(r"\s*\d+[.)]")
 
 
-@dataclasses.dataclass(frozen=True)
-class FilterSettings:
-    min_chars: int = 40  # answers shorter than this are dropped
-    keep_truncated: bool = False  # keep answers cut by the token limit (their last, partial word removed)
-    trim_truncated: bool = True  # keep answers cut by the token limit, cut back to their last complete sentence
-    leak_ngram: int = 6  # word n-gram length for the exemplar-leakage check
-    leak_threshold: float = 0.3  # drop when this fraction of the answer's n-grams occurs in one exemplar answer
-    echo_min_chars: int = 16  # drop answers that repeat a prompt of at least this many characters verbatim (0: off)
-    require_cited_rules: bool = False  # drop records whose thoughts cite no existing rule
-    cut_repetition: bool = True  # end the answer where a sentence it already said comes back
-    repetition_min_words: int = 4  # shorter sentences ("Yes.", "1.") may repeat without a cut
+@dataclasses.dataclass
+class FilterSettings(Config):
+    """Which self-aligned answers are kept; stage 01's config includes these options."""
+
+    min_chars: int = 40  # answers shorter than this are dropped (the original: 160)
+    # keep answers cut by max_new_tokens, their last partial word removed (the original kept them)
+    keep_truncated: bool = False
+    # thoughts and answers cut by their token limit are cut back to their last complete sentence and kept
+    trim_truncated: bool = True
+    leak_ngram: int = 6  # word n-gram length of the exemplar-leakage check
+    leak_threshold: float = 0.3  # drop answers sharing this fraction of their n-grams with one exemplar answer
+    echo_min_chars: int = 16  # drop answers repeating a prompt at least this long verbatim (0: off)
+    require_cited_rules: bool = False  # drop answers whose thoughts cite no existing rule
+    cut_repetition: bool = True  # cut an answer where it starts repeating an earlier sentence
+    repetition_min_words: int = 4  # sentences shorter than this ("Yes.", "1.") may repeat without a cut
+
+    def check(self) -> None:
+        super().check()
+        if self.leak_ngram < 1:
+            raise ConfigError(f"leak_ngram: must be at least 1, got {self.leak_ngram}")
+        if not 0.0 < self.leak_threshold <= 1.0:
+            raise ConfigError(f"leak_threshold: must be in (0, 1], got {self.leak_threshold}")
 
 
 @dataclasses.dataclass

@@ -11,8 +11,9 @@ Because the exemplar answers close with the format's end-of-turn marker, the mod
 answer the same way, and the format's stop strings (the end of the turn / the next user turn) stop
 generation right there. Generation runs in two steps: the thoughts, up to their paragraph break, then
 the answer after an answer label written for the model. A small model otherwise often runs its
-thoughts straight into an answer and never writes the label, which loses the sample. Everything up to the query is identical for every query: `render` returns
-`prefix + tail`, and the generator can compute that prefix once.
+thoughts straight into an answer and never writes the label, which loses the sample. Everything up
+to the query is identical for every query: `render` returns `prefix + tail`, and the generator can
+compute that prefix once.
 """
 
 from __future__ import annotations

@@ -5,32 +5,34 @@ exemplars with internal thoughts), one sample per prompt: first its thoughts, th
 label, its answer, stopping at the end of its turn. Each
 completion is parsed and filtered (`parse.py`), identity examples are added (`identity.py`), and
 everything, kept or dropped, is appended to `self_align.jsonl` as it is produced, so an interrupted
-run resumes where it stopped. Stats and plots are rebuilt from the whole file at the end.
+run resumes where it stopped. Each record carries the signature of what produced it (model, rendered
+prompt, sampling settings, seed) and its seeds derive from its id: a rerun answers again exactly
+the prompts whose signature changed, and a resumed run writes what an uninterrupted one would.
+Stats and plots are rebuilt from the records of this run's prompts at the end.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import time
 from collections import Counter
 from pathlib import Path
 
-from ..io import DataError, RecordLog, atomic_write_json, iter_jsonl, read_json, write_jsonl
+from ..generation.prefix_generation import PrefixGenerator
+from ..io import DataError, RecordLog, atomic_write_json, iter_jsonl, write_jsonl
 from ..models import ModelConfig
+from ..provenance import derive_seed, signature
 from .config import SelfAlignConfig
 from .identity import identity_records
 from .parse import DROP_REASONS, SelfAlignFilter, trim_to_sentence
 from .prompt import build_prompt
-from ..generation.shared_prefix import PrefixGenerator
 
 log = logging.getLogger(__name__)
 
 INPUT = "prompts.jsonl"
 OUTPUT = "self_align.jsonl"
 STATS = "self_align_stats.json"
-GENERATION = "self_align_generation.json"  # how the records were generated (resume only if unchanged)
 
 
 def read_prompts(path: str | Path, limit: int | None = None) -> list[dict]:
@@ -42,10 +44,12 @@ def read_prompts(path: str | Path, limit: int | None = None) -> list[dict]:
         prompts.append(rec)
         if limit is not None and len(prompts) >= limit:
             break
+    if not prompts and limit != 0:
+        raise DataError(f"{path}: no prompts to answer (the file is empty)")
     return prompts
 
 
-def run_self_align(cfg: SelfAlignConfig, generator=None) -> dict:
+def run(cfg: SelfAlignConfig, generator=None) -> dict:
     """Answer, parse and filter every prompt (resuming from what `self_align.jsonl` holds), add the
     identity examples, write stats and figures; return the stats. `generator` (a
     salmon_lib.generation Generator) is made from `cfg.model` when not given."""
@@ -55,13 +59,12 @@ def run_self_align(cfg: SelfAlignConfig, generator=None) -> dict:
 
     run_dir = Path(cfg.run_dir)
     prompts = read_prompts(run_dir / INPUT, cfg.max_prompts)
-    sa = load_self_align(cfg.principles)
-    layout = build_prompt(sa, cfg.chat_format, cfg.assistant_name, cfg.knowledge_cutoff, cfg.max_exemplars)
-    check = SelfAlignFilter(cfg.filter_settings(), layout.fmt, layout.name, layout.exemplar_answers, sa.cited_rules)
-    _start_over_if_generation_changed(cfg, layout.prefix, run_dir)
+    sa = load_self_align(cfg.file("principles"))
+    layout = prompt_layout(cfg, sa)
+    check = SelfAlignFilter(cfg, layout.fmt, layout.name, layout.exemplar_answers, sa.cited_rules)
     records = RecordLog(run_dir / OUTPUT)
-
-    todo = [(i, p) for i, p in enumerate(prompts) if p["id"] not in records]
+    wanted = {p["id"]: record_signature(cfg, layout, p["prompt"]) for p in prompts}
+    todo = [p for p in prompts if not records.current(p["id"], wanted[p["id"]])]
     generated_tokens, seconds = 0, 0.0
     if todo:
         if generator is None:
@@ -75,17 +78,16 @@ def run_self_align(cfg: SelfAlignConfig, generator=None) -> dict:
             for start in range(0, len(todo), cfg.batch_size):
                 batch = todo[start:start + cfg.batch_size]
                 t0 = time.perf_counter()
-                # Seeded by the position of the batch's first prompt in prompts.jsonl.
-                outs = _thoughts_then_answers(shared, layout, [p["prompt"] for _, p in batch], cfg,
-                                              seed=cfg.seed + batch[0][0])
+                outs = _thoughts_then_answers(shared, layout, batch, cfg)
                 seconds += time.perf_counter() - t0
                 generated_tokens += sum(n for _, _, n in outs)
-                records.append(_record(p, *out, check) for (_, p), out in zip(batch, outs))
+                records.append(_record(p, *out, check, wanted[p["id"]]) for p, out in zip(batch, outs))
                 bar.update(len(batch))
     # Verdicts are recomputed from the raw text on every run, so the file always reflects the
-    # current filter settings, and the identity examples the current name.
-    answered = [_record(r, r["raw"], r["finish_reason"], r["num_tokens"], check)
-                for r in records.records() if r["source"] != "identity"]
+    # current filter settings, and the identity examples the current name. Only this run's prompts
+    # count: records of prompts that max_prompts no longer reaches are left out.
+    answered = [_record(r, r["raw"], r["finish_reason"], r["num_tokens"], check, r["signature"])
+                for r in records.records(wanted)]
     everything = answered + identity_records(cfg.identity_examples, layout.name, cfg.assistant_creator, cfg.seed)
     write_jsonl(run_dir / OUTPUT, everything)
     stats = summarize(everything, [r.number for r in sa.rules])
@@ -101,47 +103,51 @@ def run_self_align(cfg: SelfAlignConfig, generator=None) -> dict:
     return stats
 
 
-def _thoughts_then_answers(shared: PrefixGenerator, layout, queries: list[str], cfg: SelfAlignConfig,
-                           seed: int) -> list[tuple[str, str, int]]:
-    """(raw completion, finish reason, tokens) per query: the thoughts, then the answer after the
-    answer label. Thoughts that hit their token limit are cut back to their last complete sentence
-    (with `trim_truncated`; they are never trained on) or get no answer (the parser drops them)."""
-    rendered = [layout.render(q) for q in queries]
-    sampling = dict(temperature=cfg.temperature, top_p=cfg.top_p, seed=seed)
+def prompt_layout(cfg: SelfAlignConfig, rules=None):
+    """The Self-Align prompt of this config (`rules`: the loaded principle file, read if not given)."""
+    from ..principles import load_self_align
+
+    return build_prompt(rules or load_self_align(cfg.file("principles")), cfg.chat_format, cfg.assistant_name,
+                        cfg.knowledge_cutoff, cfg.max_exemplars)
+
+
+def record_signature(cfg: SelfAlignConfig, layout, query: str) -> str:
+    """What a record of `query` is made from: a change of any of it answers the prompt again."""
+    return signature({"model": cfg.model, "prompt": layout.render(query), "temperature": cfg.temperature,
+                      "top_p": cfg.top_p, "thoughts_max_tokens": cfg.thoughts_max_tokens,
+                      "max_new_tokens": cfg.max_new_tokens, "trim_truncated": cfg.trim_truncated,
+                      "seed": cfg.seed})
+
+
+def _thoughts_then_answers(shared: PrefixGenerator, layout, prompts: list[dict],
+                           cfg: SelfAlignConfig) -> list[tuple[str, str, int]]:
+    """(raw completion, finish reason, tokens) per prompt record: the thoughts, then the answer after
+    the answer label. Thoughts that hit their token limit are cut back to their last complete sentence
+    (with `trim_truncated`; they are never trained on) or get no answer (the parser drops them).
+    Thoughts and answer each have their own seed, derived from the record's id."""
+    rendered = [layout.render(p["prompt"]) for p in prompts]
+    sampling = dict(temperature=cfg.temperature, top_p=cfg.top_p)
     thoughts = shared.generate(rendered, max_new_tokens=cfg.thoughts_max_tokens, stop=layout.thoughts_stop,
-                               **sampling)
+                               seed=[derive_seed(cfg.seed, p["id"], "thoughts") for p in prompts], **sampling)
     texts = [t.text if t.finish_reason == "stop" else trim_to_sentence(t.text) if cfg.trim_truncated else ""
              for t in thoughts]
     ended = [i for i, text in enumerate(texts) if text.strip()]
     openings = [layout.with_answer_label(rendered[i], texts[i]) for i in ended]
-    answers = shared.generate(openings, max_new_tokens=cfg.max_new_tokens, stop=layout.stop, **sampling) \
-        if openings else []
+    answers = shared.generate(openings, max_new_tokens=cfg.max_new_tokens, stop=layout.stop,
+                              seed=[derive_seed(cfg.seed, prompts[i]["id"], "answer") for i in ended],
+                              **sampling) if openings else []
     out = [(t.text, t.finish_reason, t.num_tokens) for t in thoughts]
     for i, opening, a in zip(ended, openings, answers):
         out[i] = (opening[len(rendered[i]):] + a.text, a.finish_reason, thoughts[i].num_tokens + a.num_tokens)
     return out
 
 
-def _record(p: dict, raw: str, finish_reason: str, num_tokens: int, check: SelfAlignFilter) -> dict:
+def _record(p: dict, raw: str, finish_reason: str, num_tokens: int, check: SelfAlignFilter, sig: str) -> dict:
     v = check(p["prompt"], raw, finish_reason)
     return {"id": p["id"], "source": "self_align", "prompt": p["prompt"], "thoughts": v.thoughts,
             "cited_rules": v.cited_rules, "response": v.response, "raw": raw, "finish_reason": finish_reason,
             "num_tokens": num_tokens, "kept": v.kept, "drop_reason": v.drop_reason, "edits": v.edits,
-            "leak_overlap": v.leak_overlap}
-
-
-def _start_over_if_generation_changed(cfg: SelfAlignConfig, prefix: str, run_dir: Path) -> None:
-    """Records in self_align.jsonl are only reused if they were generated the same way (model,
-    prompt, sampling); otherwise they are removed and every prompt is answered again."""
-    signature = {"model": cfg.model, "prompt_sha256": hashlib.sha256(prefix.encode()).hexdigest(),
-                 "temperature": cfg.temperature, "top_p": cfg.top_p, "max_new_tokens": cfg.max_new_tokens,
-                 "thoughts_max_tokens": cfg.thoughts_max_tokens, "trim_truncated": cfg.trim_truncated, "seed": cfg.seed}
-    path = run_dir / GENERATION
-    if path.exists() and (run_dir / OUTPUT).exists() and read_json(path) != signature:
-        log.warning("%s: generation settings changed since the existing records were made; answering again",
-                    run_dir / OUTPUT)
-        (run_dir / OUTPUT).unlink()
-    atomic_write_json(path, signature)
+            "leak_overlap": v.leak_overlap, "signature": sig}
 
 
 def summarize(records: list[dict], rule_numbers: list[int]) -> dict:
@@ -190,7 +196,9 @@ def plot_stats(stats: dict, records: list[dict], figures_dir: str | Path | None 
     ax.bar(rules, [stats["rules_cited"][r] for r in rules], color="tab:blue")
     ax.set_xlabel("rule number")
     ax.set_ylabel("answers citing it")
-    ax.set_title(f"Rules cited in the internal thoughts ({stats['records_citing_rules']} of {stats['answered']} cite any)")
+    ax.set_title(
+        f"Rules cited in the internal thoughts ({stats['records_citing_rules']} of {stats['answered']} cite any)"
+    )
     figs["self_align_rules"] = fig
 
     fig, ax = plt.subplots(figsize=(7, 3.5))

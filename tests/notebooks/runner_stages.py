@@ -13,6 +13,8 @@ from salmon_lib.stages import Stage
 
 @dataclasses.dataclass
 class MakeConfig(StageConfig):
+    model_params = ()  # `model` only stands in for a common key here
+
     n: int = 5  # how many records to write
     delay: float = 0.0  # seconds to wait before each record, so a test can kill the stage midway
     fail: bool = False  # raise after writing the records, to test failure handling
@@ -21,6 +23,8 @@ class MakeConfig(StageConfig):
 
 @dataclasses.dataclass
 class DoubleConfig(StageConfig):
+    model_params = ()
+
     factor: int = 2  # every value is multiplied by this
     model: str = "tiny"  # stands in for a common key
 

@@ -16,6 +16,10 @@ from typing import Iterable
 
 import torch
 
+# Rows x output positions per batch that go through the LM head: the logits of a batch are
+# rows x positions x vocabulary floats (2048 x 49152 x 4 bytes = 400 MB for SmolLM2).
+MAX_SCORED = 2048
+
 
 @dataclasses.dataclass
 class ScoreRow:
@@ -65,16 +69,23 @@ def group_rows(rows: list[ScoreRow], min_shared: int) -> list[tuple[int, list[in
     return [(plen, m) for plen, m in groups if plen > 0] + ([(0, singles)] if singles else [])
 
 
-def _batches(indices: list[int], rows: list[ScoreRow], start: int, max_rows: int, max_tokens: int) -> Iterable[list[int]]:
-    """Length-sorted batches, each padded to its own longest row and within the token budget."""
+def _batches(indices: list[int], rows: list[ScoreRow], start: int, max_rows: int, max_tokens: int,
+             max_scored: int | None = None) -> Iterable[list[int]]:
+    """Length-sorted batches, each padded to its own longest row, within the token budget and the
+    budget of output positions that go through the LM head (rows x positions kept)."""
+    max_scored = max_scored or MAX_SCORED
     indices = sorted(indices, key=lambda i: len(rows[i].ids), reverse=True)
     batch: list[int] = []
+    keep = 0
     for i in indices:
         width = len(rows[batch[0]].ids) - start if batch else len(rows[i].ids) - start
-        if batch and (len(batch) >= max_rows or width * (len(batch) + 1) > max_tokens):
+        row_keep = max(keep, len(rows[i].ids) - rows[i].first_output)
+        if batch and (len(batch) >= max_rows or width * (len(batch) + 1) > max_tokens
+                      or row_keep * (len(batch) + 1) > max_scored):
             yield batch
-            batch = []
+            batch, row_keep = [], len(rows[i].ids) - rows[i].first_output
         batch.append(i)
+        keep = row_keep
     if batch:
         yield batch
 
@@ -102,20 +113,33 @@ def _score_batch(model, rows: list[ScoreRow], start: int, prefix_cache, pad_id: 
     keep = max(len(r.ids) - r.first_output for r in rows)
     out = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
                 use_cache=prefix_cache is not None, logits_to_keep=keep, **kwargs)
-    logprobs = torch.log_softmax(out.logits.float(), dim=-1)
     result = []
     for b, r in enumerate(rows):
         # output at position t-1 sits (len(ids) - t) columns left of the last kept column
-        cols = torch.tensor([keep - 1 - (len(r.ids) - t) for t, _ in r.queries])
-        toks = torch.tensor([tok for _, tok in r.queries])
-        result.append(logprobs[b, cols, toks].tolist())
+        cols = torch.tensor([keep - 1 - (len(r.ids) - t) for t, _ in r.queries], device=out.logits.device)
+        toks = torch.tensor([tok for _, tok in r.queries], device=out.logits.device)
+        # only the queried positions are normalised: no vocabulary-sized copy of every kept position
+        logits = out.logits[b, cols].float()
+        result.append((logits.gather(-1, toks[:, None]).squeeze(-1) - torch.logsumexp(logits, -1)).tolist())
     return result
 
 
 @torch.no_grad()
 def score_rows(model, rows: list[ScoreRow], pad_id: int, *, share_prefix: bool = True, min_shared: int = 16,
                max_rows: int = 16, max_tokens: int = 8192, progress=None) -> list[list[float]]:
-    """Each row's query log-probs. `progress` (a tqdm bar or None) advances by rows done."""
+    """Each row's query log-probs. `progress` (a tqdm bar or None) advances by rows done.
+
+    Identical rows (the same pair judged twice, two equal answers) are scored once."""
+    first: dict[tuple, int] = {}
+    owner = [first.setdefault((tuple(r.ids), tuple(r.queries)), i) for i, r in enumerate(rows)]
+    if len(first) < len(rows):
+        distinct = sorted(first.values())
+        scores = score_rows(model, [rows[i] for i in distinct], pad_id, share_prefix=share_prefix,
+                            min_shared=min_shared, max_rows=max_rows, max_tokens=max_tokens, progress=progress)
+        by_row = dict(zip(distinct, scores))
+        if progress is not None:
+            progress.update(len(rows) - len(distinct))
+        return [list(by_row[o]) for o in owner]
     device = next(model.parameters()).device
     results: list[list[float] | None] = [None] * len(rows)
     groups = group_rows(rows, min_shared) if share_prefix else [(0, list(range(len(rows))))]

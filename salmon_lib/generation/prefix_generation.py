@@ -72,8 +72,9 @@ class PrefixGenerator:
         return [c[0] for c in self.gen.generate(list(prompts), n=1, **kw)]
 
     def generate(self, prompts: Sequence[str], *, temperature: float, top_p: float, max_new_tokens: int,
-                 stop: Sequence[str], seed: int):
-        """One `Completion` per prompt, sampled like `gen.generate(prompts, n=1, ...)`."""
+                 stop: Sequence[str], seed: int | Sequence[int]):
+        """One `Completion` per prompt, sampled like `gen.generate(prompts, n=1, ...)` (`seed`: one
+        int, or one seed per prompt)."""
         kw = dict(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, stop=stop, seed=seed)
         gen = self.gen
         if getattr(gen, "backend", None) != "hf" or not all(p.startswith(self.prefix) for p in prompts):
@@ -81,8 +82,10 @@ class PrefixGenerator:
         import torch
 
         from .base import check_generate_args
+        from .seeding import prompt_seeds
 
         stop = check_generate_args(list(prompts), 1, temperature, top_p, max_new_tokens, stop)
+        seeds = prompt_seeds(seed, len(prompts))
         if self._head is None:
             self._head = gen.encode_prompts([self.prefix])[0]
         head = self._head
@@ -90,21 +93,19 @@ class PrefixGenerator:
         if any(ids[:len(head)] != head for ids in full):
             # The tokenizer merges across the seam: the prefix is not a token prefix, so no sharing.
             return self._fallback(prompts, **kw)
-        devices = [gen.device] if gen.device.type == "cuda" else []
         start = time.perf_counter()
-        with torch.no_grad(), torch.random.fork_rng(devices=devices), _masked_gqa_attention(gen.model):
+        with torch.no_grad(), _masked_gqa_attention(gen.model):
             if self._cache is None:
                 self._cache = gen.model(input_ids=torch.tensor([head], device=gen.device),
                                         use_cache=True).past_key_values
-            torch.manual_seed(seed)
             tails = [ids[len(head):] for ids in full]
-            out = _generate_batch(gen, head, tails, self._cache, max_new_tokens, stop, temperature, top_p)
+            out = _generate_batch(gen, head, tails, self._cache, max_new_tokens, stop, temperature, top_p, seeds)
         usage.record(gen.backend, len(out), sum(c.num_tokens for c in out), time.perf_counter() - start)
         return out
 
 
 def _generate_batch(gen, head: list[int], tails: list[list[int]], cache, max_new_tokens: int,
-                    stop: tuple[str, ...], temperature: float, top_p: float):
+                    stop: tuple[str, ...], temperature: float, top_p: float, seeds: list[int]):
     import torch
 
     from .decode import StopCheck, decode, to_completion
@@ -119,5 +120,5 @@ def _generate_batch(gen, head: list[int], tails: list[list[int]], cache, max_new
     batch_cache = copy.deepcopy(cache)  # decoding extends the cache in place
     batch_cache.batch_repeat_interleave(len(tails))
     rows = decode(gen.model, ids, mask, max_new_tokens, temperature, top_p,
-                  StopCheck(gen.tokenizer, stop, gen.eos_ids), past_key_values=batch_cache)
+                  StopCheck(gen.tokenizer, stop, gen.eos_ids), seeds, past_key_values=batch_cache)
     return [to_completion(gen.tokenizer, r, stop) for r in rows]

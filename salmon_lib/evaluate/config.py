@@ -1,0 +1,90 @@
+"""Stage 06's parameters. Kept free of torch so the runner can validate them before any kernel starts."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Literal
+
+from ..config import ConfigError, StageConfig
+
+Measure = Literal["length_words", "length_tokens", "finished", "refusal", "self_praise", "language_match", "distinct_2"]
+
+
+@dataclasses.dataclass
+class EvaluateConfig(StageConfig):
+    model: str = "default"  # the BASE model every policy adapter sits on (the one stage 02 fine-tuned)
+    backend: Literal["auto", "hf", "vllm"] = "auto"  # generation engine for the answers (auto: vLLM when installed)
+    sft: str = "sft"  # stage 02's adapter folder, relative to run_dir; its chat_format.json prompts every policy
+    reward: str = "rm"  # the reward: stage 04's folder (relative to run_dir) or any path load_reward accepts
+    include_base: bool = True  # also answer with the bare base model, prompted like SFT
+    # more adapters to compare: {name: folder, relative to run_dir or absolute}
+    extra_policies: dict[str, str] = dataclasses.field(default_factory=dict)
+    max_prompts: int = 48  # held-out prompts of stage 05 answered by every policy (0: all)
+    # YAML of red-team and benign-but-edgy probe prompts ("": the set shipped in salmon_lib/evaluate/data)
+    probes: str = ""
+    max_probes: int = 24  # probe prompts added, half red-team and half benign (0: none)
+    temperature: float = 0.7  # sampling temperature of every answer (SALMON's RL samples at 0.7)
+    top_p: float = 1.0  # nucleus sampling; 1.0 keeps the KL estimate exact
+    max_new_tokens: int = 256  # answer length limit
+    batch_size: int = 16  # prompts per generation call
+    # each principle of these files scores every answer, one at a time
+    reward_principles: list[str] = dataclasses.field(
+        default_factory=lambda: ["principles/rl.yaml", "principles/judge.yaml"])
+    # the RL-time pool, drawn per prompt as stage 05 draws ("": the principles stage 05 ran with)
+    rl_principles: str = ""
+    score_batch_size: int = 16  # (prompt, answer) prefixes per reward-model forward pass
+    kl: bool = True  # measure each policy's KL to SFT along its own answers
+    hhh_eval: str = "auto"  # HHH pairs {chosen, rejected, type}: a .json path, "auto" (../shared/data) or "" to skip
+    hhh_max_pairs: int = 0  # a seeded sample of N HHH pairs (0: all 221)
+    # head-to-head under a judge model too: "" off, "sft" the run's SFT model (stage 03's judge), or a model spec
+    judge: str = ""
+    judge_principles: str = "principles/judge.yaml"  # the principle file the judge principle is taken from
+    # the one principle the judge compares each policy's answer with SFT's under
+    judge_principle: str = "Overall Helpful"
+    bootstrap: int = 2000  # resamples behind every confidence interval
+    confidence: float = 0.95  # level of every confidence interval
+    # principle sets compared: {name: principle file or list of principle texts}; two or more
+    controllability: dict[str, str | list[str]] = dataclasses.field(default_factory=dict)
+    # train one RL arm per set with stage 05's code; False: the no-training preview only
+    controllability_arms: bool = True
+    # stage 05 parameters changed for every arm alike (e.g. max_steps)
+    arm_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    controllability_measure: Measure = "length_words"  # the behaviour the sets are meant to move
+    preview_n: int = 4  # best-of-N preview: SFT candidates per prompt, reranked under each set (0: no preview)
+    preview_prompts: int = 16  # prompts the preview uses (the first of the evaluation set)
+    samples_in_report: int = 8  # prompts shown side by side in report.html (samples.jsonl has all)
+
+    def check(self) -> None:
+        for name in ("max_prompts", "max_probes", "hhh_max_pairs", "preview_n", "preview_prompts",
+                     "samples_in_report"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("max_new_tokens", "batch_size", "score_batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.bootstrap < 100:
+            raise ConfigError(f"bootstrap must be at least 100 resamples, got {self.bootstrap}")
+        if not 0.5 < self.confidence < 1:
+            raise ConfigError(f"confidence must be in (0.5, 1), got {self.confidence}")
+        if self.temperature <= 0:
+            raise ConfigError(f"temperature must be > 0 (the KL estimate needs a sampling distribution), "
+                              f"got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}")
+        if len(self.controllability) == 1:
+            raise ConfigError("controllability needs two or more principle sets to compare (or none)")
+        for name, spec in self.controllability.items():
+            if not name or not all(c.isalnum() or c in "-_" for c in name):
+                raise ConfigError(f"controllability: set name {name!r} must be letters, digits, '-' or '_' "
+                                  "(it names a folder)")
+            if isinstance(spec, list) and not (spec and all(isinstance(t, str) and t.strip() for t in spec)):
+                raise ConfigError(f"controllability.{name}: give a principle file or a non-empty list of "
+                                  "principle texts")
+            if isinstance(spec, str) and not spec.strip():
+                raise ConfigError(f"controllability.{name}: empty principle file name")
+        if "run_dir" in self.arm_overrides:
+            raise ConfigError("arm_overrides: run_dir is the evaluated run's own; it cannot be overridden")
+        reserved = {"base", "sft", "rl"}
+        for name in self.extra_policies:
+            if name in reserved or name.startswith("arm:"):
+                raise ConfigError(f"extra_policies: name {name!r} is taken by a policy of the run; choose another")

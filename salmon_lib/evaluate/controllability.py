@@ -1,0 +1,95 @@
+"""The controllability experiment: does changing only the principle text change the policy?
+
+For each principle set an RL arm is trained by stage 05's own code (`train_arm`: same seed, budget
+and prompts, only the principles differ), and a no-training preview picks SFT's best of N answers
+under each set with the reward model. Both are read the same two ways:
+- the policy x set matrix of mean reward: each arm should score highest under its own set (the
+  diagonal), tested per set as a paired difference against every other arm;
+- the behaviour the sets target (e.g. length for concise vs comprehensive): the paired difference
+  between the arms' answers to the same prompts, with its interval and effect size.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ..config import ConfigError
+from .rewards import PrincipleSource
+from .runinfo import recorded_params
+from .stats import paired_difference, win_rate
+
+log = logging.getLogger(__name__)
+
+SET_PREFIX = "set:"
+ARM_PREFIX = "arm:"
+
+
+def arm_config(run_dir: str, overrides: Mapping[str, Any], fallback: Mapping[str, Any]):
+    """Stage 05's config for the arms: the parameters the runner recorded for this run's stage 05
+    (`run.yaml`), else stage 05's defaults plus `fallback` (e.g. the model), then `overrides`."""
+    from ..stages import STAGES
+
+    stage = next((s for s in STAGES if s.name == "rl"), None)
+    if stage is None:
+        raise ConfigError("controllability_arms: stage 05 (rl) is not registered in salmon_lib/stages.py, so no arm "
+                          "can be trained; set controllability_arms: false to run the no-training preview only")
+    cls = stage.config_class()
+    fields = set(cls.__dataclass_fields__)
+    recorded = recorded_params(run_dir, "rl")
+    params = dict(recorded) if recorded else {k: v for k, v in fallback.items() if k in fields}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ConfigError(f"arm_overrides: unknown stage 05 parameter(s) {', '.join(unknown)}; "
+                          f"known: {', '.join(sorted(fields))}")
+    params.update(overrides)
+    params["run_dir"] = run_dir
+    where = f"stage 05 parameters from {Path(run_dir) / 'run.yaml'}" if recorded else "stage 05 defaults"
+    return cls.from_dict(params, where=f"controllability arms ({where})")
+
+
+def train_arms(rl_cfg, sources: Sequence[PrincipleSource], progress: bool = True) -> dict[str, dict]:
+    """One arm per set through stage 05's `train_arm` (skipped there when already trained alike)."""
+    try:
+        from ..rl.stage import train_arm
+    except ImportError as err:
+        raise ConfigError(f"controllability_arms: stage 05's code cannot be imported ({err}); set "
+                          "controllability_arms: false to run the no-training preview only") from None
+    out = {}
+    for src in sources:
+        log.info("controllability arm %r: training with stage 05's code", src.name)
+        out[src.name] = train_arm(rl_cfg, src.name, src.train_arg())
+    return out
+
+
+def best_of_n(candidate_scores: Sequence[Sequence[float]]) -> list[int]:
+    """Index of the highest-scoring candidate per prompt (the first on a tie)."""
+    return [int(np.argmax(s)) for s in candidate_scores]
+
+
+def reward_matrix(table: Mapping[str, Mapping[str, Sequence[float]]], rows: Sequence[str], sets: Sequence[str]) -> dict:
+    """{row: {set: mean reward}}: rows are policies (or preview picks), columns the sets."""
+    return {r: {s: float(np.mean(table[r][SET_PREFIX + s])) for s in sets} for r in rows}
+
+
+def diagonal_tests(table: Mapping[str, Mapping[str, Sequence[float]]], row_of: Mapping[str, str], sets: Sequence[str],
+                   **ci) -> list[dict]:
+    """For each set S and each other set T: does S's own row beat T's row under S's principles?"""
+    out = []
+    for s, t in itertools.permutations(sets, 2):
+        own, other = table[row_of[s]][SET_PREFIX + s], table[row_of[t]][SET_PREFIX + s]
+        out.append({"scored_under": s, "row": row_of[s], "against": row_of[t],
+                    "difference": paired_difference(own, other, **ci), "win_rate": win_rate(own, other, **ci)})
+    return out
+
+
+def measure_differences(values: Mapping[str, Sequence[float | None]], row_of: Mapping[str, str], sets: Sequence[str],
+                        **ci) -> list[dict]:
+    """The targeted measure, paired by prompt, for every pair of sets in the order given (A - B)."""
+    return [{"a": a, "b": b, "row_a": row_of[a], "row_b": row_of[b],
+             "difference": paired_difference(values[row_of[a]], values[row_of[b]], **ci)}
+            for a, b in itertools.combinations(sets, 2)]

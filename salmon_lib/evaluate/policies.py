@@ -1,0 +1,143 @@
+"""Which policies a run has, and their answers through the generation interface.
+
+Every policy is the same base model with a different LoRA adapter (none for the base model), so
+one generator serves them all and switches adapters. Each is prompted with the chat spec saved
+beside its adapter (`chat_format.json`), or with SFT's when it has none (the base model, hand-made
+adapters): exactly as it was trained. Answers are appended to `<run>/eval/answers.jsonl` as they are
+made, keyed by the adapter's content hash and the sampling settings, so an interrupted stage resumes
+and a retrained policy is answered afresh.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Sequence
+
+from ..engrave.format import SPEC_FILE, ChatSpec, load_chat_spec
+from ..io import DataError, RecordLog
+from .prompts import EvalPrompt
+
+log = logging.getLogger(__name__)
+
+ANSWERS = "eval/answers.jsonl"
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    name: str  # "base", "sft", "rl" (stage 05's policy/), "arm:<set>" (a controllability arm) or a user's name
+    adapter: str | None  # LoRA adapter folder; None: the base model itself
+    kind: str  # base, sft, rl, arm or extra
+    spec: ChatSpec  # how it is prompted
+
+    def prompt(self, user: str) -> str:
+        return self.spec.prompt(user)
+
+
+def adapter_digest(adapter: str | None) -> str:
+    """Content hash of an adapter's weights and config: a retrained policy gets a new one."""
+    if adapter is None:
+        return "none"
+    h = hashlib.sha256()
+    for name in sorted(p.name for p in Path(adapter).iterdir()):
+        if name.startswith("adapter_") or name == SPEC_FILE:
+            h.update(name.encode())
+            h.update((Path(adapter) / name).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _adapter_policy(name: str, folder: Path, kind: str, fallback: ChatSpec, what: str) -> Policy:
+    if not (folder / "adapter_config.json").is_file():
+        hint = " (a fully fine-tuned model folder cannot share the base with the others)" \
+            if (folder / "config.json").is_file() else ""
+        raise DataError(f"{folder}: {what} holds no LoRA adapter (adapter_config.json){hint}")
+    spec = load_chat_spec(folder) if (folder / SPEC_FILE).is_file() else fallback
+    return Policy(name, str(folder), kind, spec)
+
+
+def discover(run_dir: str | Path, sft: str = "sft", include_base: bool = True,
+             extra: dict[str, str] | None = None) -> list[Policy]:
+    """base (optional), sft, stage 05's `policy/`, every `rl_arms/<arm>/policy/`, then the extras."""
+    run = Path(run_dir)
+    sft_dir = run / sft
+    if not (sft_dir / SPEC_FILE).is_file():
+        raise DataError(f"{sft_dir / SPEC_FILE}: not found; run stage 02 (engrave) first")
+    spec = load_chat_spec(sft_dir)
+    out = [Policy("base", None, "base", spec)] if include_base else []
+    out.append(_adapter_policy("sft", sft_dir, "sft", spec, "the SFT folder"))
+    if (run / "policy").is_dir():
+        out.append(_adapter_policy("rl", run / "policy", "rl", spec, "stage 05's policy folder"))
+    for folder in sorted((run / "rl_arms").glob("*/policy")):
+        out.append(_adapter_policy(f"arm:{folder.parent.name}", folder, "arm", spec, "an RL arm's policy folder"))
+    for name, path in (extra or {}).items():
+        folder = Path(path).expanduser()
+        folder = folder if folder.is_absolute() else run / folder
+        out.append(_adapter_policy(name, folder, "extra", spec, f"extra policy {name!r}"))
+    return out
+
+
+def open_generator(model: str, backend: str, policies: Sequence[Policy], batch_size: int, progress: bool = True):
+    """One generator on the base model that can serve every policy's adapter."""
+    from ..generation import make_generator, vllm_support
+    from ..models import ModelConfig
+
+    cfg = ModelConfig(spec=model)
+    # vLLM checks each adapter against its limits (rank, features) and tries it once at start
+    adapters = [p.adapter for p in policies if p.adapter]
+    if backend == "auto":
+        ok, reason = vllm_support(cfg, adapters)
+        backend = "vllm" if ok else "hf"
+        log.info("generation backend: %s (%s)", backend, reason)
+    if backend == "vllm":
+        return make_generator(cfg, "vllm", adapters=adapters, progress=progress)
+    return make_generator(cfg, "hf", batch_size=batch_size, progress=progress)
+
+
+@dataclasses.dataclass
+class Sampling:
+    temperature: float
+    top_p: float
+    max_new_tokens: int
+    seed: int
+
+    def signature(self, model: str) -> str:
+        return hashlib.sha256(json.dumps([model, dataclasses.asdict(self)]).encode()).hexdigest()[:12]
+
+
+def answer(gen, policy: Policy, prompts: Sequence[EvalPrompt], sampling: Sampling, model: str, cache: RecordLog,
+           n: int = 1, batch_size: int = 16, tag: str = "") -> list[list[dict]]:
+    """`n` answers of `policy` per prompt: `{text, token_ids, num_tokens, finished}`, cached in `cache`.
+    All policies use the same seed, so they draw from the same random stream (paired comparisons
+    then differ by the policy, not by the luck of the draw)."""
+    prefix = f"{policy.name}|{adapter_digest(policy.adapter)}|{sampling.signature(model)}|{n}|{tag}"
+    key = lambda p: f"{prefix}|{p.id}"  # noqa: E731
+    todo = [p for p in prompts if key(p) not in cache]
+    for start in range(0, len(todo), batch_size):
+        chunk = todo[start:start + batch_size]
+        comps = gen.generate([policy.prompt(p.prompt) for p in chunk], n=n, temperature=sampling.temperature,
+                             top_p=sampling.top_p, max_new_tokens=sampling.max_new_tokens,
+                             stop=policy.spec.format.stop, seed=sampling.seed + start, adapter=policy.adapter)
+        cache.append({"id": key(p), "policy": policy.name, "prompt_id": p.id,
+                      "samples": [{"text": c.text.strip(), "token_ids": c.token_ids, "num_tokens": c.num_tokens,
+                                   "finished": c.finish_reason == "stop"} for c in cs]}
+                     for p, cs in zip(chunk, comps))
+        log.info("%s: answered %d/%d prompts", policy.name, min(start + batch_size, len(todo)), len(todo))
+    stored = {r["id"]: r["samples"] for r in cache.records() if r["id"].startswith(prefix)}
+    return [stored[key(p)] for p in prompts]
+
+
+def find_policy(run_dir: str | Path, name: str | None) -> Policy:
+    """A policy of the run by name (base, sft, rl, arm:<set>), or an adapter folder; default: the
+    RL policy when there is one, else SFT."""
+    policies = {p.name: p for p in discover(run_dir)}
+    if name is None:
+        return policies.get("rl", policies["sft"])
+    if name in policies:
+        return policies[name]
+    folder = Path(name).expanduser()
+    if (folder / "adapter_config.json").is_file():
+        return _adapter_policy(folder.name, folder, "extra", policies["sft"].spec, "--policy")
+    raise DataError(f"no policy {name!r} in {run_dir}; known: {', '.join(policies)} (or give an adapter folder)")

@@ -1,0 +1,212 @@
+"""Stage 06 as library calls: `run(cfg)` does every step; the notebook shows the results.
+
+Steps: `prepare` (prompts, principle sets) -> `train_controllability_arms` (stage 05's code, one arm
+per set) -> `collect_answers` (every policy answers through the generation interface; SFT's best-of-N
+candidates for the preview; HHH likelihoods; the optional judge) -> `measure` (behaviour, KL to SFT)
+-> `score` (reward per principle, RL-time draw, each set) -> `report.write` (report.json,
+samples.jsonl, figures, report.html).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import time
+from pathlib import Path
+
+from ..io import RecordLog
+from .config import EvaluateConfig
+from .controllability import SET_PREFIX, arm_config, train_arms
+from .policies import ANSWERS, Policy, Sampling, answer, discover, open_generator
+from .prompts import EvalPrompt, eval_prompts
+from .rewards import RL_DRAW, PrincipleSource, draw_settings, fixed, principle_columns, score_table
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Evaluation:
+    """Everything stage 06 measured, per policy and prompt, in prompt order."""
+
+    prompts: list[EvalPrompt]
+    prompt_source: str  # "heldout" (stage 05's slice) or "unused" (no rl_prompts.json)
+    rl_draw: PrincipleSource  # stage 05's RL-time draw
+    sources: list[PrincipleSource]  # the controllability sets
+    notes: list[str] = dataclasses.field(default_factory=list)  # caveats the report must state
+    arms: dict[str, dict] = dataclasses.field(default_factory=dict)  # train_arm's stats per set
+    policies: list[Policy] = dataclasses.field(default_factory=list)
+    answers: dict[str, list[dict]] = dataclasses.field(default_factory=dict)  # policy -> one sample per prompt
+    candidates: list[list[dict]] = dataclasses.field(default_factory=list)  # SFT's preview candidates per prompt
+    # {"items": [...], policy: [correct per pair]} or {"skipped": why}
+    hhh: dict = dataclasses.field(default_factory=dict)
+    # policy -> [{s12, s21, agree}] per prompt, or {"skipped": why}
+    judge: dict = dataclasses.field(default_factory=dict)
+    measures: dict[str, list[dict]] = dataclasses.field(default_factory=dict)  # policy -> per-answer measures
+    kl: dict[str, list[float]] = dataclasses.field(default_factory=dict)  # policy -> KL to SFT per answer (nats)
+    columns: dict[str, str] = dataclasses.field(default_factory=dict)  # principle label -> text
+    # policy -> column -> score per prompt
+    scores: dict[str, dict[str, list[float]]] = dataclasses.field(default_factory=dict)
+    # set -> per prompt -> score per candidate
+    preview_scores: dict[str, list[list[float]]] = dataclasses.field(default_factory=dict)
+    timings: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    def policy(self, name: str) -> Policy:
+        return next(p for p in self.policies if p.name == name)
+
+
+@contextlib.contextmanager
+def _timed(timings: dict, name: str):
+    start = time.perf_counter()
+    yield
+    timings[name] = round(time.perf_counter() - start, 2)
+
+
+def prepare(cfg: EvaluateConfig) -> Evaluation:
+    prompts, source = eval_prompts(cfg.run_dir, cfg.max_prompts, cfg.probes, cfg.max_probes)
+    rl = draw_settings(cfg.run_dir, cfg.seed)
+    sources = [PrincipleSource.from_spec(name, spec, rl) for name, spec in cfg.controllability.items()]
+    ev = Evaluation(prompts, source, PrincipleSource.from_spec(RL_DRAW, cfg.rl_principles or rl["principles"], rl),
+                    sources)
+    if source == "unused":
+        ev.notes.append("No rl_prompts.json (stage 05 has not run): the prompts are those of prompts.jsonl that no "
+                        "earlier stage used, not stage 05's held-out slice.")
+    if cfg.include_base:
+        ev.notes.append("The base model is prompted exactly like SFT (same system prompt and chat format).")
+    return ev
+
+
+def train_controllability_arms(cfg: EvaluateConfig, ev: Evaluation, progress: bool = True) -> None:
+    if not ev.sources or not cfg.controllability_arms:
+        return
+    rl_cfg = arm_config(cfg.run_dir, cfg.arm_overrides, {"model": cfg.model, "seed": cfg.seed})
+    ev.arms = train_arms(rl_cfg, ev.sources, progress)
+
+
+def collect_answers(cfg: EvaluateConfig, ev: Evaluation, progress: bool = True) -> None:
+    """Answers of every policy, SFT's preview candidates, HHH likelihoods and the judge's verdicts."""
+    from .likelihood import hhh_correct
+
+    ev.policies = discover(cfg.run_dir, cfg.sft, cfg.include_base, cfg.extra_policies)
+    missing = [s.name for s in ev.sources if cfg.controllability_arms
+               and not any(p.name == f"arm:{s.name}" for p in ev.policies)]
+    if missing:
+        raise RuntimeError(f"stage 05's train_arm wrote no policy for arm(s) {', '.join(missing)} under rl_arms/")
+    sampling = Sampling(cfg.temperature, cfg.top_p, cfg.max_new_tokens, cfg.seed)
+    cache = RecordLog(Path(cfg.run_dir) / ANSWERS)
+    sft = ev.policy("sft")
+    hhh_items = _hhh_items(cfg, ev)
+    with open_generator(cfg.model, cfg.backend, ev.policies, cfg.batch_size, progress) as gen:
+        for pol in ev.policies:
+            got = answer(gen, pol, ev.prompts, sampling, cfg.model, cache, batch_size=cfg.batch_size)
+            ev.answers[pol.name] = [s[0] for s in got]
+        if ev.sources and cfg.preview_n:
+            ev.candidates = answer(gen, sft, ev.prompts[:cfg.preview_prompts], sampling, cfg.model, cache,
+                                   n=cfg.preview_n, batch_size=cfg.batch_size, tag="preview")
+        if hhh_items:
+            ev.hhh = {"items": hhh_items}
+            for pol in ev.policies:
+                ev.hhh[pol.name] = hhh_correct(gen, hhh_items, pol.prompt, pol.adapter)
+        if cfg.judge == "sft":
+            _judge(ev, gen, sft.spec.format, sft.adapter, cfg)
+    if cfg.judge and cfg.judge != "sft":
+        from ..generation import make_generator
+        from ..models import ModelConfig
+
+        with make_generator(ModelConfig(spec=cfg.judge), cfg.backend) as judge_gen:
+            _judge(ev, judge_gen, sft.spec.format, None, cfg)
+    if not cfg.judge:
+        ev.judge = {"skipped": "judge is off (set judge: sft, or a model spec, for a judge's head-to-head)"}
+
+
+def _hhh_items(cfg: EvaluateConfig, ev: Evaluation) -> list[dict]:
+    from ..preferences.hhh import load_hhh
+    from ..reward.evaluate import find_hhh
+    from .likelihood import sample_hhh
+
+    found = find_hhh(cfg.hhh_eval)
+    if found is None or not Path(found).is_file():
+        ev.hhh = {"skipped": f"no HHH file ({cfg.hhh_eval!r} not found)" if cfg.hhh_eval else "hhh_eval is empty"}
+        return []
+    return sample_hhh(load_hhh(found), cfg.hhh_max_pairs, cfg.seed)
+
+
+def _judge(ev: Evaluation, gen, fmt, adapter: str | None, cfg: EvaluateConfig) -> None:
+    from ..paths import resolve_file
+    from ..preferences.judge import judge_pairs
+    from ..principles import load_principles
+
+    p = load_principles(resolve_file("judge_principles", cfg.judge_principles)).by_name(cfg.judge_principle)
+    sft = ev.answers["sft"]
+    for pol in ev.policies:
+        if pol.name == "sft":
+            continue
+        pairs = [{"id": f"{pol.name}|{q.id}", "prompt": q.prompt, "response_1": a["text"], "response_2": b["text"]}
+                 for q, a, b in zip(ev.prompts, ev.answers[pol.name], sft)]
+        ev.judge[pol.name] = judge_pairs(gen, fmt, pairs, [(p.name, p.text())], adapter=adapter, progress=False)
+    ev.judge["principle"] = f"{p.name}: {p.text()}"
+    ev.judge["model"] = "the run's SFT model" if cfg.judge == "sft" else cfg.judge
+
+
+def measure(cfg: EvaluateConfig, ev: Evaluation, progress: bool = True) -> None:
+    from .behaviour import answer_measures
+    from .likelihood import kl_to_reference
+
+    for name, samples in ev.answers.items():
+        ev.measures[name] = [dict(answer_measures(q.prompt, s["text"], s["num_tokens"], s["finished"]), text=s["text"])
+                             for q, s in zip(ev.prompts, samples)]
+    if not cfg.kl:
+        return
+    others = [p for p in ev.policies if p.name != "sft"]
+    rows = [(pol.prompt(q.prompt), s["token_ids"], pol.adapter)
+            for pol in others for q, s in zip(ev.prompts, ev.answers[pol.name])]
+    kls = kl_to_reference(cfg.model, rows, ev.policy("sft").adapter, cfg.temperature, progress)
+    n = len(ev.prompts)
+    for k, pol in enumerate(others):
+        ev.kl[pol.name] = kls[k * n:(k + 1) * n]
+    ev.kl["sft"] = [0.0] * n
+
+
+def score(cfg: EvaluateConfig, ev: Evaluation, reward, progress: bool = True) -> None:
+    """Every answer under every principle, the RL-time draw and each set; the preview's candidates
+    under each set."""
+    ev.columns = principle_columns(cfg.reward_principles)
+    columns = {label: fixed([text]) for label, text in ev.columns.items()}
+    columns[RL_DRAW] = ev.rl_draw.for_prompt
+    for src in ev.sources:
+        columns[SET_PREFIX + src.name] = src.for_prompt
+    texts = {name: [s["text"] for s in samples] for name, samples in ev.answers.items()}
+    ev.scores = score_table(reward, texts, ev.prompts, columns, cfg.score_batch_size, progress)
+    if ev.candidates:
+        prompts = ev.prompts[:len(ev.candidates)]
+        items, where = [], []
+        for src in ev.sources:
+            for i, (q, cands) in enumerate(zip(prompts, ev.candidates)):
+                principles = src.for_prompt(q)
+                items += [(q.prompt, c["text"], principles) for c in cands]
+                where += [(src.name, i)] * len(cands)
+        flat = reward.score(items, batch_size=cfg.score_batch_size, progress=progress)
+        ev.preview_scores = {s.name: [[] for _ in prompts] for s in ev.sources}
+        for (name, i), v in zip(where, flat):
+            ev.preview_scores[name][i].append(float(v))
+
+
+def run(cfg: EvaluateConfig, progress: bool = True) -> dict:
+    """Every step; writes report.json, report.html, samples.jsonl and figures/eval_*.png; returns
+    the report."""
+    from ..reward import load_reward
+    from .report import write
+
+    start = time.perf_counter()
+    ev = prepare(cfg)
+    with _timed(ev.timings, "train_arms"):
+        train_controllability_arms(cfg, ev, progress)
+    with _timed(ev.timings, "answer"):
+        collect_answers(cfg, ev, progress)
+    with _timed(ev.timings, "measure"):
+        measure(cfg, ev, progress)
+    with _timed(ev.timings, "score"):
+        reward_path = Path(cfg.run_dir) / cfg.reward
+        score(cfg, ev, load_reward(reward_path if reward_path.exists() else cfg.reward), progress)
+    ev.timings["total_before_report"] = round(time.perf_counter() - start, 2)
+    return write(cfg, ev)

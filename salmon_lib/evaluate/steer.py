@@ -1,0 +1,100 @@
+"""`python -m salmon_lib steer`: try a principle in seconds, before any RL.
+
+The run's SFT model writes N candidate answers to one prompt; the reward model scores each under
+the given principles and the candidates are printed best first. That is best-of-N reranking, the
+no-training preview of what RL under those principles would push towards.
+
+    python -m salmon_lib steer --run outputs/demo --principles "The response is one sentence." \
+        --prompt "Why is the sky blue?"
+    python -m salmon_lib steer --run outputs/demo --principles principles/concise.yaml --prompt "..." --n 8 --json
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+log = logging.getLogger(__name__)
+
+
+def principle_texts(values: Sequence[str]) -> list[str]:
+    """Each value is a principle file (its interventions, then every principle's definition) or a
+    principle text."""
+    from ..paths import resolve_file
+    from ..principles import load_principles
+
+    out: list[str] = []
+    for value in values:
+        if value.endswith((".yaml", ".yml")):
+            pset = load_principles(resolve_file("--principles", value))
+            out += [iv.text for iv in pset.interventions] + [p.text() for p in pset.principles]
+        elif value.strip():
+            out.append(" ".join(value.split()))
+    if not out:
+        raise ValueError("give at least one principle (a text or a principle file)")
+    return out
+
+
+def steer(run_dir: str | Path, principles: Sequence[str], prompt: str, n: int = 4, reward: str | None = None,
+          model: str | None = None, temperature: float = 0.7, max_new_tokens: int = 256, seed: int = 0,
+          backend: str = "hf") -> list[dict]:
+    """SFT's `n` answers to `prompt`, each `{response, score}` under `principles`, best first."""
+    from ..generation import make_generator
+    from ..models import ModelConfig
+    from ..reward import load_reward
+    from .policies import find_policy
+    from .runinfo import base_model_of
+
+    run = Path(run_dir)
+    sft = find_policy(run, "sft")
+    with make_generator(ModelConfig(spec=model or base_model_of(run)), backend) as gen:
+        comps = gen.generate([sft.prompt(prompt)], n=n, temperature=temperature, top_p=1.0,
+                             max_new_tokens=max_new_tokens, stop=sft.spec.format.stop, seed=seed,
+                             adapter=sft.adapter)[0]
+    answers = [c.text.strip() for c in comps]
+    scores = load_reward(reward or run / "rm").score([(prompt, a, list(principles)) for a in answers])
+    ranked = sorted(zip(answers, scores), key=lambda x: -x[1])
+    return [{"response": a, "score": float(s)} for a, s in ranked]
+
+
+def _run_cli(args) -> int:
+    from ..io import DataError
+    from ..models import ModelLoadError
+
+    try:
+        principles = principle_texts(args.principles)
+        ranked = steer(args.run, principles, args.prompt, args.n, args.reward, args.model, args.temperature,
+                       args.max_new_tokens, args.seed, args.backend)
+    except (DataError, ModelLoadError, ValueError) as err:
+        log.error("%s", err)
+        return 2
+    if args.json:
+        json.dump({"best": ranked[0], "candidates": ranked}, sys.stdout, ensure_ascii=False)
+        sys.stdout.write("\n")
+        return 0
+    print("Principles:\n" + "\n".join(f"- {p}" for p in principles))
+    for i, c in enumerate(ranked, 1):
+        print(f"\n#{i}  score {c['score']:+.3f}{'  (best)' if i == 1 else ''}\n{c['response']}")
+    return 0
+
+
+def add_cli(sub) -> None:
+    p = sub.add_parser("steer", help="rerank the SFT model's candidate answers under your principles (no training)")
+    p.add_argument("--run", required=True, help="run directory with sft/ and rm/")
+    p.add_argument("--principles", required=True, action="append",
+                   help="a principle text or a principle YAML file; repeat to combine")
+    p.add_argument("--prompt", required=True, help="the user's message")
+    p.add_argument("--n", type=int, default=4, help="candidate answers from the SFT model")
+    p.add_argument("--json", action="store_true",
+                   help='print one JSON object {"best": {...}, "candidates": [{"response", "score"}, ...]}, best first')
+    p.add_argument("--reward", default=None, help="reward model folder (default: RUN/rm)")
+    p.add_argument("--model", default=None, help="base model spec (default: the run's, from run.yaml or sft/)")
+    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backend", default="hf", choices=["auto", "hf", "vllm"],
+                   help="generation engine (hf starts fastest)")
+    p.set_defaults(func=_run_cli)

@@ -1,0 +1,61 @@
+"""The choice of generation backend: `make_generator(model_cfg, backend)`."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Literal, Sequence
+
+from .base import GenerationError, Generator
+
+if TYPE_CHECKING:
+    from ..models import ModelConfig
+
+log = logging.getLogger(__name__)
+
+
+def vllm_support(model_cfg: ModelConfig, adapters: Sequence[str] = ()) -> tuple[bool, str]:
+    """Whether vLLM can serve this model (and these LoRA adapters) here, and why (not): installed,
+    no bitsandbytes quantization, and everything vLLM's own limits say (architecture, the CPU
+    attention kernels' head sizes, dtype, adapter rank and features)."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        return False, "vLLM is not installed (`make vllm` installs it)"
+    if model_cfg.quantization != "none":
+        return False, f"quantization={model_cfg.quantization!r} (bitsandbytes) is served by the HF backend"
+    from .vllm_backend import support
+
+    return support(model_cfg, adapters)
+
+
+def make_generator(model_cfg: ModelConfig, backend: Literal["auto", "hf", "vllm"] = "auto",
+                   adapters: Sequence[str] = (), **kwargs) -> Generator:
+    """A generator for `model_cfg`. `adapters`: the LoRA folders the caller will pass as `adapter=`.
+
+    `auto` picks vLLM when it supports the model and adapters here and starts (it is tried on one
+    token with each adapter), HF otherwise, and logs the choice and why: it never returns an engine
+    that fails on its first real request. Extra keyword arguments go to the backend."""
+    if backend not in ("auto", "hf", "vllm"):
+        raise GenerationError(f"backend must be 'auto', 'hf' or 'vllm', got {backend!r}")
+    if backend == "vllm":
+        from .vllm_backend import VLLMGenerator
+
+        return VLLMGenerator(model_cfg, adapters=adapters, **kwargs)
+    if backend == "auto":
+        ok, reason = vllm_support(model_cfg, adapters)
+        if ok:
+            from .vllm_backend import VLLMGenerator
+
+            try:
+                gen = VLLMGenerator(model_cfg, adapters=adapters, **kwargs)
+            except Exception as err:  # whatever the engine raised, HF can still do the work
+                first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+                reason = f"vLLM failed to start: {type(err).__name__}: {first}"
+                log.warning("generation backend: falling back to hf (%s)", reason)
+            else:
+                log.info("generation backend: vllm (%s)", reason)
+                return gen
+        log.info("generation backend: hf (%s)", reason)
+    from .hf import HFGenerator
+
+    return HFGenerator(model_cfg, **kwargs)

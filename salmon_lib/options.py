@@ -1,0 +1,100 @@
+"""Option groups that several stages share, as dataclass mixins of their configs.
+
+A stage config lists the groups it uses before `StageConfig`
+(`class RewardConfig(LoraOptions, TrainingOptions, StageConfig)`) and redeclares a field only to
+give it another default (with its own intent comment). Each group checks its own ranges; a
+stage's `check` calls `super().check()` so that every group's check runs. Torch-free: the runner
+validates configs before any kernel starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+from typing import Literal
+
+from .config import Config, ConfigError
+from .runner.launch import Distributed
+
+
+def _at_least_one(cfg: Config, *names: str) -> None:
+    for name in names:
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"{name}: must be at least 1, got {getattr(cfg, name)}")
+
+
+@dataclasses.dataclass
+class GenerationOptions(Config):
+    """How a stage samples text from a model."""
+
+    backend: Literal["auto", "hf", "vllm"] = "auto"  # generation backend (auto: vLLM when installed, else Hugging Face)
+    temperature: float = 0.7  # sampling temperature (0: greedy)
+    top_p: float = 0.95  # nucleus sampling
+    max_new_tokens: int = 256  # token limit of each generated text
+    batch_size: int = 16  # prompts per generate call
+
+    def check(self) -> None:
+        super().check()
+        if self.temperature < 0:
+            raise ConfigError(f"temperature: must be >= 0, got {self.temperature}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ConfigError(f"top_p: must be in (0, 1], got {self.top_p}")
+        _at_least_one(self, "max_new_tokens", "batch_size")
+
+
+@dataclasses.dataclass
+class LoraOptions(Config):
+    """The LoRA adapter a training stage puts on its base model (peft)."""
+
+    lora_r: int = 16  # LoRA rank
+    lora_alpha: int = 16  # LoRA scaling numerator
+    lora_dropout: float = 0.0  # dropout on the LoRA input
+    # peft target_modules: "all-linear" or a comma-separated list of module names
+    lora_target_modules: str = "all-linear"
+
+    def check(self) -> None:
+        super().check()
+        _at_least_one(self, "lora_r")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise ConfigError(f"lora_dropout: must be in [0, 1), got {self.lora_dropout}")
+
+    def lora_targets(self) -> str | list[str]:
+        """`lora_target_modules` as peft takes it."""
+        if self.lora_target_modules == "all-linear":
+            return "all-linear"
+        return [t.strip() for t in self.lora_target_modules.split(",") if t.strip()]
+
+
+@dataclasses.dataclass
+class TrainingOptions(Config):
+    """The optimisation settings of a training stage (TRL trainer arguments)."""
+
+    renamed = {"warmup": "renamed to warmup_ratio (the same fraction of the steps)"}
+
+    quantization: Literal["none", "4bit"] = "none"  # "4bit": train on an NF4-quantized base (QLoRA; LoRA only)
+    learning_rate: float = 2e-4  # peak learning rate
+    lr_scheduler: str = "cosine"  # transformers scheduler name
+    warmup_ratio: float = 0.03  # fraction of the steps with a linear warm-up
+    epochs: float = 1.0  # passes over the training data
+    max_steps: int = -1  # stop after this many optimiser steps (-1: run the epochs)
+    batch_size: int = 4  # examples per device per step
+    grad_accum: int = 1  # steps accumulated per optimiser update; the global batch is batch_size x grad_accum x GPUs
+    gradient_checkpointing: bool = False  # trade compute for memory (worth it for 7B+ on a GPU)
+    logging_steps: int = 1  # log the training loss every this many steps
+    report_to: Literal["none", "tensorboard"] = "none"  # extra logging backend
+    distributed: Distributed = "ddp"  # strategy when several GPUs are visible (accelerate launch); unused otherwise
+
+    def check(self) -> None:
+        super().check()
+        _at_least_one(self, "batch_size", "grad_accum", "logging_steps")
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ConfigError(f"max_steps: must be -1 (use epochs) or a positive number, got {self.max_steps}")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ConfigError(f"warmup_ratio: must be in [0, 1), got {self.warmup_ratio}")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"learning_rate: must be > 0, got {self.learning_rate}")
+        if self.max_steps == -1 and self.epochs <= 0:
+            raise ConfigError(f"epochs: must be > 0 when max_steps is -1, got {self.epochs}")
+        if self.quantization != "none" and importlib.util.find_spec("bitsandbytes") is None:
+            raise ConfigError(f"quantization: {self.quantization} needs the package bitsandbytes, which is not "
+                              "installed (pip install -c constraints.txt bitsandbytes); or use quantization: none")

@@ -1,0 +1,240 @@
+"""A training-free instructable reward: the contrastive score behind the reward-model API.
+
+`score([(prompt, response, principles)])` returns, per item and per response token,
+    log p(response | prompt, principles as system prompt)
+  - log p(response | prompt, the same principles each replaced by its negation),
+the score stage 03's contrastive judge reads (`preferences.judge_modes`), so a stage that takes a
+trained reward model (`RewardModel`) takes this one unchanged. A principle text is resolved
+against the principle files the reward was built with: a definition contrasts with its negative
+definition and vice versa; an intervention (no negation) stays in both prompts, so it conditions
+the answer but adds no contrast; any other text is an error naming it. `learn_opposites` adds
+(text, negation) pairs of your own, e.g. the flip probes' wording.
+
+`mode="ensemble"` adds the answer's mean per-token log-probability under the principles (or under
+no system prompt when there are none), each part divided by a scale fitted without labels on
+stage 03's pairs (`calibrate`): principle following plus general quality, and a score that still
+ranks answers when no principle is given.
+
+The folder is `reward_spec.json` plus copies of the principle files, so it can move with the run:
+    {"kind": "contrastive", "model": {ModelConfig fields}, "adapter": "../sft" (relative to the
+     folder, or null), "chat_format": "chatml", "principle_files": ["principles/judge.yaml"],
+     "mode": "contrastive" | "ensemble", "scales": {"contrastive": 1.0, "likelihood": 1.0}}
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from ..io import DataError, atomic_write_json, read_json
+
+SPEC_FILE = "reward_spec.json"
+MODES = ("contrastive", "ensemble")
+
+
+def write_spec(folder: str | Path, *, model: dict, adapter: str | None, chat_format: str,
+               principle_files: Sequence[str | Path], mode: str = "contrastive",
+               scales: dict[str, float] | None = None, extra: dict | None = None) -> Path:
+    """Write a contrastive reward folder: the principle files are copied in, the adapter is kept
+    as a path relative to the folder (a run directory can move as a whole)."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    folder = Path(folder)
+    staging = folder.with_name(f".{folder.name}.staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    (staging / "principles").mkdir(parents=True)
+    names = []
+    for i, f in enumerate(principle_files):
+        name = f"principles/{i}_{Path(f).name}"
+        shutil.copyfile(f, staging / name)
+        names.append(name)
+    rel = os.path.relpath(Path(adapter).resolve(), folder.resolve()) if adapter else None
+    atomic_write_json(staging / SPEC_FILE, {
+        "kind": "contrastive", "model": {k: v for k, v in model.items() if k != "adapter"}, "adapter": rel,
+        "chat_format": chat_format, "principle_files": names, "mode": mode,
+        "scales": scales or {"contrastive": 1.0, "likelihood": 1.0}, **(extra or {})})
+    old = folder.with_name(f".{folder.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        folder.rename(old)
+    staging.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
+    return folder
+
+
+class ContrastiveReward:
+    """Scores like `RewardModel.score`, from a causal LM's likelihoods (no trained head)."""
+
+    def __init__(self, gen, fmt, opposites: dict[str, str], interventions: Iterable[str] = (),
+                 mode: str = "contrastive", scales: dict[str, float] | None = None, spec: dict | None = None):
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        self.gen, self.fmt, self.mode = gen, fmt, mode
+        self.opposites = {_norm(k): _norm(v) for k, v in opposites.items()}
+        self.interventions = {_norm(t) for t in interventions}
+        self.scales = scales or {"contrastive": 1.0, "likelihood": 1.0}
+        self.spec = spec or {}
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "auto") -> "ContrastiveReward":
+        from ..chat import get_format
+        from ..generation.hf import HFGenerator
+        from ..models import ModelConfig
+        from ..principles import load_principles
+
+        path = Path(path)
+        spec = read_json(path / SPEC_FILE)
+        where = str(path / SPEC_FILE)
+        if spec.get("kind") != "contrastive":
+            raise DataError(f"{where}: kind is {spec.get('kind')!r}; this loader reads kind 'contrastive'")
+        for key in ("model", "chat_format", "principle_files", "mode"):
+            if key not in spec:
+                raise DataError(f"{where}: missing field {key!r}")
+        adapter = str((path / spec["adapter"]).resolve()) if spec.get("adapter") else None
+        model = ModelConfig.from_dict({**spec["model"], "adapter": adapter, "device": device}, where=f"{where}: model")
+        opposites, interventions = {}, []
+        for f in spec["principle_files"]:
+            ps = load_principles(path / f)
+            for p in ps.principles:
+                if p.negative_definition:
+                    opposites[p.definition] = p.negative_definition
+                    opposites[p.negative_definition] = p.definition
+            interventions += [iv.text for iv in ps.interventions]
+        gen = HFGenerator(model, progress=False)
+        return cls(gen, get_format(spec["chat_format"]), opposites, interventions, spec["mode"], spec.get("scales"),
+                   spec)
+
+    def learn_opposites(self, pairs: Iterable[tuple[str, str]]) -> None:
+        """Add (text, negation) pairs, both ways round."""
+        for a, b in pairs:
+            self.opposites[_norm(a)], self.opposites[_norm(b)] = _norm(b), _norm(a)
+
+    def system_texts(self, principles: Sequence[str]) -> tuple[str | None, str | None]:
+        """The system prompt's principle text as given and with each principle negated (interventions
+        kept in both); (None, None) without principles."""
+        given, negated = [], []
+        for t in principles:
+            t = _norm(t)
+            if t in self.opposites:
+                given.append(t)
+                negated.append(self.opposites[t])
+            elif t in self.interventions:
+                given.append(t)
+                negated.append(t)
+            else:
+                raise DataError(f"the contrastive reward does not know the principle {t[:80]!r}: it needs the "
+                                "principle's negation, and the text is in none of its principle files "
+                                f"({', '.join(self.spec.get('principle_files', [])) or 'none'}); add the file "
+                                "that defines it, or pass (text, negation) to learn_opposites")
+        return (" ".join(given) or None, " ".join(negated) or None)
+
+    def score(self, items: Sequence[tuple[str, str, Sequence[str]]], batch_size: int = 16,
+              progress: bool = False) -> list[float]:
+        """One float per (bare prompt, response, principle texts), in input order; higher = the
+        response follows the principles more (plus, in ensemble mode, is more likely overall)."""
+        contrast, likelihood = self.parts(items, batch_size, progress)
+        if self.mode == "contrastive":
+            return contrast
+        sc, sl = self.scales["contrastive"], self.scales["likelihood"]
+        return [c / sc + lik / sl for c, lik in zip(contrast, likelihood)]
+
+    def parts(self, items: Sequence[tuple[str, str, Sequence[str]]], batch_size: int = 16,
+              progress: bool = False) -> tuple[list[float], list[float]]:
+        """Per item, unscaled and per response token: the contrastive score and the response's
+        log-probability under the principles as given."""
+        from ..preferences.judge_modes import PRINCIPLE_SYSTEM, _answer
+
+        if not items:
+            return [], []
+        rows: dict[tuple[str, str], int] = {}
+        plan = []
+        for prompt, response, principles in items:
+            answer = _answer(self.fmt, response)
+            pair = []
+            for text in self.system_texts(principles):
+                system = PRINCIPLE_SYSTEM.format(text=text) if text else None
+                pair.append(rows.setdefault((self.fmt.prompt(prompt.strip(), system=system), answer), len(rows)))
+            plan.append(pair)
+        keys = list(rows)
+        lp: list[float] = []
+        # Chunks of several batches: the backend sorts and shares prefixes within a call, and the
+        # bar still moves on a long list.
+        chunk = max(1, batch_size) * 8
+        bar = _bar(len(keys), progress)
+        for start in range(0, len(keys), chunk):
+            part = keys[start:start + chunk]
+            lp += self.gen.sequence_logprobs([p for p, _ in part], [c for _, c in part])
+            if bar is not None:
+                bar.update(len(part))
+        if bar is not None:
+            bar.close()
+        lengths = [len(ids) for ids in self.gen.encode_pieces([_answer(self.fmt, r) for _, r, _ in items])]
+        contrast = [(lp[g] - lp[o]) / n for (g, o), n in zip(plan, lengths)]
+        return contrast, [lp[g] / n for (g, _), n in zip(plan, lengths)]
+
+    def close(self) -> None:
+        self.gen.close()
+
+
+def calibrate(reward: ContrastiveReward, pairs: Sequence, max_pairs: int = 32) -> dict[str, float]:
+    """Scales for ensemble mode: the root mean square of each part's chosen-minus-rejected
+    difference over (at most `max_pairs` of) stage 03's pairs, under each pair's own principles.
+    The RMS ignores which answer was chosen, so the fit uses no labels."""
+    pairs = list(pairs)[:max_pairs]
+    if not pairs:
+        return {"contrastive": 1.0, "likelihood": 1.0}
+    items = [(p.prompt, r, p.principles) for p in pairs for r in (p.chosen, p.rejected)]
+    contrast, likelihood = reward.parts(items)
+    out = {}
+    for name, v in (("contrastive", contrast), ("likelihood", likelihood)):
+        d = [v[2 * i] - v[2 * i + 1] for i in range(len(pairs))]
+        out[name] = (sum(x * x for x in d) / len(d)) ** 0.5 or 1.0
+    return out
+
+
+def build_from_config(cfg, progress: bool = True):
+    """Stage 04 with `kind: contrastive`: write `<run>/rm/` as a contrastive reward folder (scales
+    calibrated on the training split of preferences.jsonl in ensemble mode) and
+    `<run>/reward_stats.json`; return (reward, stats). Nothing is trained."""
+    import time
+
+    from ..config import ConfigError
+    from ..paths import resolve_file
+    from .config import PREFERENCES
+    from .pairs import read_preferences, split_held_out
+
+    start = time.perf_counter()
+    run = Path(cfg.run_dir)
+    adapter = run / "sft" if cfg.contrastive_use_sft else None
+    if adapter is not None and not (adapter / "adapter_config.json").is_file():
+        raise ConfigError(f"contrastive_use_sft: {adapter} holds no LoRA adapter; run stage 02 (engrave) first, "
+                          "or set contrastive_use_sft = False to score with the base model")
+    files = [resolve_file("contrastive_principles", f) for f in cfg.contrastive_principles]
+    spec = dict(model=cfg.model_config().to_dict(), adapter=adapter, chat_format=cfg.chat_format,
+                principle_files=files, mode=cfg.contrastive_mode)
+    folder = write_spec(run / "rm", **spec)
+    reward = ContrastiveReward.load(folder)
+    stats = {"kind": "contrastive", "mode": cfg.contrastive_mode, "adapter": str(adapter) if adapter else None,
+             "principle_files": [str(f) for f in files]}
+    if cfg.contrastive_mode == "ensemble":
+        train, _ = split_held_out(read_preferences(run / PREFERENCES), cfg.eval_fraction, cfg.seed)
+        reward.scales = calibrate(reward, train)
+        write_spec(folder, **spec, scales=reward.scales)
+        stats.update(scales=reward.scales, calibration_pairs=min(len(train), 32))
+    stats["seconds"] = round(time.perf_counter() - start, 1)
+    atomic_write_json(run / "reward_stats.json", stats)
+    return reward, stats
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _bar(total: int, show: bool):
+    if not show:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="contrastive reward", unit="row")

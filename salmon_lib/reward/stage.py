@@ -1,0 +1,94 @@
+"""Stage 04 as library calls: `run(cfg)` is the whole stage; the notebook runs the same steps one
+by one, showing tables and figures between them.
+
+`fit` trains under `accelerate launch` when several GPUs are visible and in this process otherwise
+(with `kind: contrastive` it writes the training-free reward folder instead); `load_trained` reads
+the reward back from `<run>/rm` with `load_reward`, as RL and the `score` command do; every figure
+is saved under `<run>/figures/`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .config import RewardConfig
+
+
+def run(cfg: RewardConfig) -> dict:
+    """Train, evaluate and draw the per-principle figures; returns {"training": reward_stats.json,
+    "evaluation": rm_eval.json}."""
+    import matplotlib.pyplot as plt
+
+    stats = fit(cfg)
+    rm = load_trained(cfg)
+    if cfg.kind == "trained":
+        training_figure(cfg, stats)
+    result = evaluate(cfg, rm)
+    _, responses, principles = principle_figures(cfg, rm)
+    prompt_figure(cfg, rm, responses, principles)
+    plt.close("all")
+    return {"training": stats, "evaluation": result}
+
+
+def fit(cfg: RewardConfig) -> dict:
+    """Train and save `<run>/rm/` and `<run>/reward_stats.json` (`kind: contrastive`: write the
+    reward folder, nothing trained); returns the statistics."""
+    from ..runner.launch import launch
+
+    if cfg.kind == "contrastive":
+        from .contrastive import build_from_config
+
+        reward, stats = build_from_config(cfg)
+        reward.close()
+        return stats
+    return launch("salmon_lib.reward.train:train", cfg.to_dict(), distributed=cfg.distributed)
+
+
+def load_trained(cfg: RewardConfig):
+    """The reward in `<run>/rm`, either kind."""
+    from . import load_reward
+
+    return load_reward(Path(cfg.run_dir) / "rm")
+
+
+def training_figure(cfg: RewardConfig, stats: dict):
+    """Loss and accuracy per step of each phase -> figures/rm_training_curves.png."""
+    from . import plots
+
+    axes = plots.plot_training_curves(stats)
+    plots.save_figure(axes, cfg.run_dir, "rm_training_curves")
+    return axes
+
+
+def evaluate(cfg: RewardConfig, rm) -> dict:
+    """Held-out accuracy, HHH per type, principle-flip rates -> `<run>/rm_eval.json`."""
+    from .evaluate import evaluate_reward_model
+
+    return evaluate_reward_model(rm, cfg)
+
+
+def principle_figures(cfg: RewardConfig, rm):
+    """Scores of stage 03's responses under each principle of `plot_principles`: a heatmap and the
+    distributions per principle (figures/rm_heatmap.png, rm_score_distributions.png). Returns
+    (scores DataFrame, the (prompt, response) rows, {principle name: text})."""
+    from . import plots
+    from .config import PREFERENCES
+
+    principles = plots.principle_texts(cfg.file("plot_principles"))
+    responses = plots.responses_from_run(cfg.run_dir, limit=cfg.plot_responses, preferences=PREFERENCES)
+    df = plots.score_matrix(rm, responses, principles, batch_size=cfg.score_batch_size)
+    plots.save_figure(plots.plot_heatmap(df), cfg.run_dir, "rm_heatmap")
+    plots.save_figure(plots.plot_distributions(df), cfg.run_dir, "rm_score_distributions")
+    return df, responses, principles
+
+
+def prompt_figure(cfg: RewardConfig, rm, responses: list[tuple[str, str]], principles: dict[str, str]):
+    """The first prompt's candidate responses under each principle, as grouped bars
+    (figures/rm_prompt_bars.png). Returns (prompt, candidates, scores DataFrame)."""
+    from . import plots
+
+    prompt = responses[0][0]
+    candidates = [r for p, r in responses if p == prompt]
+    ax, bars = plots.plot_prompt_bars(rm, prompt, candidates, principles, batch_size=cfg.score_batch_size)
+    plots.save_figure(ax, cfg.run_dir, "rm_prompt_bars")
+    return prompt, candidates, bars

@@ -1,0 +1,124 @@
+"""Stage 05's parameters. Kept free of torch so the runner can validate them before any kernel starts.
+
+Defaults are SALMON's RL settings where SALMON has one (§5 of the reference notes), scaled to one
+process: T=0.7 sampling with log-probs at the same temperature, 3 principles drawn per prompt plus
+the interventions, -6 for an unfinished answer, the length term 5·min(L/1024·m, 0.8), per-token KL
+0.01 (k1 clamped at 0), γ=λ=1, clip 0.2, value clip 0.2, vf_coef 0.1, 2 PPO epochs of 2
+minibatches, lr 2e-5 with a short warm-up (SALMON: 5 steps).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from ..config import ConfigError, StageConfig
+from ..runner.launch import Distributed
+
+METHODS = ("ppo", "grpo", "rloo", "dpo", "best_of_n")
+GROUP_METHODS = ("grpo", "rloo", "dpo", "best_of_n")
+
+
+@dataclasses.dataclass
+class RLConfig(StageConfig):
+    # ppo: our compact PPO as SALMON; grpo/rloo: TRL's trainers; dpo, best_of_n: rounds of sample-rank-train
+    method: Literal["ppo", "grpo", "rloo", "dpo", "best_of_n"] = "ppo"
+    model: str = "default"  # the base model spec that sft/ (the SFT adapter) was trained on
+    quantization: Literal["none", "4bit"] = "none"  # "4bit": the base in NF4, as stage 02 trained a qlora adapter
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
+    distributed: Distributed = "ddp"  # multi-GPU strategy of grpo/rloo/dpo/best_of_n (ppo runs on one device)
+    # -- principles chosen at RL time
+    principles: str | list[str] = "principles/rl.yaml"  # a principle file to draw from, or texts shown for every answer
+    num_principles: int = 3  # principles drawn per prompt group, by weight without replacement (SALMON: 3)
+    interventions: bool = True  # prepend the principle file's interventions that apply to the prompt's type
+    # -- prompts
+    heldout_prompts: int = 16  # RL prompts kept out of training for stage 06 (recorded in rl_prompts.json)
+    max_prompts: int = 0  # use at most N training prompts (0: all that remain)
+    exclude_used: bool = True  # drop the prompts stages 01 and 03 answered, so RL sees new prompts
+    # -- rollouts
+    max_new_tokens: int = 256  # answer length limit (SALMON: 1024)
+    temperature: float = 0.7  # sampling temperature; PPO's log-probs divide the logits by it too
+    top_p: float = 1.0  # nucleus sampling (SALMON: 1.0, no top-k)
+    # hf: the live policy generates in-process; vllm: vLLM with the adapter saved each step (auto: vLLM on CUDA)
+    rollout_backend: Literal["auto", "hf", "vllm"] = "auto"
+    vllm_gpu_memory_utilization: float = 0.3  # share of GPU memory vLLM may take beside the policy being trained
+    prompts_per_step: int = 8  # prompts sampled per step (SALMON: 576 across 48 GPUs)
+    group_size: int = 4  # answers per prompt of grpo/rloo/dpo/best_of_n (ppo samples one, as SALMON)
+    # -- reward shaping (each term can be switched off and is logged on its own)
+    rm_weight: float = 1.0  # weight of the reward model's score (0: off, e.g. a length-only control)
+    normalise_rm: bool = True  # RM term as (score - SFT mean) / SFT std of its prompt type, measured at the start
+    baseline_prompts: int = 32  # training prompts the SFT policy answers once to measure that mean and std
+    unfinished_penalty: float = -6.0  # added when an answer ends without its end-of-turn token (0: off; SALMON -6)
+    length_coef: float = 5.0  # SALMON's length term coef·min(tokens/length_tokens·m, length_cap) (0: off)
+    length_tokens: int = 1024  # the length term's token scale
+    length_cap: float = 0.8  # the length term's cap before the coefficient
+    # the length term's m per prompt type (SALMON: +1 general, -0.4 reasoning; types not listed: 0)
+    length_multiplier: dict[str, float] = dataclasses.field(
+        default_factory=lambda: {"general": 1.0, "reasoning": -0.4, "red_team": 1.0})
+    kl_coef: float = 0.01  # KL penalty to the SFT reference (ppo: per token in the reward; grpo/rloo: β; 0: off)
+    # ppo's per-token KL estimate: SALMON clamps log π - log π_ref at 0 (k1_clamped)
+    kl_estimator: Literal["k1_clamped", "k1", "k3"] = "k1_clamped"
+    reward_scale: float = 1.0  # ppo multiplies every shaped reward by this (SALMON's code: 10)
+    score_batch_size: int = 16  # sequences per reward-model forward pass
+    # -- optimisation
+    learning_rate: float = 2e-5  # policy learning rate (SALMON: 2e-5)
+    value_learning_rate: float = 2e-5  # ppo's value adapter and head
+    lr_scheduler: Literal["cosine", "linear", "constant"] = "cosine"  # schedule after warm-up
+    warmup_ratio: float = 0.03  # fraction of the optimiser steps with a linear warm-up (SALMON: 5 steps)
+    max_grad_norm: float = 1.0  # gradient clipping (SALMON: 1.0)
+    ppo_epochs: int = 2  # passes over each rollout batch (SALMON: 2)
+    minibatches: int = 2  # optimiser steps per pass (SALMON: a rollout of 576 over steps of 288, so 2)
+    clip_range: float = 0.2  # PPO ratio clip
+    value_clip_range: float = 0.2  # PPO value clip, on the reward_scale scale
+    vf_coef: float = 0.1  # weight of the value loss (SALMON: 0.1)
+    gamma: float = 1.0  # GAE discount (SALMON: 1)
+    lam: float = 1.0  # GAE λ (SALMON: 1)
+    whiten_advantages: bool = True  # normalise advantages over the batch's answer tokens
+    dpo_beta: float = 0.1  # DPO's β
+    sft_epochs: float = 1.0  # passes over each round's DPO pairs or best-of-N winners
+    # -- budget, checkpoints, logging
+    max_steps: int = 20  # ppo/grpo/rloo: optimiser steps; dpo/best_of_n: rounds of sample-rank-train
+    max_minutes: float = 0.0  # stop cleanly and save after this many minutes of training (0: no limit)
+    save_steps: int = 5  # checkpoint every N steps (the resume point)
+    resume: bool = True  # continue from the last checkpoint when one exists for the same settings and inputs
+    report_to: Literal["none", "tensorboard"] = "none"  # extra logging backend (TensorBoard: rl_checkpoints/runs)
+    gradient_checkpointing: bool = False  # trade compute for memory (worth it for 7B+ on a GPU)
+
+    def check(self) -> None:
+        super().check()
+        if isinstance(self.principles, str) and self.principles:
+            self.file("principles")
+        if isinstance(self.principles, list) and not all(p.strip() for p in self.principles):
+            raise ConfigError("principles: an inline list needs non-empty texts")
+        if not self.principles:
+            raise ConfigError("principles: give a principle file or a non-empty list of texts")
+        for name in ("num_principles", "max_new_tokens", "prompts_per_step", "length_tokens", "score_batch_size",
+                     "ppo_epochs", "minibatches", "max_steps", "save_steps"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}: must be at least 1, got {getattr(self, name)}")
+        for name in ("heldout_prompts", "max_prompts", "baseline_prompts"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name}: must be >= 0, got {getattr(self, name)}")
+        if self.method in GROUP_METHODS and self.group_size < 2:
+            raise ConfigError(f"group_size: {self.method} compares answers to one prompt, so it needs at least 2, "
+                              f"got {self.group_size}")
+        if self.prompts_per_step < self.minibatches and self.method == "ppo":
+            raise ConfigError(f"minibatches: {self.minibatches} minibatches need at least as many prompts_per_step "
+                              f"({self.prompts_per_step})")
+        if self.temperature <= 0:
+            raise ConfigError(f"temperature: RL samples, so it must be > 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"top_p: must be in (0, 1], got {self.top_p}")
+        for name in ("clip_range", "value_clip_range", "learning_rate", "dpo_beta", "sft_epochs", "reward_scale"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name}: must be > 0, got {getattr(self, name)}")
+        for name in ("value_learning_rate", "vf_coef", "kl_coef", "max_minutes", "max_grad_norm", "length_cap"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name}: must be >= 0, got {getattr(self, name)}")
+        for name in ("gamma", "lam"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ConfigError(f"{name}: must be in [0, 1], got {getattr(self, name)}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ConfigError(f"warmup_ratio: must be in [0, 1), got {self.warmup_ratio}")
+        if self.unfinished_penalty > 0:
+            raise ConfigError(f"unfinished_penalty: a penalty is <= 0, got {self.unfinished_penalty}")

@@ -1,0 +1,67 @@
+"""Iterative, online-ish DPO: each round samples `group_size` answers per prompt from the current
+policy, ranks them with the reward function under the prompt's drawn principles, and trains TRL's
+`DPOTrainer` on the best against the worst answer of each prompt. The reference of each round is
+the policy as it entered the round (TRL copies the "default" adapter to "ref"), the usual choice
+for iterative DPO; round 0's reference is the SFT policy.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from .context import Context
+from .rounds import run_rounds, sequence_budget
+
+log = logging.getLogger(__name__)
+
+
+def preference_pairs(rendered: list[str], groups: list[list], term_groups: list[list[dict]], completion_end: str):
+    """(pairs, roles): best vs worst answer per prompt by score; prompts whose answers tie or
+    repeat one text give no pair. A finished answer keeps its end-of-turn marker, so DPO also
+    learns where to stop (TRL adds the EOS after it, as SFT did)."""
+    pairs, roles = [], []
+    for prompt, samples, terms in zip(rendered, groups, term_groups):
+        scores = [t["score"] for t in terms]
+        best = max(range(len(scores)), key=scores.__getitem__)
+        worst = min(range(len(scores)), key=scores.__getitem__)
+        group_roles = [None] * len(samples)
+        if scores[best] > scores[worst] and samples[best].response != samples[worst].response:
+            text = [s.response + (completion_end if s.finished else "") for s in samples]
+            pairs.append({"prompt": prompt, "chosen": text[best], "rejected": text[worst]})
+            group_roles[best], group_roles[worst] = "chosen", "rejected"
+        roles += group_roles
+    return pairs, roles
+
+
+def train_dpo(ctx: Context, model, tokenizer, sampler, progress: bool = True) -> dict:
+    import torch
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    cfg = ctx.cfg
+    max_length = sequence_budget(ctx, tokenizer)
+    cuda = torch.cuda.is_available()
+
+    def train_round(r, rendered, groups, term_groups):
+        pairs, roles = preference_pairs(rendered, groups, term_groups, ctx.spec.completion_end)
+        if not pairs:
+            log.warning("round %d: every prompt's answers tied; no DPO step", r)
+            return roles, {"pairs": 0}
+        args = DPOConfig(
+            output_dir=str(ctx.paths.checkpoints / "dpo_round"), seed=cfg.seed + r, beta=cfg.dpo_beta,
+            learning_rate=cfg.learning_rate, lr_scheduler_type=cfg.lr_scheduler, max_grad_norm=cfg.max_grad_norm,
+            num_train_epochs=cfg.sft_epochs, per_device_train_batch_size=max(1, len(pairs) // cfg.minibatches),
+            max_length=max_length, gradient_checkpointing=cfg.gradient_checkpointing,
+            bf16=cuda and torch.cuda.is_bf16_supported(), logging_steps=1, save_strategy="no", report_to=[],
+            disable_tqdm=not progress)
+        trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(pairs),
+                             processing_class=tokenizer)
+        trainer.train()
+        model.delete_adapter("ref")
+        model.set_adapter("default")
+        logged = [h for h in trainer.state.log_history if "loss" in h]
+        last = logged[-1] if logged else {}
+        return roles, {"pairs": len(pairs), "policy_loss": last.get("loss"),
+                       "dpo_accuracy": last.get("rewards/accuracies"), "dpo_margin": last.get("rewards/margins")}
+
+    return run_rounds(ctx, model, sampler, train_round, progress)

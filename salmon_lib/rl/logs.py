@@ -1,0 +1,53 @@
+"""rl_metrics.jsonl (one row per step, also to TensorBoard when asked) and rollouts.jsonl (one row
+per sampled answer: prompt id, principles drawn, answer, every reward term, finished or not).
+
+Both are `RecordLog`s keyed by step / rollout id: a resumed run that redoes a step after its last
+checkpoint writes nothing twice.
+"""
+
+from __future__ import annotations
+
+import numbers
+from pathlib import Path
+
+from ..io import RecordLog
+
+# The columns every method's metrics rows share (None where a method has no such quantity).
+METRIC_KEYS = ("step", "reward", "score", "rm", "rm_raw", "unfinished", "length_term", "kl_penalty", "kl", "entropy",
+               "length", "finished", "clip_fraction", "value_loss", "policy_loss", "time_generate", "time_score",
+               "time_train")
+
+
+class MetricsLog:
+    def __init__(self, path: str | Path, tensorboard_dir: str | Path | None = None):
+        self.log = RecordLog(path, key="step")
+        self.writer = None
+        if tensorboard_dir is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(tensorboard_dir))
+
+    def append(self, row: dict) -> None:
+        row = {k: row.get(k) for k in METRIC_KEYS} | {k: v for k, v in row.items() if k not in METRIC_KEYS}
+        new = row["step"] not in self.log
+        self.log.append([row])
+        if self.writer is not None and new:
+            for key, value in row.items():
+                if key != "step" and isinstance(value, numbers.Number) and not isinstance(value, bool):
+                    self.writer.add_scalar(f"rl/{key}", value, row["step"])
+            self.writer.flush()
+
+    def records(self) -> list[dict]:
+        return self.log.records()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def rollout_record(step: int, index: int, sample, terms: dict, extra: dict | None = None) -> dict:
+    return {"id": f"{step}:{sample.prompt_id}:{index}", "step": step, "prompt_id": sample.prompt_id,
+            "question_type": sample.question_type, "principles": list(sample.drawn.principles),
+            "interventions": list(sample.drawn.interventions),
+            "response": sample.response, "tokens": sample.tokens, "finished": sample.finished,
+            **{k: round(v, 6) for k, v in terms.items()}, **(extra or {})}

@@ -1,0 +1,170 @@
+"""Running one stage notebook in a fresh kernel: the run lock, the kernel's environment, the
+orphan left by an interrupted run, and papermill itself.
+
+Each kernel is a fresh process (CUDA and vLLM memory are only freed when it exits) that imports
+the same salmon_lib as the runner and starts in the project root.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from ..stages import PROJECT_ROOT, Stage
+
+
+class RunLocked(RuntimeError):
+    """Another runner holds this run directory."""
+
+
+def run_dir_problem(run_dir: Path, write: bool = True) -> str | None:
+    """Why the runner cannot use `run_dir` (None when it can): a file in the way, or a folder it
+    cannot write in (permissions, `chattr +i`). With `write`, an existing folder is probed by
+    creating and removing a hidden file; otherwise only permissions are looked at."""
+    for path in [run_dir, *run_dir.parents]:
+        if path.exists() and not path.is_dir():
+            return f"{path} is a file, not a folder: pick another --run"
+        if path.exists():
+            break
+    existing = next(p for p in [run_dir, *run_dir.parents] if p.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing}: cannot write in this folder (no permission, or it is read-only or immutable)"
+    if write:
+        probe = existing / f".salmon-write-probe-{os.getpid()}.tmp"
+        try:
+            probe.touch()
+            probe.unlink()
+        except OSError as err:
+            return f"{existing}: cannot write in this folder ({err.strerror}; is it read-only or immutable?)"
+    return None
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """One runner per run directory; the OS drops the lock when the holder dies, even by kill -9."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / ".lock", "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            raise RunLocked(f"{run_dir}: another runner (pid {f.read().strip() or '?'}) is using this run") from None
+        f.truncate(0)
+        f.write(str(os.getpid()))
+        f.flush()
+        yield
+
+
+@contextlib.contextmanager
+def kernel_env() -> Iterator[None]:
+    """Kernels inherit this environment: put this salmon_lib first on their path.
+
+    Developers run from git worktrees while the venv's editable install points at another
+    checkout; without this the kernel would import that other checkout's code.
+    """
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT), *([old] if old else [])])
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = old
+
+
+def executed_notebook(stage: Stage, run_dir: Path) -> Path:
+    return run_dir / "notebooks" / stage.notebook_path().name
+
+
+def _recording_kernel_manager(on_start: Callable[[int, str], None] | None) -> type:
+    """A kernel manager that reports the kernel's pid and connection file once it is up."""
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import default
+
+    class RecordingKernelManager(AsyncKernelManager):
+        @default("transport")
+        def _default_transport(self) -> str:
+            return "ipc"  # a local kernel needs no TCP port (and then warns about no encryption)
+
+        @default("ip")
+        def _default_ip(self) -> str:
+            # IPC sockets are files named after `ip`; jupyter_client's default would drop them in the cwd.
+            import tempfile
+            import uuid
+
+            return os.path.join(tempfile.gettempdir(), f"salmon-kernel-{uuid.uuid4().hex[:12]}")
+
+        async def _async_post_start_kernel(self, **kw: Any) -> None:
+            await super()._async_post_start_kernel(**kw)
+            if on_start is not None:
+                on_start(self.provisioner.pid, self.connection_file)
+
+        async def _async_interrupt_kernel(self) -> None:
+            # jupyter_client interrupts a kernel before asking it to shut down; an idle kernel then
+            # logs "KeyboardInterrupt caught in kernel" after every successful run. The shutdown
+            # request alone ends it (a busy one is killed after the shutdown wait).
+            if not self.shutting_down:
+                await super()._async_interrupt_kernel()
+
+    return RecordingKernelManager
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""  # gone (a zombie has an empty cmdline too)
+
+
+def stop_orphan_kernel(record: dict | None, log: Callable[[str], None]) -> None:
+    """Kill the kernel an interrupted run left behind, before a new kernel resumes its records.
+
+    A kernel notices its runner died only when its parent poller next runs (~1 s, longer if a
+    C call holds the GIL); until then it keeps appending records and holding GPU memory. It is
+    identified by pid *and* its connection file on the command line, so a reused pid is never hit.
+    Linux only (/proc); elsewhere the parent poller is the only guard.
+    """
+    kernel = (record or {}).get("kernel")
+    if not kernel or record.get("status") != "running":
+        return
+    pid, conn = kernel["pid"], kernel["connection_file"]
+    if conn not in _cmdline(pid):
+        return
+    log(f"stopping the kernel (pid {pid}) left running by an interrupted run")
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)  # the kernel leads its own session: its workers go too
+    deadline = time.time() + 30
+    while conn in _cmdline(pid) and time.time() < deadline:
+        time.sleep(0.05)
+
+
+def execute_stage(stage: Stage, params: dict, run_dir: Path, progress: bool = True,
+                  on_kernel_start: Callable[[int, str], None] | None = None) -> None:
+    """Run the stage notebook in a fresh kernel; the executed copy lands in run_dir/notebooks/.
+
+    While it runs the copy is `NN_stage.partial.ipynb` (open it to watch progress); it is moved
+    into place when the kernel is done, failed or not, so the finished name is always a whole run.
+    """
+    import papermill
+
+    extra = {"kernel_manager_class": _recording_kernel_manager(on_kernel_start)}
+    out = executed_notebook(stage, run_dir)
+    partial = out.with_name(f"{out.stem}.partial.ipynb")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with kernel_env():
+            # "python3", not the notebook's own kernelspec: jupyter_client starts it with this
+            # interpreter, so headless runs use the runner's venv whatever the notebook was saved with
+            papermill.execute_notebook(
+                str(stage.notebook_path()), str(partial), parameters=params, kernel_name="python3",
+                cwd=str(PROJECT_ROOT), progress_bar=progress, start_timeout=180, **extra,
+            )
+    finally:
+        if partial.exists():
+            os.replace(partial, out)

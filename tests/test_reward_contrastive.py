@@ -1,0 +1,128 @@
+"""The training-free contrastive reward behind the reward-model API, on the tiny model."""
+
+import json
+
+import pytest
+
+from salmon_lib.chat import get_format
+from salmon_lib.io import DataError
+from salmon_lib.preferences.judge_modes import PRINCIPLE_SYSTEM
+from salmon_lib.principles import load_principles
+from salmon_lib.reward import ContrastiveReward, load_reward
+from salmon_lib.reward.contrastive import SPEC_FILE, write_spec
+
+FMT = get_format("chatml")
+JUDGE = load_principles("principles/judge.yaml")
+RL = load_principles("principles/rl.yaml")
+CONCISE = JUDGE.by_name("Concise")
+HONEST = JUDGE.by_name("Honest and Accurate")
+ITEM = ("How many legs does a spider have?", "Eight.")
+
+
+@pytest.fixture(scope="module")
+def reward(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("run") / "rm"
+    write_spec(folder, model={"spec": "tiny"}, adapter=None, chat_format="chatml",
+               principle_files=["principles/judge.yaml", "principles/rl.yaml"])
+    r = load_reward(folder)
+    yield r
+    r.close()
+
+
+def logprob(gen, prompt, continuation):
+    import torch
+
+    p = gen.tokenizer(prompt)["input_ids"]
+    c = gen.tokenizer(continuation, add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        logp = torch.log_softmax(gen.model(torch.tensor([p + c])).logits[0].float(), -1)
+    return sum(logp[len(p) + i - 1, t].item() for i, t in enumerate(c))
+
+
+def tokens(gen):
+    return len(gen.encode_pieces([ITEM[1] + FMT.end])[0])
+
+
+def under(gen, text):
+    system = PRINCIPLE_SYSTEM.format(text=" ".join(text.split())) if text else None
+    return logprob(gen, FMT.prompt(ITEM[0], system=system), ITEM[1] + FMT.end)
+
+
+def test_load_reward_reads_the_spec_folder_and_keeps_paths_relative(reward, tmp_path):
+    assert isinstance(reward, ContrastiveReward)
+    spec = reward.spec
+    assert spec["kind"] == "contrastive" and spec["adapter"] is None
+    assert all(f.startswith("principles/") for f in spec["principle_files"])
+    with pytest.raises(DataError, match="neither rm_info.json"):
+        load_reward(tmp_path)
+
+
+def test_score_is_the_contrast_of_a_direct_forward_pass_and_flips_with_negation(reward):
+    gen = reward.gen
+    (pos,) = reward.score([(*ITEM, [CONCISE.definition])])
+    expected = (under(gen, CONCISE.definition) - under(gen, CONCISE.negative_definition)) / tokens(gen)
+    assert pos == pytest.approx(expected, abs=1e-5)
+    (neg,) = reward.score([(*ITEM, [CONCISE.negative_definition])])
+    assert neg == pytest.approx(-pos, abs=1e-5)
+
+
+def test_several_principles_negate_together_and_interventions_stay(reward):
+    gen = reward.gen
+    intervention = RL.interventions[0].text
+    (s,) = reward.score([(*ITEM, [intervention, CONCISE.definition, HONEST.negative_definition])])
+    given = " ".join([intervention, CONCISE.definition, HONEST.negative_definition])
+    flipped = " ".join([intervention, CONCISE.negative_definition, HONEST.definition])
+    expected = (under(gen, " ".join(given.split())) - under(gen, " ".join(flipped.split()))) / tokens(gen)
+    assert s == pytest.approx(expected, abs=1e-5)
+    assert reward.score([(*ITEM, [intervention])]) == [0.0]
+    assert reward.score([(*ITEM, [])]) == [0.0]
+
+
+def test_an_unknown_principle_is_named_until_its_negation_is_given(reward):
+    with pytest.raises(DataError, match="does not know the principle 'Reply in rhymes.'"):
+        reward.score([(*ITEM, ["Reply in rhymes."])])
+    reward.learn_opposites([("Reply in rhymes.", "Reply in plain prose.")])
+    a, b = reward.score([(*ITEM, ["Reply in rhymes."]), (*ITEM, ["Reply in plain prose."])])
+    assert a == pytest.approx(-b, abs=1e-5)
+
+
+def test_ensemble_adds_the_scaled_likelihood_and_ranks_without_principles(reward):
+    items = [(*ITEM, [CONCISE.definition]), (*ITEM, []), (ITEM[0], "Spiders have eight legs.", [])]
+    contrast, likelihood = reward.parts(items)
+    n = tokens(reward.gen)
+    assert likelihood[0] == pytest.approx(under(reward.gen, CONCISE.definition) / n, abs=1e-5)
+    assert likelihood[1] == pytest.approx(under(reward.gen, None) / n, abs=1e-5)
+    ensemble = ContrastiveReward(reward.gen, FMT, {CONCISE.definition: CONCISE.negative_definition}, mode="ensemble",
+                                 scales={"contrastive": 2.0, "likelihood": 0.5})
+    got = ensemble.score(items)
+    assert got == pytest.approx([c / 2.0 + lik / 0.5 for c, lik in zip(contrast, likelihood)], abs=1e-5)
+    assert got[1] != got[2]
+
+
+def test_stage_04_writes_a_contrastive_rm_folder_and_evaluates_it(tmp_path):
+    from salmon_lib.reward.contrastive import build_from_config
+    from salmon_lib.reward.evaluate import evaluate_reward_model
+    from salmon_lib.reward.train import RewardConfig
+
+    run = tmp_path / "run"
+    run.mkdir()
+    examples = []
+    for i, (p, good, bad) in enumerate([("Name a colour.", "Blue.", "Colours are a big topic; let me explain."),
+                                        ("What is 2+2?", "4.", "Arithmetic has a long history."),
+                                        ("Say hi.", "Hi!", "Greetings are many and varied.")]):
+        for neg in (False, True):
+            chosen, rejected = (bad, good) if neg else (good, bad)
+            examples.append({"id": f"e{i}{neg}", "prompt": p, "chosen": chosen, "rejected": rejected,
+                             "principles": [{"name": "Concise", "text": CONCISE.text(neg), "negated": neg}]})
+    (run / "preferences.jsonl").write_text("".join(json.dumps(e) + "\n" for e in examples))
+    cfg = RewardConfig(run_dir=str(run), model="tiny", kind="contrastive", contrastive_mode="ensemble",
+                       contrastive_use_sft=False, hhh_eval="", eval_fraction=0.34,
+                       flip_principles="principles/judge.yaml")
+    reward, stats = build_from_config(cfg, progress=False)
+    spec = json.loads((run / "rm" / SPEC_FILE).read_text())
+    assert spec["mode"] == "ensemble" and spec["scales"] == stats["scales"]
+    assert all(v > 0 for v in stats["scales"].values())
+    assert json.loads((run / "reward_stats.json").read_text())["kind"] == "contrastive"
+    result = evaluate_reward_model(load_reward(run / "rm"), cfg, progress=False)
+    assert result["held_out"]["n"] >= 2 and result["flip"]["overall"]["n"] == 24
+    assert result["flip_judge_wording"]["overall"]["n"] > 0

@@ -1,0 +1,83 @@
+"""grpo, rloo, dpo and best_of_n on the tiny model: each takes real optimiser steps through the
+shared reward function and moves the policy; group methods share one principle draw per prompt;
+stage 06's arms reuse the split and the baseline and are skipped when unchanged."""
+
+import collections
+import json
+import shutil
+
+import pytest
+from rl_fixtures import make_run
+from safetensors.torch import load_file
+
+from salmon_lib.io import read_jsonl
+from salmon_lib.rl.config import RLConfig
+from salmon_lib.rl.stage import prepare_prompts, train, train_arm
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    return make_run(tmp_path_factory.mktemp("rl_inputs"))
+
+
+def quick(run_dir, **kw) -> RLConfig:
+    params = dict(run_dir=str(run_dir), model="tiny", max_steps=2, prompts_per_step=2, group_size=2,
+                  max_new_tokens=8, baseline_prompts=4, heldout_prompts=2, save_steps=1, learning_rate=1e-2,
+                  warmup_ratio=0.0, minibatches=1)
+    return RLConfig.from_dict({**params, **kw})
+
+
+def _moved(run, inputs) -> float:
+    a = load_file(run / "policy" / "adapter_model.safetensors")
+    b = load_file(inputs / "sft" / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    return max(float((a[k] - b[k]).abs().max()) for k in a)
+
+
+# rloo shares grpo's path through TRL and dpo shares best_of_n's rounds: those two run with the slow tests.
+@pytest.mark.parametrize("method", ["grpo", pytest.param("rloo", marks=pytest.mark.slow),
+                                    pytest.param("dpo", marks=pytest.mark.slow), "best_of_n"])
+def test_method_takes_real_steps_and_moves_the_policy(method, inputs, tmp_path):
+    run = tmp_path / method
+    shutil.copytree(inputs, run)
+    cfg = quick(run, method=method)
+    prepare_prompts(cfg)
+    stats = train(cfg, progress=False)
+    assert stats["steps"] == 2 and stats["method"] == method
+    assert _moved(run, inputs) > 1e-4
+    info = json.loads((run / "policy" / "policy_info.json").read_text())
+    assert info["method"] == method and info["base_model"]["spec"] == "tiny"
+    assert (run / "policy" / "chat_format.json").read_text() == (inputs / "sft" / "chat_format.json").read_text()
+    metrics = read_jsonl(run / "rl_metrics.jsonl")
+    assert [m["step"] for m in metrics] == [0, 1]
+    assert all(isinstance(m[k], float) for m in metrics for k in ("reward", "rm", "length", "finished",
+                                                                  "time_generate", "time_score", "time_train"))
+    rollouts = read_jsonl(run / "rollouts.jsonl")
+    assert len(rollouts) == 2 * cfg.prompts_per_step * cfg.group_size
+    # One principle draw per prompt group: every answer to a prompt in a step read the same principles.
+    draws = collections.defaultdict(set)
+    for r in rollouts:
+        draws[r["step"], r["prompt_id"]].add(tuple(r["principles"]))
+    assert all(len(d) == 1 for d in draws.values()) and len(draws) == 2 * cfg.prompts_per_step
+
+
+def test_arm_reuses_split_and_baseline_and_is_skipped_when_unchanged(inputs, tmp_path):
+    run = tmp_path / "arms"
+    shutil.copytree(inputs, run)
+    cfg = quick(run, method="ppo", max_steps=1, prompts_per_step=2)
+    prepare_prompts(cfg)
+    train(cfg, progress=False)
+    baseline = (run / "rl_baseline.json").read_text()
+    split = (run / "rl_prompts.json").read_text()
+    concise = ["The response is short and to the point."]
+    stats = train_arm(cfg, "concise", concise)
+    arm = run / "rl_arms" / "concise"
+    assert stats["arm"] == "concise" and (arm / "policy" / "adapter_config.json").is_file()
+    assert {r["principles"][0] for r in read_jsonl(arm / "rollouts.jsonl")} == set(concise)
+    assert json.loads((arm / "policy" / "policy_info.json").read_text())["principles"]["inline"] == concise
+    assert (run / "rl_baseline.json").read_text() == baseline and (run / "rl_prompts.json").read_text() == split
+    assert (run / "figures" / "rl_arm_concise_reward.png").is_file()
+    again = train_arm(cfg, "concise", concise)
+    assert again == stats  # skipped: read back from rl_stats.json
+    with pytest.raises(Exception, match="arm"):
+        train_arm(cfg, "../x", concise)
