@@ -89,9 +89,11 @@ def open_generator(cfg: PreferencesConfig, model: str | None = None):
     from ..generation import make_generator
     from ..models import ModelConfig
 
-    adapter = cfg.adapter() if model is None or model == cfg.model else None
-    return make_generator(ModelConfig(spec=model or cfg.model, seed=cfg.seed), backend=cfg.backend,
-                          adapters=[adapter] if adapter else [])
+    # The SFT adapter the stage will pass, so that vLLM is checked and tried with it at start. A
+    # missing one is reported when the stage asks for it (`cfg.adapter()`), not on opening.
+    sft = cfg.path("sft") if cfg.use_sft and model in (None, cfg.model) else None
+    adapters = [str(sft)] if sft is not None and (sft / "adapter_config.json").is_file() else []
+    return make_generator(ModelConfig(spec=model or cfg.model, seed=cfg.seed), backend=cfg.backend, adapters=adapters)
 
 
 def load_prompts(cfg: PreferencesConfig) -> list[dict]:
