@@ -46,7 +46,7 @@ def judge_signal(gen, hhh_items, adapter, dev_probes) -> dict:
             "flips_dev": read_flip_probes(dev_probes)}
     for name, ks in sets.items():
         flips = flip_sensitivity(gen, fmt, ks, COMPARED, adapter=adapter)
-        out[name] = {k: v["overall"]["correct_flip_rate"] for k, v in flips.items()}
+        out[name] = {k: v["overall"]["flip_rate"] for k, v in flips.items()}
     return out
 
 
@@ -91,9 +91,9 @@ def reward_eval(run: Path, model: str, hhh: str, dtype: str, hhh_max: int, **kw)
             "hhh_principle": result["hhh"].get("accuracy_principle"),
             "hhh_no_principle": result["hhh"].get("accuracy_no_principle"),
             "hhh_by_type": result["hhh"].get("by_type"),
-            "flips_probe_wording": result["flip"]["overall"]["correct_flip_rate"],
-            "flips_judge_wording": result.get("flip_judge_wording", {}).get("overall", {}).get("correct_flip_rate"),
-            "flips_by_kind": {k: v["correct_flip_rate"] for k, v in result["flip"]["by_kind"].items()}}
+            "flips_probe_wording": result["flip"]["overall"]["flip_rate"],
+            "flips_judge_wording": result.get("flip_judge_wording", {}).get("overall", {}).get("flip_rate"),
+            "flips_by_kind": {k: v["flip_rate"] for k, v in result["flip"]["by_kind"].items()}}
 
 
 def main(argv=None) -> int:

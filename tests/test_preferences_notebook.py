@@ -46,7 +46,7 @@ def test_stage_runs_under_the_runner_on_the_tiny_preset(tmp_path, method, mode):
         assert {j.get("mode", "pairwise") for j in judged} == {mode}
         assert stats["signal"]["modes"] == [mode] and 0 <= stats["hhh"]["accuracy"]["overall"] <= 1
         flips = stats["signal"]["flips"]["probe_wording"][mode]["overall"]
-        assert flips["n"] == 24 and 0 <= flips["correct_flip_rate"] <= 1
+        assert flips["n"] == 24 and 0 <= flips["flip_rate"] <= 1
     elif method == "rlcd":
         records = read_jsonl(run_dir / "rlcd.jsonl")
         assert len(records) == len(PROMPTS) and stats["aggregate"]["rlcd"]["records"] == len(PROMPTS)

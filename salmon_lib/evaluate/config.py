@@ -14,8 +14,9 @@ Measure = Literal["length_words", "length_tokens", "finished", "refusal", "self_
 class EvaluateConfig(StageConfig):
     model: str = "default"  # the BASE model every policy adapter sits on (the one stage 02 fine-tuned)
     backend: Literal["auto", "hf", "vllm"] = "auto"  # generation engine for the answers (auto: vLLM when installed)
-    sft: str = "sft"  # stage 02's adapter folder, relative to run_dir; its chat_format.json prompts every policy
-    reward: str = "rm"  # the reward: stage 04's folder (relative to run_dir) or any path load_reward accepts
+    # the reward: "" for the run's rm/ (stage 04), or another reward folder load_reward accepts (outside
+    # the run; the run's own artifacts are named by the stage, so the manifest hashes what is read)
+    reward: str = ""
     include_base: bool = True  # also answer with the bare base model, prompted like SFT
     # more adapters to compare: {name: folder, relative to run_dir or absolute}
     extra_policies: dict[str, str] = dataclasses.field(default_factory=dict)

@@ -16,7 +16,6 @@ per token is its pick; accuracy is reported per category.
 from __future__ import annotations
 
 import logging
-import random
 from contextlib import contextmanager
 from typing import Sequence
 
@@ -101,16 +100,9 @@ def kl_to_reference(model_spec: str, rows: Sequence[tuple[str, list[int], str | 
     return out
 
 
-def sample_hhh(items: list[dict], max_pairs: int, seed: int) -> list[dict]:
-    if max_pairs and max_pairs < len(items):
-        keep = sorted(random.Random(seed).sample(range(len(items)), max_pairs))
-        return [items[i] for i in keep]
-    return items
-
-
 def hhh_correct(gen, items: Sequence[dict], render, adapter: str | None) -> list[float]:
     """1.0 where the policy gives the preferred answer the higher mean log-prob per token, else 0.0
-    (0.5 on an exact tie). `render(user)` is the policy's prompt; items from `preferences.hhh.load_hhh`."""
+    (0.5 on an exact tie). `render(user)` is the policy's prompt; items from `salmon_lib.hhh.load_hhh`."""
     prompts = [render(it["prompt"]) for it in items for _ in (0, 1)]
     answers = [a for it in items for a in (it["chosen"], it["rejected"])]
     sums = gen.sequence_logprobs(prompts, answers, adapter=adapter)

@@ -58,11 +58,10 @@ def _adapter_policy(name: str, folder: Path, kind: str, fallback: ChatSpec, what
     return Policy(name, str(folder), kind, spec)
 
 
-def discover(run_dir: str | Path, sft: str = "sft", include_base: bool = True,
-             extra: dict[str, str] | None = None) -> list[Policy]:
-    """base (optional), sft, stage 05's `policy/`, every `rl_arms/<arm>/policy/`, then the extras."""
+def discover(run_dir: str | Path, include_base: bool = True, extra: dict[str, str] | None = None) -> list[Policy]:
+    """base (optional), sft/, stage 05's `policy/`, every `rl_arms/<arm>/policy/`, then the extras."""
     run = Path(run_dir)
-    sft_dir = run / sft
+    sft_dir = run / "sft"
     if not (sft_dir / SPEC_FILE).is_file():
         raise DataError(f"{sft_dir / SPEC_FILE}: not found; run stage 02 (engrave) first")
     spec = load_chat_spec(sft_dir)

@@ -87,7 +87,7 @@ def collect_answers(cfg: EvaluateConfig, ev: Evaluation, progress: bool = True) 
     """Answers of every policy, SFT's preview candidates, HHH likelihoods and the judge's verdicts."""
     from .likelihood import hhh_correct
 
-    ev.policies = discover(cfg.run_dir, cfg.sft, cfg.include_base, cfg.extra_policies)
+    ev.policies = discover(cfg.run_dir, cfg.include_base, cfg.extra_policies)
     missing = [s.name for s in ev.sources if cfg.controllability_arms
                and not any(p.name == f"arm:{s.name}" for p in ev.policies)]
     if missing:
@@ -119,16 +119,23 @@ def collect_answers(cfg: EvaluateConfig, ev: Evaluation, progress: bool = True) 
         ev.judge = {"skipped": "judge is off (set judge: sft, or a model spec, for a judge's head-to-head)"}
 
 
-def _hhh_items(cfg: EvaluateConfig, ev: Evaluation) -> list[dict]:
-    from ..preferences.hhh import load_hhh
-    from ..reward.evaluate import find_hhh
-    from .likelihood import sample_hhh
+def reward_folder(cfg: EvaluateConfig) -> Path:
+    """The run's rm/, or the folder `reward` names (tried as given, then from the project root)."""
+    from ..paths import candidates
 
-    found = find_hhh(cfg.hhh_eval)
-    if found is None or not Path(found).is_file():
-        ev.hhh = {"skipped": f"no HHH file ({cfg.hhh_eval!r} not found)" if cfg.hhh_eval else "hhh_eval is empty"}
+    if not cfg.reward:
+        return Path(cfg.run_dir) / "rm"
+    return next((p for p in candidates(cfg.reward) if p.is_dir()), Path(cfg.reward).expanduser())
+
+
+def _hhh_items(cfg: EvaluateConfig, ev: Evaluation) -> list[dict]:
+    from ..hhh import hhh_source, load_hhh, sample_hhh
+
+    source, skipped = hhh_source(cfg.hhh_eval)
+    if source is None:
+        ev.hhh = {"skipped": skipped}
         return []
-    return sample_hhh(load_hhh(found), cfg.hhh_max_pairs, cfg.seed)
+    return sample_hhh(load_hhh(source), cfg.hhh_max_pairs, cfg.seed)
 
 
 def _judge(ev: Evaluation, gen, fmt, adapter: str | None, cfg: EvaluateConfig) -> None:
@@ -206,7 +213,6 @@ def run(cfg: EvaluateConfig, progress: bool = True) -> dict:
     with _timed(ev.timings, "measure"):
         measure(cfg, ev, progress)
     with _timed(ev.timings, "score"):
-        reward_path = Path(cfg.run_dir) / cfg.reward
-        score(cfg, ev, load_reward(reward_path if reward_path.exists() else cfg.reward), progress)
+        score(cfg, ev, load_reward(reward_folder(cfg)), progress)
     ev.timings["total_before_report"] = round(time.perf_counter() - start, 2)
     return write(cfg, ev)

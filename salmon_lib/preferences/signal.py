@@ -81,7 +81,7 @@ def hhh_accuracy(gen, fmt: ChatFormat, items: Sequence[dict], criteria: dict[str
 def flip_sensitivity(gen, fmt: ChatFormat, kinds: dict, keys: Sequence[str],
                      adapter: str | None = None) -> dict[str, dict]:
     """{key: {"overall": {...}, "by_kind": {kind: {...}}}} with the reward evaluation's flip summary
-    (`correct_flip_rate`: obeying wins under the principle and violating under the negation)."""
+    (`flip_rate`: obeying wins under the principle and violating under the negation)."""
     from ..reward.evaluate import flip_summary
 
     rows, owner = [], []
@@ -106,7 +106,7 @@ def flip_sensitivity(gen, fmt: ChatFormat, kinds: dict, keys: Sequence[str],
 
 def _counts(pos: Sequence[float], neg: Sequence[float]) -> dict:
     return {"n": len(pos), "principle": sum(m > 0 for m in pos), "negation": sum(m < 0 for m in neg),
-            "flip": sum((a > 0) != (b > 0) for a, b in zip(pos, neg)), "both": sum(a > 0 > b for a, b in zip(pos, neg))}
+            "flip": sum(a > 0 > b for a, b in zip(pos, neg)), "wrong_way": sum(a < 0 < b for a, b in zip(pos, neg))}
 
 
 def table(signal: dict) -> dict[str, dict]:
@@ -116,5 +116,5 @@ def table(signal: dict) -> dict[str, dict]:
         rows[key] = {f"hhh_{k}": v for k, v in hhh.items() if k != "n"}
     for wording, flips in signal.get("flips", {}).items():
         for key, f in flips.items():
-            rows.setdefault(key, {})[f"flips_{wording}"] = f["overall"]["correct_flip_rate"]
+            rows.setdefault(key, {})[f"flips_{wording}"] = f["overall"]["flip_rate"]
     return rows
