@@ -42,6 +42,7 @@ def test_tiny_preset_runs_every_stage_then_skips_them(tmp_path):
     figures = {r["stage"]: r for r in rows}
     for name in ("prompts", "self_align", "preferences"):  # the stages that generate
         assert figures[name]["tokens"] > 0 and figures[name]["backends"] == ["hf"], figures[name]
-    assert all(r["examples"] and r["cpu_s"] for r in rows), rows
+    # a count can be 0 (the random tiny model's self-align answers all fail the filter), never unread
+    assert all(r["examples"] is not None and r["cpu_s"] for r in rows), rows
     summary = run_pipeline("tiny", tmp_path / "tiny", progress=False)
     assert [a for _, a, _ in summary] == ["skipped"] * len(STAGES)

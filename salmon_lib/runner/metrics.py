@@ -20,7 +20,7 @@ USAGE_DIR = "usage"
 # stage -> (file, key) whose value counts the examples the stage produced; stages not listed
 # count the lines of their first declared .jsonl output.
 EXAMPLES = {
-    "self_align": ("self_align_stats.json", "kept_answered"),  # self-aligned answers kept (identity ones aside)
+    "self_align": ("self_align_stats.json", "kept"),  # kept records, identity ones included: stage 02's data
     "engrave": ("engrave_stats.json", "examples"),  # examples the SFT trained on
     "reward_model": ("reward_stats.json", "train_pairs"),  # preference examples the RM trained on
 }
