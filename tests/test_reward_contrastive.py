@@ -86,6 +86,17 @@ def test_an_unknown_principle_is_named_until_its_negation_is_given(reward):
     assert a == pytest.approx(-b, abs=1e-5)
 
 
+def test_an_arm_principle_file_is_learnt_with_its_negations(reward):
+    """Stages 05 and 06 hand the reward the principle files they draw from (an arm's own set)."""
+    concise = load_principles("principles/concise.yaml")
+    short = concise.by_name("Direct")  # in neither judge.yaml nor rl.yaml
+    with pytest.raises(DataError, match="does not know the principle"):
+        reward.score([(*ITEM, [short.definition])])
+    reward.learn_principles(concise)
+    (pos,), (neg,) = reward.score([(*ITEM, [short.definition])]), reward.score([(*ITEM, [short.negative_definition])])
+    assert pos == pytest.approx(-neg, abs=1e-5) and pos != 0
+
+
 def test_ensemble_adds_the_scaled_likelihood_and_ranks_without_principles(reward):
     items = [(*ITEM, [CONCISE.definition]), (*ITEM, []), (ITEM[0], "Spiders have eight legs.", [])]
     contrast, likelihood = reward.parts(items)

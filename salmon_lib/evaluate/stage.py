@@ -213,6 +213,10 @@ def run(cfg: EvaluateConfig, progress: bool = True) -> dict:
     with _timed(ev.timings, "measure"):
         measure(cfg, ev, progress)
     with _timed(ev.timings, "score"):
-        score(cfg, ev, load_reward(reward_folder(cfg)), progress)
+        reward = load_reward(reward_folder(cfg))
+        for draw in [ev.rl_draw.draw, *(src.draw for src in ev.sources)]:
+            if draw.set is not None:
+                reward.learn_principles(draw.set)
+        score(cfg, ev, reward, progress)
     ev.timings["total_before_report"] = round(time.perf_counter() - start, 2)
     return write(cfg, ev)

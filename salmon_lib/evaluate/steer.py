@@ -20,28 +20,32 @@ from typing import Sequence
 log = logging.getLogger(__name__)
 
 
-def principle_texts(values: Sequence[str]) -> list[str]:
-    """Each value is a principle file (its interventions, then every principle's definition) or a
-    principle text."""
+def principle_texts(values: Sequence[str]) -> tuple[list[str], list]:
+    """(texts, loaded principle files): each value is a principle file (its interventions, then
+    every principle's definition) or a principle text."""
     from ..paths import resolve_file
     from ..principles import load_principles
 
     out: list[str] = []
+    sets = []
     for value in values:
         if value.endswith((".yaml", ".yml")):
             pset = load_principles(resolve_file("--principles", value))
+            sets.append(pset)
             out += [iv.text for iv in pset.interventions] + [p.text() for p in pset.principles]
         elif value.strip():
             out.append(" ".join(value.split()))
     if not out:
         raise ValueError("give at least one principle (a text or a principle file)")
-    return out
+    return out, sets
 
 
 def steer(run_dir: str | Path, principles: Sequence[str], prompt: str, n: int = 4, reward: str | None = None,
           model: str | None = None, temperature: float = 0.7, max_new_tokens: int = 256, seed: int = 0,
-          backend: str = "hf") -> list[dict]:
-    """SFT's `n` answers to `prompt`, each `{response, score}` under `principles`, best first."""
+          backend: str = "hf", principle_files: Sequence = ()) -> list[dict]:
+    """SFT's `n` answers to `prompt`, each `{response, score}` under `principles`, best first.
+    `principle_files`: loaded principle files the texts come from (a contrastive reward learns
+    their negations from them)."""
     from ..generation import make_generator
     from ..models import ModelConfig
     from ..reward import load_reward
@@ -55,7 +59,10 @@ def steer(run_dir: str | Path, principles: Sequence[str], prompt: str, n: int = 
                              max_new_tokens=max_new_tokens, stop=sft.spec.format.stop, seed=seed,
                              adapter=sft.adapter)[0]
     answers = [c.text.strip() for c in comps]
-    scores = load_reward(reward or run / "rm").score([(prompt, a, list(principles)) for a in answers])
+    rm = load_reward(reward or run / "rm")
+    for pset in principle_files:
+        rm.learn_principles(pset)
+    scores = rm.score([(prompt, a, list(principles)) for a in answers])
     ranked = sorted(zip(answers, scores), key=lambda x: -x[1])
     return [{"response": a, "score": float(s)} for a, s in ranked]
 
@@ -65,9 +72,9 @@ def _run_cli(args) -> int:
     from ..models import ModelLoadError
 
     try:
-        principles = principle_texts(args.principles)
+        principles, files = principle_texts(args.principles)
         ranked = steer(args.run, principles, args.prompt, args.n, args.reward, args.model, args.temperature,
-                       args.max_new_tokens, args.seed, args.backend)
+                       args.max_new_tokens, args.seed, args.backend, files)
     except (DataError, ModelLoadError, ValueError) as err:
         log.error("%s", err)
         return 2

@@ -94,17 +94,19 @@ class ContrastiveReward:
                 raise DataError(f"{where}: missing field {key!r}")
         adapter = str((path / spec["adapter"]).resolve()) if spec.get("adapter") else None
         model = ModelConfig.from_dict({**spec["model"], "adapter": adapter, "device": device}, where=f"{where}: model")
-        opposites, interventions = {}, []
-        for f in spec["principle_files"]:
-            ps = load_principles(path / f)
-            for p in ps.principles:
-                if p.negative_definition:
-                    opposites[p.definition] = p.negative_definition
-                    opposites[p.negative_definition] = p.definition
-            interventions += [iv.text for iv in ps.interventions]
         gen = HFGenerator(model, progress=False)
-        return cls(gen, get_format(spec["chat_format"]), opposites, interventions, spec["mode"], spec.get("scales"),
-                   spec)
+        reward = cls(gen, get_format(spec["chat_format"]), {}, [], spec["mode"], spec.get("scales"), spec)
+        for f in spec["principle_files"]:
+            reward.learn_principles(load_principles(path / f))
+        return reward
+
+    def learn_principles(self, principle_set) -> None:
+        """Know every principle of a loaded principle file (with its negative definition) and its
+        interventions: stage 05 and 06 call it with the files they draw from, so an RL arm's own
+        principle file needs no change to the reward folder."""
+        self.learn_opposites((p.definition, p.negative_definition) for p in principle_set.principles
+                             if p.negative_definition)
+        self.interventions |= {_norm(iv.text) for iv in principle_set.interventions}
 
     def learn_opposites(self, pairs: Iterable[tuple[str, str]]) -> None:
         """Add (text, negation) pairs, both ways round."""

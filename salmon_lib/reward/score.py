@@ -65,6 +65,10 @@ class RewardModel:
     def device(self):
         return next(self.model.parameters()).device
 
+    def learn_principles(self, principle_set) -> None:
+        """Nothing to learn: a trained reward model reads any principle text as it is (the contrastive
+        reward needs each principle's negation, and learns it here)."""
+
     def score(self, items: Sequence[Item], batch_size: int = 16, share_prefix: bool = True,
               progress: bool = False) -> list[float]:
         """One float per (prompt, response, principles) item, in input order."""
