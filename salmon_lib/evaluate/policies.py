@@ -80,19 +80,14 @@ def discover(run_dir: str | Path, include_base: bool = True, extra: dict[str, st
 
 def open_generator(model: str, backend: str, policies: Sequence[Policy], batch_size: int, progress: bool = True):
     """One generator on the base model that can serve every policy's adapter."""
-    from ..generation import make_generator, vllm_support
+    from ..generation import make_generator
     from ..models import ModelConfig
 
-    cfg = ModelConfig(spec=model)
-    # vLLM checks each adapter against its limits (rank, features) and tries it once at start
+    # vLLM checks each adapter against its limits (rank, features) and tries it once at start; with
+    # `auto`, an engine that cannot serve them falls back to HF
     adapters = [p.adapter for p in policies if p.adapter]
-    if backend == "auto":
-        ok, reason = vllm_support(cfg, adapters)
-        backend = "vllm" if ok else "hf"
-        log.info("generation backend: %s (%s)", backend, reason)
-    if backend == "vllm":
-        return make_generator(cfg, "vllm", adapters=adapters, progress=progress)
-    return make_generator(cfg, "hf", batch_size=batch_size, progress=progress)
+    return make_generator(ModelConfig(spec=model), backend, adapters=adapters, batch_size=batch_size,
+                          progress=progress)
 
 
 @dataclasses.dataclass

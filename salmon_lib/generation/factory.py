@@ -29,8 +29,9 @@ def vllm_support(model_cfg: ModelConfig, adapters: Sequence[str] = ()) -> tuple[
 
 
 def make_generator(model_cfg: ModelConfig, backend: Literal["auto", "hf", "vllm"] = "auto",
-                   adapters: Sequence[str] = (), **kwargs) -> Generator:
+                   adapters: Sequence[str] = (), batch_size: int | None = None, **kwargs) -> Generator:
     """A generator for `model_cfg`. `adapters`: the LoRA folders the caller will pass as `adapter=`.
+    `batch_size`: the HF backend's sequences per generation batch (vLLM schedules its own).
 
     `auto` picks vLLM when it supports the model and adapters here and starts (it is tried on one
     token with each adapter), HF otherwise, and logs the choice and why: it never returns an engine
@@ -58,4 +59,4 @@ def make_generator(model_cfg: ModelConfig, backend: Literal["auto", "hf", "vllm"
         log.info("generation backend: hf (%s)", reason)
     from .hf import HFGenerator
 
-    return HFGenerator(model_cfg, **kwargs)
+    return HFGenerator(model_cfg, **kwargs, **({"batch_size": batch_size} if batch_size else {}))
