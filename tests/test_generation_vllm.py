@@ -123,3 +123,14 @@ def test_lora_outputs_agree_with_hf_peft(vllm_gen, hf, lora_dir):
     assert [c[0].token_ids for c in g] == [c[0].token_ids for c in w]
     # adapter=None is the bare base again
     assert vllm_gen.score_options(judge_prompts(), options)[0] == pytest.approx(base[0], abs=1e-5)
+
+
+def test_seeded_batch_longer_than_one_step_budget(vllm_gen):
+    """More prompt tokens than one engine step holds: on the CPU a prefill split across steps broke
+    seeded sampling ("CPU Generator does not use offset") in stage 00 of the demo."""
+    prompts = [f"Tell me about topic number {i}. " * (40 + i % 20) for i in range(40)]
+    total = sum(len(ids) for ids in vllm_gen.encode_pieces(prompts))
+    assert total > 8192  # the step budget
+    out = vllm_gen.generate(prompts, n=1, temperature=0.7, max_new_tokens=4, seed=list(range(40)))
+    again = vllm_gen.generate(prompts[:3], n=1, temperature=0.7, max_new_tokens=4, seed=[0, 1, 2])
+    assert [o[0].text for o in out[:3]] == [o[0].text for o in again]  # a prompt's sample depends on its seed alone

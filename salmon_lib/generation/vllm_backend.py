@@ -196,6 +196,12 @@ class VLLMGenerator(Generator):
         if cuda:
             kwargs.update(gpu_memory_utilization=gpu_memory_utilization)
         else:
+            # vLLM's CPU sampler cannot rewind a seeded request's generator after a partial (chunked)
+            # prefill ("CPU Generator does not use offset"), and every record here is seeded: whole
+            # prompts only, so the step budget must hold the longest sequence
+            longest = max_model_len or (json.loads((Path(location) / "config.json").read_text())
+                                        .get("max_position_embeddings") if not isinstance(location, str) else None)
+            kwargs.update(enable_chunked_prefill=False, max_num_batched_tokens=max(longest or 0, 8192))
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", CPU_KVCACHE_GIB)
             if tp == 1:
                 # One process instead of three (front end, engine core, worker): each of the other two
