@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from salmon_lib.runner.kernel import _cmdline
+from salmon_lib.runner.kernel import _cmdline, stop_orphan_kernel
 from salmon_lib.runner.pipeline import run_pipeline
 from salmon_lib.runner.status import stage_status
 from salmon_lib.stages import PROJECT_ROOT
@@ -57,3 +57,20 @@ def test_kill_9_mid_stage_then_rerun_resumes_records(tmp_path):
         if kernel and kernel["connection_file"] in _cmdline(kernel["pid"]):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(kernel["pid"], signal.SIGKILL)
+
+
+def test_an_orphan_kernel_is_stopped_only_in_the_run_folder_that_started_it(tmp_path):
+    """A run folder copied while a stage runs carries the record of the original's live kernel:
+    running the copy must not kill it."""
+    conn = str(tmp_path / "kernel-test.json")
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", conn], start_new_session=True)
+    try:
+        record = {"status": "running",
+                  "kernel": {"pid": proc.pid, "connection_file": conn, "run_dir": str((tmp_path / "run").resolve())}}
+        said = []
+        stop_orphan_kernel(record, tmp_path / "copy", said.append)
+        assert proc.poll() is None and said == []
+        stop_orphan_kernel(record, tmp_path / "run", said.append)
+        assert proc.wait(timeout=30) is not None and "left running by an interrupted run" in said[0]
+    finally:
+        proc.kill()

@@ -122,16 +122,20 @@ def _cmdline(pid: int) -> str:
         return ""  # gone (a zombie has an empty cmdline too)
 
 
-def stop_orphan_kernel(record: dict | None, log: Callable[[str], None]) -> None:
+def stop_orphan_kernel(record: dict | None, run_dir: Path, log: Callable[[str], None]) -> None:
     """Kill the kernel an interrupted run left behind, before a new kernel resumes its records.
 
     A kernel notices its runner died only when its parent poller next runs (~1 s, longer if a
     C call holds the GIL); until then it keeps appending records and holding GPU memory. It is
-    identified by pid *and* its connection file on the command line, so a reused pid is never hit.
-    Linux only (/proc); elsewhere the parent poller is the only guard.
+    identified by pid *and* its connection file on the command line, so a reused pid is never hit,
+    and only in the run folder that started it: a copy of a run folder made while a stage runs
+    carries the record of a kernel that belongs to the original. Linux only (/proc); elsewhere the
+    parent poller is the only guard.
     """
     kernel = (record or {}).get("kernel")
     if not kernel or record.get("status") != "running":
+        return
+    if kernel.get("run_dir", str(Path(run_dir).resolve())) != str(Path(run_dir).resolve()):
         return
     pid, conn = kernel["pid"], kernel["connection_file"]
     if conn not in _cmdline(pid):

@@ -114,7 +114,7 @@ def _tidy(stages: list[Stage], run_dir: Path, manifest: Manifest, accept_changed
     remove the temporary files of writes they were killed in, and (with `accept_changed`) record
     edited outputs as they now are."""
     for record in manifest.stages.values():
-        stop_orphan_kernel(record, log)
+        stop_orphan_kernel(record, run_dir, log)
     removed = clean_temp_files(run_dir)
     if removed:
         log(f"removed {len(removed)} temporary file(s) left by an interrupted write: "
@@ -167,7 +167,7 @@ def _run_one(stage: Stage, params: dict, run_dir: Path, manifest: Manifest, prog
     t0, cpu0 = time.perf_counter(), _children_cpu()
 
     def kernel_started(pid: int, connection_file: str) -> None:
-        record["kernel"] = {"pid": pid, "connection_file": connection_file}
+        record["kernel"] = {"pid": pid, "connection_file": connection_file, "run_dir": str(run_dir.resolve())}
         manifest.put(stage.name, record)
 
     def close(status: str, error: str | None = None) -> float:
