@@ -65,6 +65,9 @@ def test_an_orphan_kernel_is_stopped_only_in_the_run_folder_that_started_it(tmp_
     conn = str(tmp_path / "kernel-test.json")
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", conn], start_new_session=True)
     try:
+        deadline = time.time() + 30
+        while conn not in _cmdline(proc.pid) and time.time() < deadline:  # until the child has exec'd
+            time.sleep(0.01)
         record = {"status": "running",
                   "kernel": {"pid": proc.pid, "connection_file": conn, "run_dir": str((tmp_path / "run").resolve())}}
         said = []
