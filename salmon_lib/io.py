@@ -124,6 +124,18 @@ def restored_on_failure(path: str | Path) -> Iterator[Path]:
     shutil.rmtree(aside, ignore_errors=True)
 
 
+def replace_folder(staging: str | Path, folder: str | Path) -> None:
+    """Put a fully written `staging` folder at `folder`, the old one moved aside first and removed
+    only after the rename, so a crash leaves either the old folder or the new one in place."""
+    staging, folder = Path(staging), Path(folder)
+    old = folder.with_name(f".{folder.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        folder.rename(old)
+    staging.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it replaces `path` in one rename."""

@@ -142,3 +142,15 @@ def test_a_fresh_start_that_fails_puts_the_old_folder_back(tmp_path, fails):
         fresh_start()
     assert sorted(p.name for p in folder.iterdir()) == (["checkpoint-2"] if fails else ["checkpoint-1"])
     assert not aside_path(folder).exists()
+
+
+def test_replace_folder_swaps_in_the_staged_folder(tmp_path):
+    from salmon_lib.io import replace_folder
+
+    (tmp_path / "rm").mkdir()
+    (tmp_path / "rm" / "old.txt").write_text("old")
+    (tmp_path / ".rm.staging").mkdir()
+    (tmp_path / ".rm.staging" / "new.txt").write_text("new")
+    replace_folder(tmp_path / ".rm.staging", tmp_path / "rm")
+    assert [p.name for p in (tmp_path / "rm").iterdir()] == ["new.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rm"]

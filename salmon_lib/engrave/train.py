@@ -16,7 +16,7 @@ import shutil
 import time
 from pathlib import Path
 
-from ..io import DataError, atomic_write_json, iter_jsonl, read_json
+from ..io import DataError, atomic_write_json, iter_jsonl, read_json, replace_folder
 from ..models import ModelConfig
 from .config import EngraveConfig
 from .format import ChatSpec, make_chat_spec, save_chat_spec
@@ -159,9 +159,7 @@ def _save_final(trainer, spec: ChatSpec, out_dir: Path) -> None:
     trainer.save_model(str(tmp))
     trainer.processing_class.save_pretrained(str(tmp))
     save_chat_spec(spec, tmp)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    os.replace(tmp, out_dir)
+    replace_folder(tmp, out_dir)
 
 
 # Settings that do not change what is learned: a checkpoint made under other values is still valid.

@@ -28,7 +28,7 @@ import shutil
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from ..io import DataError, atomic_write_json, read_json
+from ..io import DataError, atomic_write_json, read_json, replace_folder
 
 SPEC_FILE = "reward_spec.json"
 MODES = ("contrastive", "ensemble")
@@ -55,12 +55,7 @@ def write_spec(folder: str | Path, *, model: dict, adapter: str | None, chat_for
         "kind": "contrastive", "model": {k: v for k, v in model.items() if k != "adapter"}, "adapter": rel,
         "chat_format": chat_format, "principle_files": names, "mode": mode,
         "scales": scales or {"contrastive": 1.0, "likelihood": 1.0}, **(extra or {})})
-    old = folder.with_name(f".{folder.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if folder.exists():
-        folder.rename(old)
-    staging.rename(folder)
-    shutil.rmtree(old, ignore_errors=True)
+    replace_folder(staging, folder)
     return folder
 
 

@@ -15,6 +15,7 @@ import shutil
 import time
 from pathlib import Path
 
+from ..io import replace_folder
 from ..paths import find_file
 from .config import PREFERENCES, RewardConfig
 from .pairs import Pair
@@ -165,12 +166,7 @@ def save_reward_model(trainer, template, cfg: RewardConfig, folder: Path) -> Non
         sharded = trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled  # in-memory weights are shards there
         if not sharded and not torch_equal(saved[head_keys[0]], _head_weight(trainer.model)):
             raise RuntimeError("the saved score head differs from the trained one")
-        old = folder.with_name(f".{folder.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        if folder.exists():
-            folder.rename(old)
-        staging.rename(folder)
-        shutil.rmtree(old, ignore_errors=True)
+        replace_folder(staging, folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
