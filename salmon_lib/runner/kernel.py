@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import signal
 import time
@@ -148,27 +149,117 @@ def stop_orphan_kernel(record: dict | None, run_dir: Path, log: Callable[[str], 
         time.sleep(0.05)
 
 
-def execute_stage(stage: Stage, params: dict, run_dir: Path, progress: bool = True,
+# Run in the kernel while it starts: imports without a name left in the notebook's namespace.
+PRELOAD_LINE = "import salmon_lib.runner.preload as _preload; _preload.preload(); del _preload"
+
+
+def stage_environ(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment a stage kernel starts with: this process's, this salmon_lib first on the
+    path, plus `extra` (the stage's own variables)."""
+    with kernel_env():
+        env = dict(os.environ)
+    env.update(extra or {})
+    return env
+
+
+def start_kernel(env: dict[str, str]):
+    """Launch a fresh stage kernel in the project root and return its manager; it preloads the
+    heavy libraries (`preload.py`) while the caller goes on, and is ready when its notebook starts."""
+    from jupyter_core.utils import run_sync
+
+    km = _recording_kernel_manager(None)(kernel_name="python3")
+    # The history file as nbclient passes it to kernels it starts itself: none on disk.
+    args = ["--HistoryManager.hist_file=:memory:", f"--IPKernelApp.exec_lines={PRELOAD_LINE}"]
+    run_sync(km.start_kernel)(extra_arguments=args, cwd=str(PROJECT_ROOT), env=env)
+    return km
+
+
+def stop_kernel(km) -> None:
+    """Shut a kernel down that no stage will use (a stage's own kernel is shut down by papermill)."""
+    from jupyter_core.utils import run_sync
+
+    with contextlib.suppress(Exception):
+        run_sync(km.shutdown_kernel)(now=True)
+    with contextlib.suppress(Exception):
+        run_sync(km.cleanup_resources)()
+
+
+class KernelPool:
+    """Kernels started ahead of their stage: `prepare(name, env)` launches the kernel of the stage
+    that runs next while the current one works, `take(name, env)` hands it over (or a fresh one,
+    when none was prepared with that environment). On a 2-core machine with one busy stage the
+    next kernel's start and imports cost no wall time. Each kernel is still fresh: no stage ran
+    in it before its own. `close()` shuts down the kernels nobody took."""
+
+    def __init__(self) -> None:
+        self._kernels: dict[str, tuple[dict[str, str], Any]] = {}
+
+    def prepare(self, name: str, env: dict[str, str]) -> None:
+        if name not in self._kernels:
+            self._kernels[name] = (env, start_kernel(env))
+
+    def take(self, name: str, env: dict[str, str]):
+        prepared, km = self._kernels.pop(name, (None, None))
+        if km is not None and prepared == env and km.has_kernel:
+            return km
+        if km is not None:
+            stop_kernel(km)
+        return start_kernel(env)
+
+    def close(self) -> None:
+        for _, km in self._kernels.values():
+            stop_kernel(km)
+        self._kernels.clear()
+
+
+def execute_stage(stage: Stage, params: dict, run_dir: Path, km, progress: bool = True,
                   on_kernel_start: Callable[[int, str], None] | None = None) -> None:
-    """Run the stage notebook in a fresh kernel; the executed copy lands in run_dir/notebooks/.
+    """Run the stage notebook in `km`'s fresh kernel (`start_kernel`); the executed copy lands in
+    run_dir/notebooks/, and the kernel is shut down when the notebook is done.
 
     While it runs the copy is `NN_stage.partial.ipynb` (open it to watch progress); it is moved
     into place when the kernel is done, failed or not, so the finished name is always a whole run.
     """
     import papermill
 
-    extra = {"kernel_manager_class": _recording_kernel_manager(on_kernel_start)}
+    _register_engine()
+    if on_kernel_start is not None:
+        on_kernel_start(km.provisioner.pid, km.connection_file)
     out = executed_notebook(stage, run_dir)
     partial = out.with_name(f"{out.stem}.partial.ipynb")
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with kernel_env():
-            # "python3", not the notebook's own kernelspec: jupyter_client starts it with this
-            # interpreter, so headless runs use the runner's venv whatever the notebook was saved with
-            papermill.execute_notebook(
-                str(stage.notebook_path()), str(partial), parameters=params, kernel_name="python3",
-                cwd=str(PROJECT_ROOT), progress_bar=progress, start_timeout=180, **extra,
-            )
+        # "python3", not the notebook's own kernelspec: jupyter_client starts it with this
+        # interpreter, so headless runs use the runner's venv whatever the notebook was saved with
+        papermill.execute_notebook(
+            str(stage.notebook_path()), str(partial), parameters=params, kernel_name="python3",
+            cwd=str(PROJECT_ROOT), progress_bar=progress, start_timeout=180, engine_name=_ENGINE, km=km,
+        )
     finally:
         if partial.exists():
             os.replace(partial, out)
+
+
+_ENGINE = "salmon-started-kernel"
+
+
+def _register_engine() -> None:
+    """papermill's nbclient engine, on a kernel started beforehand (`km=`) that it still shuts down
+    and cleans up afterwards, as it does the kernels it starts itself."""
+    from papermill.clientwrap import PapermillNotebookClient
+    from papermill.engines import NBClientEngine, papermill_engines
+    from papermill.utils import remove_args
+
+    class StartedKernelEngine(NBClientEngine):
+        @classmethod
+        def execute_managed_notebook(cls, nb_man, kernel_name, log_output=False, stdout_file=None,
+                                     stderr_file=None, start_timeout=60, execution_timeout=None, **kwargs):
+            kwargs = remove_args(["input_path", "timeout", "startup_timeout"], **kwargs)
+            client = PapermillNotebookClient(
+                nb_man, timeout=execution_timeout, startup_timeout=start_timeout, kernel_name=kernel_name,
+                log=logging.getLogger("papermill"), log_output=log_output, stdout_file=stdout_file,
+                stderr_file=stderr_file, **kwargs)
+            client.owns_km = True  # shut the kernel down and close its channels when the notebook ends
+            return client.execute()
+
+    papermill_engines.register(_ENGINE, StartedKernelEngine)

@@ -14,7 +14,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import yaml
 
@@ -23,7 +23,15 @@ from ..generation import usage
 from ..io import atomic_write_text, clean_temp_files
 from ..stages import STAGES, Stage
 from . import metrics
-from .kernel import execute_stage, executed_notebook, run_dir_problem, run_lock, stop_orphan_kernel
+from .kernel import (
+    KernelPool,
+    execute_stage,
+    executed_notebook,
+    run_dir_problem,
+    run_lock,
+    stage_environ,
+    stop_orphan_kernel,
+)
 from .manifest import RUN_YAML, Manifest, hash_artifacts, missing_artifacts, now, package_versions
 from .notebooks import fatal_problems
 from .outputs import drop_previous, keep_previous, output_changes, restore_previous, set_aside_changed
@@ -80,7 +88,8 @@ def run_pipeline(
     params = {name: jsonable(cfg.to_dict()) for name, cfg in configs.items()}
 
     summary = []
-    with contextlib.nullcontext() if dry_run else run_lock(run_dir):
+    kernels = KernelPool()
+    with contextlib.nullcontext() if dry_run else run_lock(run_dir), contextlib.closing(kernels):
         manifest = Manifest(run_dir)
         if not dry_run:
             _tidy(stages, run_dir, manifest, accept_changed, log)
@@ -103,7 +112,9 @@ def run_pipeline(
             log(f"[{stage.name}] running: {'; '.join(reasons)}")
             set_aside_changed(stage, record, run_dir, log)
             keep_previous(stage, record, run_dir)
-            wall = _run_one(stage, params[stage.name], run_dir, manifest, progress, log)
+            later = selected[selected.index(stage) + 1:]
+            wall = _run_one(stage, params[stage.name], run_dir, manifest, progress, log, kernels,
+                            later[0] if later else None)
             summary.append((stage.name, "ran", wall))
     return summary
 
@@ -139,22 +150,14 @@ def _children_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-@contextlib.contextmanager
-def _env(**values: str) -> Iterator[None]:
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+def _stage_env(stage: Stage, run_dir: Path) -> dict[str, str]:
+    return stage_environ({usage.ENV: str(metrics.usage_path(run_dir, stage.name))})
 
 
 def _run_one(stage: Stage, params: dict, run_dir: Path, manifest: Manifest, progress: bool,
-             log: Callable[[str], None]) -> float:
+             log: Callable[[str], None], kernels: KernelPool, following: Stage | None) -> float:
+    """Run one stage; `following` is the stage that runs after it (every later selected stage runs
+    once one has), whose kernel starts now and preloads while this one works."""
     record = {
         "status": "running", "notebook": stage.notebook, "notebook_sha256": notebook_digest(stage.notebook_path()),
         "executed": str(executed_notebook(stage, run_dir).relative_to(run_dir)), "params": params,
@@ -187,8 +190,10 @@ def _run_one(stage: Stage, params: dict, run_dir: Path, manifest: Manifest, prog
         return StageFailed(f"stage {stage.name!r} failed: {error}{kept}")
 
     try:
-        with _env(**{usage.ENV: str(usage_file)}):
-            execute_stage(stage, params, run_dir, progress, on_kernel_start=kernel_started)
+        km = kernels.take(stage.name, _stage_env(stage, run_dir))
+        if following is not None:
+            kernels.prepare(following.name, _stage_env(following, run_dir))
+        execute_stage(stage, params, run_dir, km, progress, on_kernel_start=kernel_started)
     except KeyboardInterrupt:
         close("interrupted", "KeyboardInterrupt")
         raise

@@ -1,0 +1,73 @@
+"""Stage kernels started ahead of their stage (runner.kernel.KernelPool): the next stage's kernel
+preloads the heavy libraries while the current stage runs, is still a fresh kernel, and every
+kernel the runner started is gone when it is done."""
+
+import time
+
+from jupyter_client import BlockingKernelClient
+
+from salmon_lib.paths import PROJECT_ROOT
+from salmon_lib.runner.kernel import KernelPool, stage_environ, stop_kernel
+from salmon_lib.runner.preload import MODULES
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def _gone(pid: int, timeout: float = 20) -> bool:
+    deadline = time.time() + timeout
+    while _alive(pid) and time.time() < deadline:
+        time.sleep(0.1)
+    return not _alive(pid)
+
+
+def _ask(km, expression: str):
+    kc = BlockingKernelClient(connection_file=km.connection_file)
+    kc.load_connection_file()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=120)
+        reply = kc.execute_interactive("", user_expressions={"x": expression}, timeout=60)
+        return reply["content"]["user_expressions"]["x"]["data"]["text/plain"]
+    finally:
+        kc.stop_channels()
+
+
+def test_a_prepared_kernel_is_handed_over_preloaded_and_fresh():
+    env = stage_environ({"SALMON_TEST_STAGE": "b"})
+    pool = KernelPool()
+    try:
+        pool.prepare("b", env)
+        km = pool.take("b", env)
+        loaded = _ask(km, f"[m in __import__('sys').modules for m in {list(MODULES)!r}]")
+        assert loaded == repr([True] * len(MODULES))
+        # nothing of the preload is left in the notebook's namespace, and the kernel has its stage's env
+        assert _ask(km, "sorted(k for k in globals() if 'preload' in k or k in ('torch', 'peft'))") == "[]"
+        assert _ask(km, "__import__('os').environ['SALMON_TEST_STAGE']") == "'b'"
+        assert _ask(km, "__import__('os').getcwd()") == repr(str(PROJECT_ROOT))
+    finally:
+        pid = km.provisioner.pid
+        stop_kernel(km)
+        pool.close()
+    assert _gone(pid)
+
+
+def test_a_kernel_prepared_with_another_environment_is_replaced_and_leftovers_are_stopped():
+    pool = KernelPool()
+    pool.prepare("b", stage_environ({"SALMON_TEST_STAGE": "old"}))
+    old = pool._kernels["b"][1].provisioner.pid
+    km = pool.take("b", stage_environ({"SALMON_TEST_STAGE": "new"}))
+    try:
+        assert km.provisioner.pid != old and _gone(old)
+        assert _ask(km, "__import__('os').environ['SALMON_TEST_STAGE']") == "'new'"
+    finally:
+        stop_kernel(km)
+    pool.prepare("c", stage_environ())
+    never_taken = pool._kernels["c"][1].provisioner.pid
+    pool.close()
+    assert _gone(never_taken)
