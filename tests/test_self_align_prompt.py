@@ -36,7 +36,10 @@ def test_exemplars_are_turns_with_thoughts_then_answer(small):
             expected = f"Nori (internal thoughts): {turn.thoughts}\n\nNori: {turn.answer}{fmt.end}"
             assert fmt.assistant + expected in layout.prefix
     assert layout.exemplar_answers == tuple(t.answer for e in small.exemplars for t in e.turns)
-    assert layout.stop == fmt.stop and any(s in fmt.end for s in layout.stop)
+    assert layout.stop[:len(fmt.stop)] == fmt.stop and any(s in fmt.end for s in layout.stop)
+    # a new turn the model starts itself ends the answer before it, instead of losing the record
+    assert {"Nori (internal thoughts):", "\nNori:", "\nUser:"} <= set(layout.stop)
+    assert len(set(layout.stop)) == len(layout.stop)
     # the multi-turn exemplar's follow-up comes right after its first answer, in one conversation
     assert layout.prefix.index("What is 17 times 3?") < layout.prefix.index("And that plus 9?")
     assert len(build_prompt(small, "chatml", max_exemplars=1).exemplar_answers) == 1

@@ -66,7 +66,7 @@ def test_stage_writes_records_stats_and_figures(tmp_path):
     thoughts_call, answers_call = gen.calls[:2]
     assert thoughts_call["temperature"] == 0.7 and thoughts_call["top_p"] == 0.95
     assert thoughts_call["stop"] == ("\n\n", "\nNori:", "<|im_end|>", "<|im_start|>")
-    assert answers_call["stop"] == ("<|im_end|>", "<|im_start|>")
+    assert answers_call["stop"] == ("<|im_end|>", "<|im_start|>", "Nori (internal thoughts):", "\nNori:", "\nUser:")
     assert all(p.endswith("<|im_start|>assistant\nNori (internal thoughts):") for p in thoughts_call["prompts"])
     recs = {r["id"]: r for r in read_jsonl(tmp_path / "self_align.jsonl")}
     assert set(recs) == {f"p{i}" for i in range(5)} | {f"identity-{i}" for i in range(3)}

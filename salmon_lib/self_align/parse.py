@@ -18,7 +18,7 @@ from typing import Callable, Iterable, Sequence
 
 from ..chat import ChatFormat
 from ..config import Config, ConfigError
-from .prompt import answer_label, thoughts_label
+from .prompt import answer_label, turn_markers
 
 # Why a record is dropped, in the order the checks run.
 DROP_REASONS = ("no_answer", "truncated", "empty", "too_short", "format_leak", "rules_in_answer", "exemplar_leak",
@@ -115,12 +115,6 @@ class LeakDetector:
         if not grams or not self.exemplars:
             return 0.0
         return max(len(grams & ex) / len(grams) for ex in self.exemplars)
-
-
-def turn_markers(fmt: ChatFormat, name: str) -> tuple[str, ...]:
-    """Strings that mean the model opened a new turn inside its answer."""
-    role_markers = {t.split("{content}")[0].strip() for t in (fmt.system, fmt.user)} | {fmt.assistant.strip()}
-    return tuple(m for m in role_markers if m) + (thoughts_label(name), f"\n{answer_label(name)}", "\nUser:")
 
 
 @dataclasses.dataclass

@@ -50,7 +50,12 @@ class SelfAlignPrompt:
 
     @property
     def stop(self) -> tuple[str, ...]:
-        return self.fmt.stop
+        """Where an answer ends: the end of the turn, or any marker of a new turn the model writes
+        itself (a small model imitating the exemplars goes on with "User:" or its next thoughts).
+        Stopping there keeps the answer before it, where a filter could only drop the record."""
+        # a marker holding a stop string already stops there
+        extra = (m for m in turn_markers(self.fmt, self.name) if not any(s in m for s in self.fmt.stop))
+        return self.fmt.stop + tuple(extra)
 
     @property
     def thoughts_stop(self) -> tuple[str, ...]:
@@ -61,6 +66,12 @@ class SelfAlignPrompt:
     def with_answer_label(self, rendered: str, thoughts: str) -> str:
         """The prompt for the answer: the query's prompt, the generated thoughts, the answer label."""
         return f"{rendered}{thoughts.rstrip()}\n\n{answer_label(self.name)}"
+
+
+def turn_markers(fmt: ChatFormat, name: str) -> tuple[str, ...]:
+    """Strings that mean the model opened a new turn inside its answer."""
+    role_markers = {t.split("{content}")[0].strip() for t in (fmt.system, fmt.user)} | {fmt.assistant.strip()}
+    return tuple(sorted(m for m in role_markers if m)) + (thoughts_label(name), f"\n{answer_label(name)}", "\nUser:")
 
 
 def build_prompt(sa, chat_format: str = "chatml", assistant_name: str | None = None,

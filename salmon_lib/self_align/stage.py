@@ -115,7 +115,8 @@ def record_signature(cfg: SelfAlignConfig, layout, query: str) -> str:
     """What a record of `query` is made from: a change of any of it answers the prompt again."""
     return signature({"model": cfg.model, "prompt": layout.render(query), "temperature": cfg.temperature,
                       "top_p": cfg.top_p, "thoughts_max_tokens": cfg.thoughts_max_tokens,
-                      "max_new_tokens": cfg.max_new_tokens, "trim_truncated": cfg.trim_truncated,
+                      "max_new_tokens": cfg.max_new_tokens, "stop": list(layout.stop),
+                      "trim_truncated": cfg.trim_truncated,
                       "seed": cfg.seed})
 
 
