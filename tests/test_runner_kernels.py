@@ -71,3 +71,19 @@ def test_a_kernel_prepared_with_another_environment_is_replaced_and_leftovers_ar
     never_taken = pool._kernels["c"][1].provisioner.pid
     pool.close()
     assert _gone(never_taken)
+
+
+def test_a_kernel_is_stopped_when_papermill_fails_before_running_it(tmp_path):
+    """A notebook papermill cannot even read leaves no kernel behind."""
+    import pytest
+
+    from salmon_lib.runner.kernel import execute_stage, start_kernel
+    from salmon_lib.stages import Stage
+
+    broken = tmp_path / "broken.ipynb"
+    broken.write_text("not a notebook")
+    km = start_kernel(stage_environ())
+    pid = km.provisioner.pid
+    with pytest.raises(Exception):
+        execute_stage(Stage("broken", str(broken), config="x:y"), {}, tmp_path / "run", km, progress=False)
+    assert _gone(pid)

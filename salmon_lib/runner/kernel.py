@@ -236,6 +236,8 @@ def execute_stage(stage: Stage, params: dict, run_dir: Path, km, progress: bool 
             cwd=str(PROJECT_ROOT), progress_bar=progress, start_timeout=180, engine_name=_ENGINE, km=km,
         )
     finally:
+        if km.has_kernel:  # papermill stopped before its client took the kernel over
+            stop_kernel(km)
         if partial.exists():
             os.replace(partial, out)
 
