@@ -81,3 +81,20 @@ def test_arm_reuses_split_and_baseline_and_is_skipped_when_unchanged(inputs, tmp
     assert again == stats  # skipped: read back from rl_stats.json
     with pytest.raises(Exception, match="arm"):
         train_arm(cfg, "../x", concise)
+
+
+def test_a_rerun_under_changed_settings_logs_only_its_own_steps(inputs, tmp_path):
+    """Metrics and rollouts are keyed by step: a rerun with other settings (here the answer length)
+    once kept the earlier run's rows, so rl_metrics.jsonl and rl_stats.json showed the old run."""
+    run = tmp_path / "rerun"
+    shutil.copytree(inputs, run)
+    first = quick(run, method="ppo", max_steps=2, prompts_per_step=2, max_new_tokens=4)
+    prepare_prompts(first)
+    train(first, progress=False)
+    old = read_jsonl(run / "rollouts.jsonl")
+    assert max(r["tokens"] for r in old) <= 4
+    stats = train(quick(run, method="ppo", max_steps=1, prompts_per_step=2, max_new_tokens=12), progress=False)
+    assert [m["step"] for m in read_jsonl(run / "rl_metrics.jsonl")] == [0]
+    new = read_jsonl(run / "rollouts.jsonl")
+    assert len(new) == 2 and max(r["tokens"] for r in new) > 4
+    assert stats["steps"] == 1 and stats["last_step"] == stats["first_step"]

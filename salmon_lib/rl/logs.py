@@ -2,7 +2,7 @@
 per sampled answer: prompt id, principles drawn, answer, every reward term, finished or not).
 
 Both are `RecordLog`s keyed by step / rollout id: a resumed run that redoes a step after its last
-checkpoint writes nothing twice.
+checkpoint writes nothing twice. A run that starts at step 0 starts them empty (`start_logs`).
 """
 
 from __future__ import annotations
@@ -43,6 +43,16 @@ class MetricsLog:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+def start_logs(paths, start: int) -> None:
+    """Before training from step `start`: a run from step 0 (a first run, `resume: false`, or changed
+    settings whose checkpoints were dropped) empties both logs. Their rows are keyed by step alone,
+    so the rows of an earlier run would otherwise stand for this run's steps and be read back as its
+    metrics; a resumed run keeps the rows up to its checkpoint."""
+    if start == 0:
+        Path(paths.metrics).unlink(missing_ok=True)
+        Path(paths.rollouts).unlink(missing_ok=True)
 
 
 def rollout_record(step: int, index: int, sample, terms: dict, extra: dict | None = None) -> dict:

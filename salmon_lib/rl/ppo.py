@@ -24,7 +24,7 @@ import torch
 
 from .checkpoint import Budget, Checkpoints, step_seed
 from .context import Context
-from .logs import MetricsLog, rollout_record
+from .logs import MetricsLog, rollout_record, start_logs
 from .ppo_math import (
     answer_mask,
     entropy,
@@ -248,6 +248,7 @@ class PPOTrainer:
         if state is not None:
             self.load_state(state)
             start = state["step"]
+        start_logs(paths, start)
         metrics = MetricsLog(paths.metrics, paths.checkpoints / "runs" if cfg.report_to == "tensorboard" else None)
         from ..io import RecordLog
 

@@ -11,7 +11,7 @@ from typing import Callable
 from ..io import RecordLog
 from .checkpoint import Budget, Checkpoints, step_seed
 from .context import Context
-from .logs import MetricsLog, rollout_record
+from .logs import MetricsLog, rollout_record, start_logs
 from .shaping import Sample
 
 # train_round(round, rendered prompts, samples grouped per prompt, their terms grouped alike)
@@ -35,6 +35,7 @@ def run_rounds(ctx: Context, model, sampler, train_round: TrainRound, progress: 
     if state is not None:
         set_peft_model_state_dict(model, state["policy"], adapter_name="default")
         start = state["step"]
+    start_logs(paths, start)
     metrics = MetricsLog(paths.metrics, paths.checkpoints / "runs" if cfg.report_to == "tensorboard" else None)
     rollouts = RecordLog(paths.rollouts)
     budget, stopped, done = Budget(cfg.max_minutes), "max_steps", start

@@ -20,7 +20,7 @@ import time
 from ..io import RecordLog
 from .checkpoint import Budget, Checkpoints
 from .context import Context
-from .logs import MetricsLog, rollout_record
+from .logs import MetricsLog, rollout_record, start_logs
 from .shaping import Sample
 
 log = logging.getLogger(__name__)
@@ -168,6 +168,10 @@ def train_group_method(ctx: Context, model, tokenizer, progress: bool = True) ->
     trainer_cls, config_cls = (GRPOTrainer, GRPOConfig) if cfg.method == "grpo" else (RLOOTrainer, RLOOConfig)
     Checkpoints(paths.checkpoints, ctx.signature, resume=cfg.resume)  # drops checkpoints of other settings
     main = int(os.environ.get("RANK", "0")) == 0
+    last = get_last_checkpoint(str(paths.checkpoints)) if cfg.resume else None
+    start = int(last.rsplit("-", 1)[1]) if last else 0
+    if main:
+        start_logs(paths, start)
     clock, outcome = StepClock(), {"stopped": "max_steps"}
     metrics = MetricsLog(paths.metrics) if main else None
     eos = model.generation_config.eos_token_id
@@ -180,7 +184,6 @@ def train_group_method(ctx: Context, model, tokenizer, progress: bool = True) ->
     trainer = _timed(trainer_cls, clock)(
         model=model, reward_funcs=[reward], args=args, train_dataset=dataset, processing_class=tokenizer,
         callbacks=_callbacks(ctx, clock, metrics, Budget(cfg.max_minutes), outcome))
-    last = get_last_checkpoint(str(paths.checkpoints)) if cfg.resume else None
     if last:
         log.info("resuming from %s", last)
     trainer.train(resume_from_checkpoint=last)
@@ -189,4 +192,4 @@ def train_group_method(ctx: Context, model, tokenizer, progress: bool = True) ->
     steps = trainer.state.global_step
     if outcome["stopped"] == "max_steps" and steps < cfg.max_steps:
         outcome["stopped"] = "stopped early"
-    return {"steps": steps, "resumed_from": int(last.rsplit("-", 1)[1]) if last else None, **outcome}
+    return {"steps": steps, "resumed_from": start or None, **outcome}
