@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import logging
 import os
 import signal
@@ -83,12 +84,14 @@ def executed_notebook(stage: Stage, run_dir: Path) -> Path:
     return run_dir / "notebooks" / stage.notebook_path().name
 
 
-def _recording_kernel_manager(on_start: Callable[[int, str], None] | None) -> type:
-    """A kernel manager that reports the kernel's pid and connection file once it is up."""
+@functools.cache
+def _kernel_manager_class() -> type:
+    """jupyter_client's kernel manager for stage kernels: IPC sockets in the temp folder, no
+    interrupt before a shutdown."""
     from jupyter_client.manager import AsyncKernelManager
     from traitlets import default
 
-    class RecordingKernelManager(AsyncKernelManager):
+    class StageKernelManager(AsyncKernelManager):
         @default("transport")
         def _default_transport(self) -> str:
             return "ipc"  # a local kernel needs no TCP port (and then warns about no encryption)
@@ -101,11 +104,6 @@ def _recording_kernel_manager(on_start: Callable[[int, str], None] | None) -> ty
 
             return os.path.join(tempfile.gettempdir(), f"salmon-kernel-{uuid.uuid4().hex[:12]}")
 
-        async def _async_post_start_kernel(self, **kw: Any) -> None:
-            await super()._async_post_start_kernel(**kw)
-            if on_start is not None:
-                on_start(self.provisioner.pid, self.connection_file)
-
         async def _async_interrupt_kernel(self) -> None:
             # jupyter_client interrupts a kernel before asking it to shut down; an idle kernel then
             # logs "KeyboardInterrupt caught in kernel" after every successful run. The shutdown
@@ -113,7 +111,7 @@ def _recording_kernel_manager(on_start: Callable[[int, str], None] | None) -> ty
             if not self.shutting_down:
                 await super()._async_interrupt_kernel()
 
-    return RecordingKernelManager
+    return StageKernelManager
 
 
 def _cmdline(pid: int) -> str:
@@ -167,7 +165,7 @@ def start_kernel(env: dict[str, str]):
     heavy libraries (`preload.py`) while the caller goes on, and is ready when its notebook starts."""
     from jupyter_core.utils import run_sync
 
-    km = _recording_kernel_manager(None)(kernel_name="python3")
+    km = _kernel_manager_class()(kernel_name="python3")
     # The history file as nbclient passes it to kernels it starts itself: none on disk.
     args = ["--HistoryManager.hist_file=:memory:", f"--IPKernelApp.exec_lines={PRELOAD_LINE}"]
     run_sync(km.start_kernel)(extra_arguments=args, cwd=str(PROJECT_ROOT), env=env)
@@ -245,6 +243,7 @@ def execute_stage(stage: Stage, params: dict, run_dir: Path, km, progress: bool 
 _ENGINE = "salmon-started-kernel"
 
 
+@functools.cache
 def _register_engine() -> None:
     """papermill's nbclient engine, on a kernel started beforehand (`km=`) that it still shuts down
     and cleans up afterwards, as it does the kernels it starts itself."""

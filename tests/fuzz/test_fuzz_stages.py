@@ -174,7 +174,7 @@ def test_a_finished_kernel_is_shut_down_without_an_interrupt(monkeypatch):
     "KeyboardInterrupt caught in kernel" after a successful run; the runner's manager skips it."""
     from jupyter_client.manager import AsyncKernelManager
 
-    from salmon_lib.runner.kernel import _recording_kernel_manager
+    from salmon_lib.runner.kernel import _kernel_manager_class
 
     calls = []
 
@@ -182,7 +182,7 @@ def test_a_finished_kernel_is_shut_down_without_an_interrupt(monkeypatch):
         calls.append(self.shutting_down)
 
     monkeypatch.setattr(AsyncKernelManager, "_async_interrupt_kernel", interrupt)
-    km = _recording_kernel_manager(None)()
+    km = _kernel_manager_class()()
     km.shutting_down = True
     asyncio.run(km._async_interrupt_kernel())
     km.shutting_down = False
