@@ -43,7 +43,8 @@ class ModelConfig(Config):
     spec: str = "default"  # "default", "tiny", a local model folder or a Hub id
     adapter: str | None = None  # LoRA adapter folder to apply on top of the base model
     quantization: Literal["none", "4bit", "8bit"] = "none"  # bitsandbytes loading (QLoRA uses 4bit)
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
+    # auto: bf16 on CUDA, fp32 on CPU; float64 makes results independent of batch shapes (tests)
+    dtype: Literal["auto", "float32", "bfloat16", "float16", "float64"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when visible
     seed: int = 0  # initialisation seed of the `tiny` model
     cache_dir: str | None = None  # converted models live here (default: $SALMON_CACHE_DIR or ~/.cache/salmon-workbench)
