@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import importlib.metadata
 import json
 import logging
@@ -347,6 +348,20 @@ def adapter_weight_names(path: Path) -> list[str]:
             return list(f.keys())
     except Exception as err:  # safetensors raises its own SafetensorError (and OSError) for a damaged file
         raise ModelLoadError(f"{weights}: damaged or truncated adapter weights ({err})") from None
+
+
+def adapter_digest(adapter: str | Path | None, also: tuple[str, ...] = ()) -> str:
+    """Content hash of an adapter's weights and config (its `adapter_*` files) and of the files
+    named in `also`: a retrained adapter gets a new one. "none" for no adapter."""
+    if adapter is None:
+        return "none"
+    folder = Path(adapter).expanduser()
+    h = hashlib.sha256()
+    for name in sorted(p.name for p in folder.iterdir()):
+        if name.startswith("adapter_") or name in also:
+            h.update(name.encode())
+            h.update((folder / name).read_bytes())
+    return h.hexdigest()[:16]
 
 
 def check_adapter(adapter: str | Path, head: bool = False) -> dict:

@@ -98,3 +98,29 @@ def test_a_rerun_under_changed_settings_logs_only_its_own_steps(inputs, tmp_path
     new = read_jsonl(run / "rollouts.jsonl")
     assert len(new) == 2 and max(r["tokens"] for r in new) > 4
     assert stats["steps"] == 1 and stats["last_step"] == stats["first_step"]
+
+
+def test_arms_trained_two_at_once_equal_arms_trained_in_turn(inputs, tmp_path):
+    """Stage 06's `arm_workers: 2` trains each arm in its own process: same adapters, same rollouts."""
+    import torch
+
+    from salmon_lib.evaluate.controllability import train_arms
+    from salmon_lib.evaluate.rewards import PrincipleSource
+
+    rl = {"num_principles": 1, "interventions": [], "seed": 0}
+    sources = [PrincipleSource.from_spec("concise", ["The response is short and to the point."], rl),
+               PrincipleSource.from_spec("thorough", ["The response is thorough and covers every detail."], rl)]
+    runs = {}
+    for workers in (1, 2):
+        run = runs[workers] = tmp_path / f"workers{workers}"
+        shutil.copytree(inputs, run)
+        cfg = quick(run, method="ppo", max_steps=1, prompts_per_step=2)
+        prepare_prompts(cfg)
+        train(cfg, progress=False)
+        stats = train_arms(cfg, sources, progress=False, workers=workers)
+        assert sorted(stats) == ["concise", "thorough"] and all(s["steps"] == 1 for s in stats.values())
+    for arm in ("concise", "thorough"):
+        a, b = (load_file(runs[w] / "rl_arms" / arm / "policy" / "adapter_model.safetensors") for w in (1, 2))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+        texts = [[r["response"] for r in read_jsonl(runs[w] / "rl_arms" / arm / "rollouts.jsonl")] for w in (1, 2)]
+        assert texts[0] == texts[1]

@@ -48,6 +48,9 @@ class EvaluateConfig(StageConfig):
     controllability: dict[str, str | list[str]] = dataclasses.field(default_factory=dict)
     # train one RL arm per set with stage 05's code; False: the no-training preview only
     controllability_arms: bool = True
+    # arms trained at once, each in its own process with OMP_NUM_THREADS threads: on a CPU with a
+    # core per arm about that many times faster; on one GPU they would only share it
+    arm_workers: int = 1
     # stage 05 parameters changed for every arm alike (e.g. max_steps)
     arm_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
     controllability_measure: Measure = "length_words"  # the behaviour the sets are meant to move
@@ -60,7 +63,7 @@ class EvaluateConfig(StageConfig):
                      "samples_in_report"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("max_new_tokens", "batch_size", "score_batch_size"):
+        for name in ("max_new_tokens", "batch_size", "score_batch_size", "arm_workers"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.bootstrap < 100:

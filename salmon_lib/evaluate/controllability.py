@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import itertools
 import logging
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -52,17 +54,35 @@ def arm_config(run_dir: str, overrides: Mapping[str, Any], fallback: Mapping[str
     return cls.from_dict(params, where=f"controllability arms ({where})")
 
 
-def train_arms(rl_cfg, sources: Sequence[PrincipleSource], progress: bool = True) -> dict[str, dict]:
-    """One arm per set through stage 05's `train_arm` (skipped there when already trained alike)."""
+def train_arms(rl_cfg, sources: Sequence[PrincipleSource], progress: bool = True, workers: int = 1) -> dict[str, dict]:
+    """One arm per set through stage 05's `train_arm` (skipped there when already trained alike);
+    `workers` > 1 trains that many at once, each in a fresh process (the arms share nothing but
+    the read-only prompt split and baseline, which are written first)."""
     try:
-        from ..rl.stage import train_arm
+        from ..rl.stage import prepare_prompts, train_arm
     except ImportError as err:
         raise ConfigError(f"controllability_arms: stage 05's code cannot be imported ({err}); set "
                           "controllability_arms: false to run the no-training preview only") from None
-    out = {}
-    for src in sources:
-        log.info("controllability arm %r: training with stage 05's code", src.name)
-        out[src.name] = train_arm(rl_cfg, src.name, src.train_arg())
+    jobs = {src.name: src.train_arg() for src in sources}
+    workers = min(workers, len(jobs))
+    if workers <= 1:
+        out = {}
+        for name, principles in jobs.items():
+            log.info("controllability arm %r: training with stage 05's code", name)
+            out[name] = train_arm(rl_cfg, name, principles)
+        return out
+    if not (Path(rl_cfg.run_dir) / "rl_prompts.json").is_file():
+        prepare_prompts(rl_cfg)
+    log.info("controllability arms %s: training %d at once with stage 05's code", ", ".join(jobs), workers)
+    # spawn: a forked child would inherit the kernel's torch threads and locks
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {name: pool.submit(train_arm, rl_cfg, name, principles) for name, principles in jobs.items()}
+        out = {}
+        for name, future in futures.items():
+            try:
+                out[name] = future.result()
+            except Exception as err:
+                raise RuntimeError(f"controllability arm {name!r} failed in its worker process: {err}") from err
     return out
 
 

@@ -17,6 +17,7 @@ import logging
 from pathlib import Path
 from typing import Sequence
 
+from .. import models
 from ..engrave.format import SPEC_FILE, ChatSpec, load_chat_spec
 from ..io import DataError, RecordLog
 from .prompts import EvalPrompt
@@ -38,15 +39,8 @@ class Policy:
 
 
 def adapter_digest(adapter: str | None) -> str:
-    """Content hash of an adapter's weights and config: a retrained policy gets a new one."""
-    if adapter is None:
-        return "none"
-    h = hashlib.sha256()
-    for name in sorted(p.name for p in Path(adapter).iterdir()):
-        if name.startswith("adapter_") or name == SPEC_FILE:
-            h.update(name.encode())
-            h.update((Path(adapter) / name).read_bytes())
-    return h.hexdigest()[:16]
+    """Content hash of an adapter's weights, config and chat spec: a retrained policy gets a new one."""
+    return models.adapter_digest(adapter, also=(SPEC_FILE,))
 
 
 def _adapter_policy(name: str, folder: Path, kind: str, fallback: ChatSpec, what: str) -> Policy:
@@ -78,7 +72,8 @@ def discover(run_dir: str | Path, include_base: bool = True, extra: dict[str, st
     return out
 
 
-def open_generator(model: str, backend: str, policies: Sequence[Policy], batch_size: int, progress: bool = True):
+def open_generator(model: str, backend: str, policies: Sequence[Policy], batch_size: int, progress: bool = True,
+                   score_cache: str | Path | None = None):
     """One generator on the base model that can serve every policy's adapter."""
     from ..generation import make_generator
     from ..models import ModelConfig
@@ -87,7 +82,7 @@ def open_generator(model: str, backend: str, policies: Sequence[Policy], batch_s
     # `auto`, an engine that cannot serve them falls back to HF
     adapters = [p.adapter for p in policies if p.adapter]
     return make_generator(ModelConfig(spec=model), backend, adapters=adapters, batch_size=batch_size,
-                          progress=progress)
+                          progress=progress, score_cache=score_cache)
 
 
 @dataclasses.dataclass

@@ -15,6 +15,7 @@ import logging
 import time
 from pathlib import Path
 
+from ..generation.score_cache import run_score_cache
 from ..io import RecordLog
 from .config import EvaluateConfig
 from .controllability import SET_PREFIX, arm_config, train_arms
@@ -80,7 +81,7 @@ def train_controllability_arms(cfg: EvaluateConfig, ev: Evaluation, progress: bo
     if not ev.sources or not cfg.controllability_arms:
         return
     rl_cfg = arm_config(cfg.run_dir, cfg.arm_overrides, {"model": cfg.model, "seed": cfg.seed})
-    ev.arms = train_arms(rl_cfg, ev.sources, progress)
+    ev.arms = train_arms(rl_cfg, ev.sources, progress, cfg.arm_workers)
 
 
 def collect_answers(cfg: EvaluateConfig, ev: Evaluation, progress: bool = True) -> None:
@@ -96,7 +97,8 @@ def collect_answers(cfg: EvaluateConfig, ev: Evaluation, progress: bool = True) 
     cache = RecordLog(Path(cfg.run_dir) / ANSWERS)
     sft = ev.policy("sft")
     hhh_items = _hhh_items(cfg, ev)
-    with open_generator(cfg.model, cfg.backend, ev.policies, cfg.batch_size, progress) as gen:
+    with open_generator(cfg.model, cfg.backend, ev.policies, cfg.batch_size, progress,
+                        run_score_cache(cfg.run_dir)) as gen:
         for pol in ev.policies:
             got = answer(gen, pol, ev.prompts, sampling, cfg.model, cache, batch_size=cfg.batch_size)
             ev.answers[pol.name] = [s[0] for s in got]
@@ -213,7 +215,7 @@ def run(cfg: EvaluateConfig, progress: bool = True) -> dict:
     with _timed(ev.timings, "measure"):
         measure(cfg, ev, progress)
     with _timed(ev.timings, "score"):
-        reward = load_reward(reward_folder(cfg))
+        reward = load_reward(reward_folder(cfg), score_cache=run_score_cache(cfg.run_dir))
         for draw in [ev.rl_draw.draw, *(src.draw for src in ev.sources)]:
             if draw.set is not None:
                 reward.learn_principles(draw.set)

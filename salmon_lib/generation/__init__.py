@@ -2,7 +2,8 @@
 
 Modules: `base` (the interface), `factory` (choosing a backend), `hf` and `vllm_backend` (the
 backends), `prefix_scoring` (log-prob scoring that computes shared token prefixes once, used by
-the HF backend) and `prefix_generation` (HF generation for prompts that share one long prefix).
+the HF backend), `score_cache` (log-probs kept on disk and read back by later stages) and
+`prefix_generation` (HF generation for prompts that share one long prefix).
 """
 
 from .base import Completion, GenerationError, Generator

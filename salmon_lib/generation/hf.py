@@ -30,11 +30,14 @@ class HFGenerator(Generator):
 
     def __init__(self, model_cfg: ModelConfig | str, batch_size: int = 16, score_batch_size: int = 16,
                  score_max_tokens: int = 8192, min_shared_prefix: int = 16, share_prefix: bool = True,
-                 progress: bool = True, loaded: tuple | None = None):
+                 progress: bool = True, loaded: tuple | None = None, score_cache: str | Path | None = None):
         """batch_size: sequences per generation batch (prompts x n); score_batch_size and
         score_max_tokens: rows and padded tokens per scoring batch; min_shared_prefix: shortest
         token prefix worth computing once for several rows; loaded: a (tokenizer, model) already in
-        memory to use as it is, with its active adapter (RL's live policy: no weight copy per step)."""
+        memory to use as it is, with its active adapter (RL's live policy: no weight copy per step);
+        score_cache: a folder where log-probs are kept and read back (`score_cache.py`)."""
+        if loaded is not None and score_cache is not None:
+            raise ValueError("score_cache needs weights that stay as loaded; a live model (loaded=) changes")
         if isinstance(model_cfg, str):
             model_cfg = ModelConfig(spec=model_cfg)
         self.cfg = model_cfg
@@ -49,6 +52,12 @@ class HFGenerator(Generator):
         self.eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
         self.eos_ids.add(self.tokenizer.eos_token_id)
         self.pad_id = self.tokenizer.pad_token_id
+        self.score_cache = None
+        if score_cache is not None:
+            from .score_cache import ScoreCache
+
+            dtype = str(next(self.model.parameters()).dtype)
+            self.score_cache = ScoreCache(score_cache, self.cfg, dtype, str(self.device))
 
     # -- adapters ---------------------------------------------------------------------------------
     def _adapter_name(self, path: str) -> str:
@@ -135,6 +144,17 @@ class HFGenerator(Generator):
     def _score(self, rows: list[ScoreRow], adapter: str | None, desc: str) -> list[list[float]]:
         if not rows:
             return []
+        if self.score_cache is None:
+            return self._compute_scores(rows, adapter, desc)
+        keys = self.score_cache.keys(rows, adapter or self.cfg.adapter)
+        known = self.score_cache.values()
+        todo = [i for i, k in enumerate(keys) if k not in known]
+        if todo:
+            self.score_cache.add([keys[i] for i in todo], self._compute_scores([rows[i] for i in todo], adapter, desc))
+        log.info("%s: %d of %d rows read from the score cache", desc, len(rows) - len(todo), len(rows))
+        return [list(known[k]) for k in keys]
+
+    def _compute_scores(self, rows: list[ScoreRow], adapter: str | None, desc: str) -> list[list[float]]:
         with self._active(adapter), tqdm(total=len(rows), desc=desc, unit="row", disable=not self.progress) as bar:
             return score_rows(self.model, rows, self.pad_id, share_prefix=self.share_prefix,
                               min_shared=self.min_shared_prefix, max_rows=self.score_batch_size,

@@ -163,18 +163,21 @@ class VLLMGenerator(Generator):
 
     def __init__(self, model_cfg: ModelConfig | str, adapters: Sequence[str] = (), enable_lora: bool | None = None,
                  max_lora_rank: int | None = None, max_model_len: int | None = None, enforce_eager: bool | None = None,
-                 gpu_memory_utilization: float = 0.85, progress: bool = True, **engine_kwargs):
+                 gpu_memory_utilization: float = 0.85, progress: bool = True,
+                 score_cache: str | Path | None = None, **engine_kwargs):
         """adapters: the LoRA folders later calls will pass (each is loaded and tried once at start,
         so an adapter vLLM cannot serve fails here, not halfway through a stage);
         enable_lora: serve LoRA adapters (default: when `model_cfg.adapter` or `adapters` is set);
         max_lora_rank: the largest adapter rank to serve (default: the largest given adapter's, at least 16);
-        enforce_eager: skip compilation / CUDA graphs (default: on CPU). Other keywords go to `vllm.LLM`."""
+        enforce_eager: skip compilation / CUDA graphs (default: on CPU); score_cache: the log-prob
+        folder of the HF scorer this engine hands `sequence_logprobs` to on a CPU with LoRA (vLLM's
+        own log-probs are not kept). Other keywords go to `vllm.LLM`."""
         if isinstance(model_cfg, str):
             model_cfg = ModelConfig(spec=model_cfg)
         if model_cfg.quantization != "none":
             raise GenerationError(f"quantization={model_cfg.quantization!r} (bitsandbytes) is not served by the vLLM "
                                   "backend here: use backend='hf', or a pre-quantized model folder")
-        self.cfg, self.progress = model_cfg, progress
+        self.cfg, self.progress, self.score_cache = model_cfg, progress, score_cache
         location = resolve_model_dir(model_cfg)
         cuda = uses_cuda(model_cfg)
         dtype = resolved_dtype(model_cfg, cuda)
@@ -334,7 +337,7 @@ class VLLMGenerator(Generator):
         if self._scorer is None:
             from .hf import HFGenerator
 
-            self._scorer = HFGenerator(self.cfg, progress=self.progress)
+            self._scorer = HFGenerator(self.cfg, progress=self.progress, score_cache=self.score_cache)
         return self._scorer
 
     def close(self) -> None:

@@ -87,13 +87,15 @@ def update_stats(cfg: PreferencesConfig, section: str, value) -> dict:
 
 def open_generator(cfg: PreferencesConfig, model: str | None = None):
     from ..generation import make_generator
+    from ..generation.score_cache import run_score_cache
     from ..models import ModelConfig
 
     # The SFT adapter the stage will pass, so that vLLM is checked and tried with it at start. A
     # missing one is reported when the stage asks for it (`cfg.adapter()`), not on opening.
     sft = cfg.path("sft") if cfg.use_sft and model in (None, cfg.model) else None
     adapters = [str(sft)] if sft is not None and (sft / "adapter_config.json").is_file() else []
-    return make_generator(ModelConfig(spec=model or cfg.model, seed=cfg.seed), backend=cfg.backend, adapters=adapters)
+    return make_generator(ModelConfig(spec=model or cfg.model, seed=cfg.seed), backend=cfg.backend, adapters=adapters,
+                          score_cache=run_score_cache(cfg.run_dir))
 
 
 def load_prompts(cfg: PreferencesConfig) -> list[dict]:

@@ -73,7 +73,7 @@ class ContrastiveReward:
         self.spec = spec or {}
 
     @classmethod
-    def load(cls, path: str | Path, device: str = "auto") -> "ContrastiveReward":
+    def load(cls, path: str | Path, device: str = "auto", score_cache: str | Path | None = None) -> "ContrastiveReward":
         from ..chat import get_format
         from ..generation.hf import HFGenerator
         from ..models import ModelConfig
@@ -89,7 +89,7 @@ class ContrastiveReward:
                 raise DataError(f"{where}: missing field {key!r}")
         adapter = str((path / spec["adapter"]).resolve()) if spec.get("adapter") else None
         model = ModelConfig.from_dict({**spec["model"], "adapter": adapter, "device": device}, where=f"{where}: model")
-        gen = HFGenerator(model, progress=False)
+        gen = HFGenerator(model, progress=False, score_cache=score_cache)
         reward = cls(gen, get_format(spec["chat_format"]), {}, [], spec["mode"], spec.get("scales"), spec)
         for f in spec["principle_files"]:
             reward.learn_principles(load_principles(path / f))
@@ -198,6 +198,7 @@ def build_from_config(cfg, progress: bool = True):
     import time
 
     from ..config import ConfigError
+    from ..generation.score_cache import run_score_cache
     from ..paths import resolve_file
     from .config import PREFERENCES
     from .pairs import read_preferences, split_held_out
@@ -212,7 +213,7 @@ def build_from_config(cfg, progress: bool = True):
     spec = dict(model=cfg.model_config().to_dict(), adapter=adapter, chat_format=cfg.chat_format,
                 principle_files=files, mode=cfg.contrastive_mode)
     folder = write_spec(run / "rm", **spec)
-    reward = ContrastiveReward.load(folder)
+    reward = ContrastiveReward.load(folder, score_cache=run_score_cache(run))
     stats = {"kind": "contrastive", "mode": cfg.contrastive_mode, "adapter": str(adapter) if adapter else None,
              "principle_files": [str(f) for f in files]}
     if cfg.contrastive_mode == "ensemble":

@@ -45,10 +45,11 @@ def fit(cfg: RewardConfig) -> dict:
 
 
 def load_trained(cfg: RewardConfig):
-    """The reward in `<run>/rm`, either kind."""
+    """The reward in `<run>/rm`, either kind (the contrastive one with the run's score cache)."""
+    from ..generation.score_cache import run_score_cache
     from . import load_reward
 
-    return load_reward(Path(cfg.run_dir) / "rm")
+    return load_reward(Path(cfg.run_dir) / "rm", score_cache=run_score_cache(cfg.run_dir))
 
 
 def training_figure(cfg: RewardConfig, stats: dict):
