@@ -83,10 +83,13 @@ class TrainingOptions(Config):
     logging_steps: int = 1  # log the training loss every this many steps
     report_to: Literal["none", "tensorboard"] = "none"  # extra logging backend
     distributed: Distributed = "ddp"  # strategy when several GPUs are visible (accelerate launch); unused otherwise
+    # with no GPU: training processes on the CPU (DDP over gloo, OMP_NUM_THREADS threads each); the
+    # global batch is batch_size x grad_accum x processes, so halve grad_accum when doubling this
+    cpu_processes: int = 1
 
     def check(self) -> None:
         super().check()
-        _at_least_one(self, "batch_size", "grad_accum", "logging_steps")
+        _at_least_one(self, "batch_size", "grad_accum", "logging_steps", "cpu_processes")
         if self.max_steps == 0 or self.max_steps < -1:
             raise ConfigError(f"max_steps: must be -1 (use epochs) or a positive number, got {self.max_steps}")
         if not 0.0 <= self.warmup_ratio < 1.0:

@@ -141,7 +141,7 @@ def engraved(tmp_path_factory):
     """A 4-step LoRA run on the tiny model, killed after step 3 and resumed from checkpoint 2."""
     from transformers import TrainerCallback
 
-    from salmon_lib.engrave.train import train_and_save
+    from salmon_lib.engrave.train import finish, train_and_save
 
     class KillAtStep3(TrainerCallback):
         def on_step_end(self, args, state, control, **kw):
@@ -155,7 +155,7 @@ def engraved(tmp_path_factory):
         train_and_save(cfg, callbacks=[KillAtStep3()])
     assert not (run_dir / "sft").exists()
     trainer, summary = train_and_save(cfg)
-    return cfg, trainer, summary
+    return cfg, trainer, finish(cfg, summary)
 
 
 def test_engraving_resumes_learns_and_saves(engraved):
@@ -193,6 +193,28 @@ def test_reloaded_adapter_gives_identical_outputs(engraved):
         a, b, c = (m(**ids).logits for m in (trained, reloaded, base))
     assert torch.equal(a, b)
     assert not torch.allclose(a, c), "the adapter changes the outputs"
+
+
+def test_two_cpu_processes_train_one_adapter_over_gloo(tmp_path, monkeypatch):
+    """`cpu_processes: 2` (the demo's two cores): the stage trains under accelerate launch, rank 0
+    saves, and the summary says how many processes took part. The before/after answers come after,
+    in this process: vLLM started inside the launch waited for the departed rank 1 forever."""
+    import os
+
+    from safetensors.torch import load_file
+
+    from salmon_lib.engrave import stage, train
+
+    seen = []
+    monkeypatch.setattr(train, "before_after", lambda *a, **k: seen.append((os.getpid(), os.environ.get("RANK"))) or [])
+    write_self_align(tmp_path)
+    summary = stage.run(tiny_cfg(tmp_path, cpu_processes=2, max_steps=2, warmup_ratio=0.0, heldout=2))
+    assert seen == [(os.getpid(), None)]
+    assert summary["processes"] == 2 and summary["steps"] == 2 and summary["examples"] == 10
+    stats = json.loads((tmp_path / "engrave_stats.json").read_text())
+    assert stats["processes"] == 2
+    weights = load_file(tmp_path / "sft" / "adapter_model.safetensors")
+    assert any("lora_B" in k and v.abs().sum() > 0 for k, v in weights.items()), "LoRA B starts at zero"
 
 
 def _moved_lora(trainer):

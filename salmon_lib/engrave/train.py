@@ -183,19 +183,19 @@ def reset_stale_checkpoints(cfg: EngraveConfig) -> bool:
 
 
 def engrave_entry(config: dict) -> dict:
-    """Entry point for `salmon_lib.runner.launch` (one call per process on several GPUs); `stage.run`
-    starts it."""
-    return run_engrave(EngraveConfig.from_dict(config))
+    """Entry point for `salmon_lib.runner.launch` (one call per process on several GPUs or CPU
+    processes): training only; `stage.run` starts it and calls `finish` once it returns."""
+    return train_and_save(EngraveConfig.from_dict(config))[1]
 
 
 def run_engrave(cfg: EngraveConfig, callbacks: list | None = None) -> dict:
-    """Train on `run_dir/self_align.jsonl`, write `run_dir/sft/` and return the training summary
-    (also written to `engrave_stats.json`)."""
-    return train_and_save(cfg, callbacks)[1]
+    """Train on `run_dir/self_align.jsonl`, write `run_dir/sft/`, then `finish`; returns the summary."""
+    return finish(cfg, train_and_save(cfg, callbacks)[1])
 
 
 def train_and_save(cfg: EngraveConfig, callbacks: list | None = None):
-    """`run_engrave`, also returning the trainer (whose model is the engraved one, in memory)."""
+    """Train and save `sft/` (rank 0); returns (trainer, training summary). The trainer's model is
+    the engraved one, in memory."""
     run_dir = Path(cfg.run_dir)
     records = load_kept(run_dir / INPUT)
     train, heldout = split_heldout(records, cfg.heldout, cfg.seed)
@@ -218,6 +218,7 @@ def train_and_save(cfg: EngraveConfig, callbacks: list | None = None):
         "heldout": [{k: r[k] for k in ("id", "prompt", "response")} for r in heldout],
         "method": cfg.method,
         "steps": trainer.state.global_step,
+        "processes": trainer.args.world_size,
         "resumed_from": resume_from,
         "train_seconds": round(seconds, 2),
         "train_loss": result.training_loss,
@@ -229,10 +230,18 @@ def train_and_save(cfg: EngraveConfig, callbacks: list | None = None):
     }
     if trainer.is_world_process_zero():
         _save_final(trainer, spec, out_dir)
-        import matplotlib.pyplot as plt
-
-        plt.close(plot_loss(trainer.state.log_history, run_dir / "figures" / "engrave_loss.png"))
-        summary["before_after"] = before_after(cfg.model, out_dir, heldout, cfg.heldout_max_new_tokens, cfg.seed,
-                                               backend=cfg.backend)
-        atomic_write_json(run_dir / "engrave_stats.json", summary)
     return trainer, summary
+
+
+def finish(cfg: EngraveConfig, summary: dict) -> dict:
+    """After training, in one process: the loss figure, the before/after answers and
+    `engrave_stats.json`. Not inside a distributed launch: a generation engine started there sees
+    the launch's RANK and WORLD_SIZE and waits for peers that have already left (vLLM hung so)."""
+    import matplotlib.pyplot as plt
+
+    run_dir = Path(cfg.run_dir)
+    plt.close(plot_loss(summary["log_history"], run_dir / "figures" / "engrave_loss.png"))
+    summary = {**summary, "before_after": before_after(cfg.model, summary["output"], summary["heldout"],
+                                                       cfg.heldout_max_new_tokens, cfg.seed, backend=cfg.backend)}
+    atomic_write_json(run_dir / "engrave_stats.json", summary)
+    return summary

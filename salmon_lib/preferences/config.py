@@ -51,7 +51,9 @@ class PreferencesConfig(AggregateOptions, GenerationOptions, StageConfig):
     rlcd_min_margin: float = 0.0  # RLCD: the margin (nats per answer token) a confirmed pair needs
     # position-bias correction applied before aggregation
     debias: Literal["none", "mean_position", "content_free"] = "none"
-    hhh_path: str = "../shared/data/hhh_eval.json"  # HHH pairs for judge accuracy (evaluation only), "" skips it
+    # HHH pairs for judge accuracy (evaluation only): a .json path, "auto" ($SALMON_HHH_EVAL or
+    # ../shared/data, as stages 04 and 06 read it) or "" to skip
+    hhh_path: str = "auto"
     hhh_max_pairs: int = 0  # evaluate on a seeded sample of N HHH pairs (0: all)
     # HHH type -> principle name, default: the set's hhh_type
     hhh_principles: dict[str, str] = dataclasses.field(default_factory=dict)

@@ -41,7 +41,8 @@ def fit(cfg: RewardConfig) -> dict:
         reward, stats = build_from_config(cfg)
         reward.close()
         return stats
-    return launch("salmon_lib.reward.train:train", cfg.to_dict(), distributed=cfg.distributed)
+    return launch("salmon_lib.reward.train:train", cfg.to_dict(), distributed=cfg.distributed,
+                  cpu_processes=cfg.cpu_processes)
 
 
 def load_trained(cfg: RewardConfig):

@@ -80,16 +80,20 @@ def _free_port() -> int:
 def launch(
     fn: str, config: Mapping[str, Any] | str | Path, distributed: Distributed = "ddp",
     num_processes: int | None = None, cpu: bool = False, work_dir: str | Path | None = None,
+    cpu_processes: int = 1,
 ) -> Any:
     """Call `fn(config)` once per GPU under `accelerate launch` when there are several, else here.
 
-    `config` is a mapping or a JSON/YAML file. `num_processes` defaults to the visible GPUs;
-    `cpu=True` with `num_processes>1` runs the processes on the CPU over gloo (tests, debugging).
-    `work_dir` keeps the config and result files (default: a temporary folder).
+    `config` is a mapping or a JSON/YAML file. `num_processes` defaults to the visible GPUs, or
+    with none to `cpu_processes`, which then run on the CPU over gloo; `cpu=True` with
+    `num_processes>1` forces that (tests). `work_dir` keeps the config and result files (default:
+    a temporary folder).
     """
     if distributed not in Distributed.__args__:
         raise ValueError(f"distributed={distributed!r}: expected one of {', '.join(Distributed.__args__)}")
     n = num_processes if num_processes is not None else (1 if cpu else visible_gpus())
+    if num_processes is None and n == 0 and cpu_processes > 1:
+        n, cpu = cpu_processes, True
     if n <= 1:
         return resolve_function(fn)(load_config(config))
     resolve_function(fn)  # fail here, not in n subprocesses
