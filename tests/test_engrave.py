@@ -33,6 +33,8 @@ def test_config_rejects_bad_values():
         EngraveConfig.from_dict({"method": "adapter"})
     with pytest.raises(ConfigError, match="max_steps"):
         EngraveConfig.from_dict({"max_steps": 0})
+    with pytest.raises(ConfigError, match="cpu_processes: must be at least 1, got 0"):
+        EngraveConfig.from_dict({"cpu_processes": 0})
 
 
 def test_chat_spec_alternates_variants_and_round_trips(tmp_path):

@@ -261,3 +261,10 @@ def test_chat_prompts_exactly_as_trained(tiny_run):
         pol.spec.format.render([{"role": "user", "content": "And you?"}]))
     session.reset()
     assert session.render("Hi") == pol.spec.prompt("Hi")
+
+
+def test_arm_workers_below_one_is_refused_by_name():
+    from salmon_lib.config import ConfigError
+
+    with pytest.raises(ConfigError, match="arm_workers must be >= 1, got 0"):
+        EvaluateConfig.from_dict({"arm_workers": 0})
