@@ -319,10 +319,17 @@ class RecordLog:
             lines.append(json.dumps(rec, ensure_ascii=False) + "\n")
         if not lines:
             return
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write("".join(lines))
-            f.flush()
-            os.fsync(f.fileno())
+        # one write() on an O_APPEND descriptor: processes appending to the same log (a generator
+        # pool's workers sharing a score cache) never interleave inside each other's lines
+        data = "".join(lines).encode("utf-8")
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def records(self, wanted: dict | None = None) -> list[dict]:
         """The latest record of each id, in the order ids first appeared; with `wanted` ({id:

@@ -32,6 +32,9 @@ class GenerationOptions(Config):
     top_p: float = 0.95  # nucleus sampling
     max_new_tokens: int = 256  # token limit of each generated text
     batch_size: int = 16  # prompts per generate call
+    # engines in worker processes sharing each call's prompts (a CPU: one per core, each on
+    # OMP_NUM_THREADS threads); 1 keeps the engine in the stage's process
+    generation_processes: int = 1
 
     def check(self) -> None:
         super().check()
@@ -39,7 +42,7 @@ class GenerationOptions(Config):
             raise ConfigError(f"temperature: must be >= 0, got {self.temperature}")
         if not 0.0 < self.top_p <= 1.0:
             raise ConfigError(f"top_p: must be in (0, 1], got {self.top_p}")
-        _at_least_one(self, "max_new_tokens", "batch_size")
+        _at_least_one(self, "max_new_tokens", "batch_size", "generation_processes")
 
 
 @dataclasses.dataclass

@@ -129,7 +129,7 @@ def test_stage_04_writes_a_contrastive_rm_folder_and_evaluates_it(tmp_path):
     cfg = RewardConfig(run_dir=str(run), model="tiny", kind="contrastive", contrastive_mode="ensemble",
                        contrastive_use_sft=False, hhh_eval="", eval_fraction=0.34,
                        flip_principles="principles/judge.yaml")
-    reward, stats = build_from_config(cfg, progress=False)
+    stats = build_from_config(cfg, progress=False)
     spec = json.loads((run / "rm" / SPEC_FILE).read_text())
     assert spec["mode"] == "ensemble" and spec["scales"] == stats["scales"]
     assert all(v > 0 for v in stats["scales"].values())

@@ -14,6 +14,9 @@ Measure = Literal["length_words", "length_tokens", "finished", "refusal", "self_
 class EvaluateConfig(StageConfig):
     model: str = "default"  # the BASE model every policy adapter sits on (the one stage 02 fine-tuned)
     backend: Literal["auto", "hf", "vllm"] = "auto"  # generation engine for the answers (auto: vLLM when installed)
+    # engines in worker processes sharing the answers, HHH likelihoods and reward scoring (a CPU:
+    # one per core); 1 keeps them in the stage's process
+    generation_processes: int = 1
     # the reward: "" for the run's rm/ (stage 04), or another reward folder load_reward accepts (outside
     # the run; the run's own artifacts are named by the stage, so the manifest hashes what is read)
     reward: str = ""
@@ -63,7 +66,8 @@ class EvaluateConfig(StageConfig):
                      "samples_in_report"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("max_new_tokens", "batch_size", "score_batch_size", "arm_workers"):
+        for name in ("max_new_tokens", "batch_size", "score_batch_size", "arm_workers",
+                     "generation_processes"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.bootstrap < 100:

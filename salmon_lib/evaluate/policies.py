@@ -73,7 +73,7 @@ def discover(run_dir: str | Path, include_base: bool = True, extra: dict[str, st
 
 
 def open_generator(model: str, backend: str, policies: Sequence[Policy], batch_size: int, progress: bool = True,
-                   score_cache: str | Path | None = None):
+                   score_cache: str | Path | None = None, processes: int = 1):
     """One generator on the base model that can serve every policy's adapter."""
     from ..generation import make_generator
     from ..models import ModelConfig
@@ -82,7 +82,7 @@ def open_generator(model: str, backend: str, policies: Sequence[Policy], batch_s
     # `auto`, an engine that cannot serve them falls back to HF
     adapters = [p.adapter for p in policies if p.adapter]
     return make_generator(ModelConfig(spec=model), backend, adapters=adapters, batch_size=batch_size,
-                          progress=progress, score_cache=score_cache)
+                          progress=progress, score_cache=score_cache, processes=processes)
 
 
 @dataclasses.dataclass

@@ -98,7 +98,7 @@ def collect_answers(cfg: EvaluateConfig, ev: Evaluation, progress: bool = True) 
     sft = ev.policy("sft")
     hhh_items = _hhh_items(cfg, ev)
     with open_generator(cfg.model, cfg.backend, ev.policies, cfg.batch_size, progress,
-                        run_score_cache(cfg.run_dir)) as gen:
+                        run_score_cache(cfg.run_dir), cfg.generation_processes) as gen:
         for pol in ev.policies:
             got = answer(gen, pol, ev.prompts, sampling, cfg.model, cache, batch_size=cfg.batch_size)
             ev.answers[pol.name] = [s[0] for s in got]
@@ -215,7 +215,8 @@ def run(cfg: EvaluateConfig, progress: bool = True) -> dict:
     with _timed(ev.timings, "measure"):
         measure(cfg, ev, progress)
     with _timed(ev.timings, "score"):
-        reward = load_reward(reward_folder(cfg), score_cache=run_score_cache(cfg.run_dir))
+        reward = load_reward(reward_folder(cfg), score_cache=run_score_cache(cfg.run_dir),
+                             processes=cfg.generation_processes)
         for draw in [ev.rl_draw.draw, *(src.draw for src in ev.sources)]:
             if draw.set is not None:
                 reward.learn_principles(draw.set)

@@ -29,15 +29,24 @@ def vllm_support(model_cfg: ModelConfig, adapters: Sequence[str] = ()) -> tuple[
 
 
 def make_generator(model_cfg: ModelConfig, backend: Literal["auto", "hf", "vllm"] = "auto",
-                   adapters: Sequence[str] = (), batch_size: int | None = None, **kwargs) -> Generator:
+                   adapters: Sequence[str] = (), batch_size: int | None = None, processes: int = 1,
+                   **kwargs) -> Generator:
     """A generator for `model_cfg`. `adapters`: the LoRA folders the caller will pass as `adapter=`.
     `batch_size`: the HF backend's sequences per generation batch (vLLM schedules its own).
+    `processes`: more than 1 makes that many generators in worker processes, each call's rows
+    shared between them (`pool.GeneratorPool`: a CPU's cores with one thread per process).
 
     `auto` picks vLLM when it supports the model and adapters here and starts (it is tried on one
     token with each adapter), HF otherwise, and logs the choice and why: it never returns an engine
     that fails on its first real request. Extra keyword arguments go to the backend."""
     if backend not in ("auto", "hf", "vllm"):
         raise GenerationError(f"backend must be 'auto', 'hf' or 'vllm', got {backend!r}")
+    if processes < 1:
+        raise GenerationError(f"processes must be >= 1, got {processes}")
+    if processes > 1:
+        from .pool import GeneratorPool
+
+        return GeneratorPool(processes, (model_cfg, backend), dict(adapters=adapters, batch_size=batch_size, **kwargs))
     if backend == "vllm":
         from .vllm_backend import VLLMGenerator
 

@@ -95,7 +95,7 @@ def open_generator(cfg: PreferencesConfig, model: str | None = None):
     sft = cfg.path("sft") if cfg.use_sft and model in (None, cfg.model) else None
     adapters = [str(sft)] if sft is not None and (sft / "adapter_config.json").is_file() else []
     return make_generator(ModelConfig(spec=model or cfg.model, seed=cfg.seed), backend=cfg.backend, adapters=adapters,
-                          score_cache=run_score_cache(cfg.run_dir))
+                          score_cache=run_score_cache(cfg.run_dir), processes=cfg.generation_processes)
 
 
 def load_prompts(cfg: PreferencesConfig) -> list[dict]:

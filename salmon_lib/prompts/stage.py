@@ -136,7 +136,8 @@ def build_pool(cfg: PromptsConfig) -> tuple[list[dict], dict]:
     if which and which != ["seeds"]:
         from ..generation import make_generator
 
-        with make_generator(ModelConfig(spec=cfg.model), backend=cfg.backend) as gen:
+        with make_generator(ModelConfig(spec=cfg.model), backend=cfg.backend,
+                            processes=cfg.generation_processes) as gen:
             records += _generate_records(cfg, gen, inputs, stats)
             tokenizer = gen.tokenizer
     elif which:

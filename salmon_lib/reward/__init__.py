@@ -13,11 +13,12 @@ from .template import RMTemplate
 __all__ = ["ContrastiveReward", "RMTemplate", "RewardModel", "load_reward"]
 
 
-def load_reward(path: str | Path, device: str = "auto", score_cache: str | Path | None = None):
+def load_reward(path: str | Path, device: str = "auto", score_cache: str | Path | None = None, processes: int = 1):
     """The reward in a folder, whichever kind it is: stage 04's trained model (`rm_info.json`) as a
     `RewardModel`, or a training-free spec (`reward_spec.json`, kind "contrastive") as a
     `ContrastiveReward`. Both have `score([(prompt, response, principles)], batch_size, progress)`.
-    `score_cache`: a folder where the contrastive kind keeps its log-probs (a trained head has none)."""
+    `score_cache`: a folder where the contrastive kind keeps its log-probs (a trained head has none);
+    `processes`: the contrastive kind's scoring processes (`make_generator`'s)."""
     from ..io import DataError
     from .contrastive import SPEC_FILE
     from .score import INFO_FILE
@@ -26,6 +27,6 @@ def load_reward(path: str | Path, device: str = "auto", score_cache: str | Path 
     if (path / INFO_FILE).is_file():
         return RewardModel.load(path, device=device)
     if (path / SPEC_FILE).is_file():
-        return ContrastiveReward.load(path, device=device, score_cache=score_cache)
+        return ContrastiveReward.load(path, device=device, score_cache=score_cache, processes=processes)
     raise DataError(f"{path}: holds neither {INFO_FILE} (a trained reward model from stage 04) nor {SPEC_FILE} "
                     "(a training-free reward spec)")

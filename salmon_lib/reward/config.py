@@ -45,6 +45,8 @@ class RewardConfig(LoraOptions, TrainingOptions, StageConfig):
     pmp_epochs: float = 1.0  # passes over the human pairs
     pmp_learning_rate: float = 5e-5  # pre-training learning rate
     score_batch_size: int = 16  # sequences per forward pass when scoring/evaluating
+    # kind contrastive: scoring processes sharing each evaluation's rows (a CPU: one per core)
+    generation_processes: int = 1
     # HHH pairs {chosen, rejected, type}: a .json path, a dataset id, "auto" (../shared/data) or "" to skip
     hhh_eval: str = "auto"
     hhh_max_pairs: int = 0  # score a seeded sample of N HHH pairs (0: all 221; each pair costs 4 scorings)
@@ -68,7 +70,8 @@ class RewardConfig(LoraOptions, TrainingOptions, StageConfig):
         super().check()
         if not 0 <= self.eval_fraction < 1:
             raise ConfigError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
-        for name in ("max_prompt_tokens", "max_response_tokens", "score_batch_size", "eval_steps"):
+        for name in ("max_prompt_tokens", "max_response_tokens", "score_batch_size", "eval_steps",
+                     "generation_processes"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
 

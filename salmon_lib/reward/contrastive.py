@@ -73,9 +73,10 @@ class ContrastiveReward:
         self.spec = spec or {}
 
     @classmethod
-    def load(cls, path: str | Path, device: str = "auto", score_cache: str | Path | None = None) -> "ContrastiveReward":
+    def load(cls, path: str | Path, device: str = "auto", score_cache: str | Path | None = None,
+             processes: int = 1) -> "ContrastiveReward":
         from ..chat import get_format
-        from ..generation.hf import HFGenerator
+        from ..generation import make_generator
         from ..models import ModelConfig
         from ..principles import load_principles
 
@@ -89,7 +90,7 @@ class ContrastiveReward:
                 raise DataError(f"{where}: missing field {key!r}")
         adapter = str((path / spec["adapter"]).resolve()) if spec.get("adapter") else None
         model = ModelConfig.from_dict({**spec["model"], "adapter": adapter, "device": device}, where=f"{where}: model")
-        gen = HFGenerator(model, progress=False, score_cache=score_cache)
+        gen = make_generator(model, "hf", processes=processes, progress=False, score_cache=score_cache)
         reward = cls(gen, get_format(spec["chat_format"]), {}, [], spec["mode"], spec.get("scales"), spec)
         for f in spec["principle_files"]:
             reward.learn_principles(load_principles(path / f))
@@ -194,7 +195,9 @@ def calibrate(reward: ContrastiveReward, pairs: Sequence, max_pairs: int = 32) -
 def build_from_config(cfg, progress: bool = True):
     """Stage 04 with `kind: contrastive`: write `<run>/rm/` as a contrastive reward folder (scales
     calibrated on the training split of preferences.jsonl in ensemble mode) and
-    `<run>/reward_stats.json`; return (reward, stats). Nothing is trained."""
+    `<run>/reward_stats.json`; return the stats. Nothing is trained, and only the ensemble mode's
+    calibration loads the model here."""
+    import contextlib
     import time
 
     from ..config import ConfigError
@@ -213,17 +216,18 @@ def build_from_config(cfg, progress: bool = True):
     spec = dict(model=cfg.model_config().to_dict(), adapter=adapter, chat_format=cfg.chat_format,
                 principle_files=files, mode=cfg.contrastive_mode)
     folder = write_spec(run / "rm", **spec)
-    reward = ContrastiveReward.load(folder, score_cache=run_score_cache(run))
     stats = {"kind": "contrastive", "mode": cfg.contrastive_mode, "adapter": str(adapter) if adapter else None,
              "principle_files": [str(f) for f in files]}
     if cfg.contrastive_mode == "ensemble":
         train, _ = split_held_out(read_preferences(run / PREFERENCES), cfg.eval_fraction, cfg.seed)
-        reward.scales = calibrate(reward, train)
-        write_spec(folder, **spec, scales=reward.scales)
-        stats.update(scales=reward.scales, calibration_pairs=min(len(train), 32))
+        with contextlib.closing(ContrastiveReward.load(folder, score_cache=run_score_cache(run),
+                                                       processes=cfg.generation_processes)) as reward:
+            scales = calibrate(reward, train)
+        write_spec(folder, **spec, scales=scales)
+        stats.update(scales=scales, calibration_pairs=min(len(train), 32))
     stats["seconds"] = round(time.perf_counter() - start, 1)
     atomic_write_json(run / "reward_stats.json", stats)
-    return reward, stats
+    return stats
 
 
 def _norm(text: str) -> str:

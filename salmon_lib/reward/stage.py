@@ -38,9 +38,7 @@ def fit(cfg: RewardConfig) -> dict:
     if cfg.kind == "contrastive":
         from .contrastive import build_from_config
 
-        reward, stats = build_from_config(cfg)
-        reward.close()
-        return stats
+        return build_from_config(cfg)
     return launch("salmon_lib.reward.train:train", cfg.to_dict(), distributed=cfg.distributed,
                   cpu_processes=cfg.cpu_processes)
 
@@ -50,7 +48,8 @@ def load_trained(cfg: RewardConfig):
     from ..generation.score_cache import run_score_cache
     from . import load_reward
 
-    return load_reward(Path(cfg.run_dir) / "rm", score_cache=run_score_cache(cfg.run_dir))
+    return load_reward(Path(cfg.run_dir) / "rm", score_cache=run_score_cache(cfg.run_dir),
+                       processes=cfg.generation_processes)
 
 
 def training_figure(cfg: RewardConfig, stats: dict):

@@ -70,7 +70,8 @@ def run(cfg: SelfAlignConfig, generator=None) -> dict:
         if generator is None:
             from ..generation import make_generator
 
-            owner = make_generator(ModelConfig(spec=cfg.model), backend=cfg.backend)
+            owner = make_generator(ModelConfig(spec=cfg.model), backend=cfg.backend,
+                                   processes=cfg.generation_processes)
         else:
             owner = contextlib.nullcontext(generator)
         with owner as gen, tqdm(total=len(todo), desc="self-align", unit="prompt") as bar:
