@@ -70,3 +70,13 @@ def test_close_ends_the_workers():
     pool.close()
     assert all(not p.is_alive() for p in procs) and all(p.exitcode == 0 for p in procs)
     assert os.getpid() not in [p.pid for p in procs]
+
+
+def test_self_aligns_shared_prefix_path_hands_a_pool_its_prompts(pair):
+    from salmon_lib.generation.prefix_generation import PrefixGenerator
+
+    one, pool = pair
+    prefix = CHATML.prompt("Question")[:12]
+    kw = dict(temperature=0.0, top_p=1.0, max_new_tokens=6, stop=(), seed=1)
+    got = [c.token_ids for c in PrefixGenerator(pool, prefix).generate(PROMPTS, **kw)]
+    assert got == [r[0].token_ids for r in one.generate(PROMPTS, n=1, **kw)]

@@ -77,7 +77,9 @@ class PrefixGenerator:
         int, or one seed per prompt)."""
         kw = dict(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, stop=stop, seed=seed)
         gen = self.gen
-        if getattr(gen, "backend", None) != "hf" or not all(p.startswith(self.prefix) for p in prompts):
+        # the shared cache needs the HF model in this process (a generator pool's workers hold theirs)
+        if (getattr(gen, "backend", None) != "hf" or getattr(gen, "model", None) is None
+                or not all(p.startswith(self.prefix) for p in prompts)):
             return self._fallback(prompts, **kw)
         import torch
 
