@@ -75,8 +75,11 @@ test-vllm: vllm model
 
 # A headless browser for the test that opens stage 06's report.html (tests/test_evaluate_report.py):
 # Debian's chromium, installed when missing (needs root or sudo). Without it that test skips,
-# except under CI=true, where it fails.
+# except under CI=true, where it fails. An install cut short earlier (the machine stopped mid-way)
+# leaves dpkg half-configured and apt-get refuses everything until it is finished: finish it first.
 browser:
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium; }
+		DEBIAN_FRONTEND=noninteractive $$SUDO dpkg --configure -a && \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq -f chromium; }
