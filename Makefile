@@ -9,6 +9,10 @@ STAMP  := $(VENV)/.installed
 export OMP_NUM_THREADS ?= 1
 # VLLM=0 sets up without vLLM (the HF backend does all generation); CI tests both ways.
 VLLM   ?= 1
+# Test processes (pytest-xdist): one per core, at most 4; each runs torch on OMP_NUM_THREADS threads.
+# The suite is CPU-bound, so two cores halve it. TEST_WORKERS=0 runs it in this process.
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); if [ $$n -gt 4 ]; then n=4; elif [ $$n -lt 2 ]; then n=0; fi; echo $$n)
+PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 .PHONY: setup model demo test test-slow vllm test-vllm browser clean
 
@@ -31,11 +35,11 @@ demo: setup model
 	$(PY) -m salmon_lib run --preset demo --run demo
 
 test: setup model
-	$(PY) -m pytest -q; rc=$$?; \
+	$(PYTEST); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure here"; exit 1; fi; exit $$rc
 
 test-slow: setup model
-	$(PY) -m pytest -q -m slow
+	$(PYTEST) -m slow
 
 clean:
 	rm -rf $(VENV)
@@ -70,7 +74,7 @@ vllm: $(STAMP)
 
 test-vllm: vllm model
 	@if [ -e $(VLLM_NONE) ]; then cat $(VLLM_NONE); exit 1; fi
-	$(PY) -m pytest -q -m vllm; rc=$$?; \
+	$(PYTEST) -m vllm; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no vllm tests: that is a failure here"; exit 1; fi; exit $$rc
 
 # A headless browser for the test that opens stage 06's report.html (tests/test_evaluate_report.py):

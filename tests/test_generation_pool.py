@@ -5,9 +5,15 @@ import os
 import pytest
 
 from salmon_lib.chat import get_format
+from salmon_lib.config import ConfigError
+from salmon_lib.evaluate.config import EvaluateConfig
 from salmon_lib.generation import GenerationError, make_generator
 from salmon_lib.generation.pool import GeneratorPool, split_by_cost
 from salmon_lib.models import ModelConfig, ModelLoadError
+from salmon_lib.preferences.config import PreferencesConfig
+from salmon_lib.prompts.config import PromptsConfig
+from salmon_lib.reward.config import RewardConfig
+from salmon_lib.self_align.config import SelfAlignConfig
 
 CHATML = get_format("chatml")
 # float64: the tiny random model's near-flat logits must not depend on which rows share a batch
@@ -20,6 +26,13 @@ def pair():
     with make_generator(TINY, "hf", progress=False) as one, make_generator(TINY, "hf", processes=2,
                                                                               progress=False) as pool:
         yield one, pool
+
+
+@pytest.mark.parametrize("config", [PromptsConfig, SelfAlignConfig, PreferencesConfig, RewardConfig,
+                                    EvaluateConfig])
+def test_generation_processes_below_one_is_refused_by_name(config):
+    with pytest.raises(ConfigError, match=r"generation_processes:? must be (>= 1|at least 1), got 0"):
+        config.from_dict({"generation_processes": 0})
 
 
 def test_split_by_cost_gives_contiguous_balanced_slices():
