@@ -38,8 +38,10 @@ test: setup model
 	$(PYTEST); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure here"; exit 1; fi; exit $$rc
 
+SLOW_DESELECT ?=
 test-slow: setup model
-	$(PYTEST) -m slow
+	$(PYTEST) -m slow $(addprefix --deselect ,$(SLOW_DESELECT)); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no slow tests: that is a failure here"; exit 1; fi; exit $$rc
 
 clean:
 	rm -rf $(VENV)

@@ -170,8 +170,11 @@ def test_arms_are_trained_by_stage_05_with_its_recorded_parameters(tmp_path, mon
         make_adapter(Path(cfg.run_dir) / "rl_arms" / arm / "policy", seed=len(calls))
         return {"arm": arm}
 
+    def prepare_prompts(cfg):
+        pytest.fail("arms trained one at a time leave the prompt split to stage 05's train_arm")
+
     fake = types.ModuleType("salmon_lib.rl.stage")
-    fake.train_arm = train_arm
+    fake.train_arm, fake.prepare_prompts = train_arm, prepare_prompts
     monkeypatch.setitem(sys.modules, "salmon_lib.rl", types.ModuleType("salmon_lib.rl"))
     monkeypatch.setitem(sys.modules, "salmon_lib.rl.stage", fake)
     monkeypatch.setattr(stages, "STAGES", [s for s in stages.STAGES if s.name != "rl"] + [

@@ -115,9 +115,11 @@ def open_session(cfg: RLConfig, arm: str | None = None, reward=None,
     # The baseline is always the stage's own principles on the SFT policy: every arm shares its scale.
     baseline_ctx = ctx if principles is None else dataclasses.replace(
         ctx, draw=PrincipleDraw(cfg.principles, cfg.num_principles, cfg.interventions, cfg.seed))
+    # A reward that reads principles as they come (a programmatic one) has nothing to learn.
+    learn = getattr(reward, "learn_principles", None)
     for draw in (ctx.draw, baseline_ctx.draw):
-        if draw.set is not None:
-            reward.learn_principles(draw.set)
+        if draw.set is not None and learn is not None:
+            learn(draw.set)
     baseline = load_or_measure(cfg, baseline_ctx, sampler, reward,
                                ctx.signature["inputs"] | {"reward": ctx.signature["reward"]})
     ctx.signature["baseline"] = baseline["signature"]
