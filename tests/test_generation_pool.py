@@ -85,6 +85,45 @@ def test_close_ends_the_workers():
     assert os.getpid() not in [p.pid for p in procs]
 
 
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads process states from /proc")
+def test_workers_exit_when_their_parent_is_killed():
+    """A stage kernel killed with SIGKILL closes nothing: its workers, busy with a call far longer
+    than the wait here, must still go (a worker idle on its pipe would see the end of file anyway)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = ("from salmon_lib.generation import make_generator\n"
+              "from salmon_lib.models import ModelConfig\n"
+              "if __name__ == '__main__':\n"
+              "    pool = make_generator(ModelConfig(spec='tiny'), 'hf', processes=2, progress=False)\n"
+              "    print(*[p.pid for p, _ in pool._workers], flush=True)\n"
+              "    pool.generate(['x'] * 8, n=16, temperature=1.0, max_new_tokens=3000)\n")
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                              env=os.environ | {"OMP_NUM_THREADS": "1"})
+    try:
+        pids = [int(p) for p in parent.stdout.readline().split()]
+        assert len(pids) == 2 and all(_running(p) for p in pids)
+        time.sleep(2)  # the call reaches the workers
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(10)
+        deadline = time.monotonic() + 5
+        while any(_running(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(_running(p) for p in pids), "a pool worker outlived its killed parent"
+    finally:
+        parent.kill()
+
+
 def test_self_aligns_shared_prefix_path_hands_a_pool_its_prompts(pair):
     from salmon_lib.generation.prefix_generation import PrefixGenerator
 

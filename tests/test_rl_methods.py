@@ -100,6 +100,7 @@ def test_a_rerun_under_changed_settings_logs_only_its_own_steps(inputs, tmp_path
     assert stats["steps"] == 1 and stats["last_step"] == stats["first_step"]
 
 
+@pytest.mark.slow  # stage 05 and two arms, twice (in turn, then two spawned processes): ~45 s beside another test
 def test_arms_trained_two_at_once_equal_arms_trained_in_turn(inputs, tmp_path):
     """Stage 06's `arm_workers: 2` trains each arm in its own process: same adapters, same rollouts."""
     import torch

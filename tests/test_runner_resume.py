@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from salmon_lib.runner.kernel import _cmdline, stop_orphan_kernel
 from salmon_lib.runner.pipeline import run_pipeline
 from salmon_lib.runner.status import stage_status
@@ -17,6 +19,7 @@ from tests.notebooks.runner_stages import STAGES
 N = 40
 
 
+@pytest.mark.slow  # two stage kernels, one killed mid-way: ~35 s beside another test
 def test_kill_9_mid_stage_then_rerun_resumes_records(tmp_path):
     preset = tmp_path / "p.yaml"
     preset.write_text(f"stages:\n  make: {{n: {N}, delay: 0.1}}\n")

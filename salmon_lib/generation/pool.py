@@ -28,8 +28,23 @@ from .base import Completion, GenerationError, Generator, check_generate_args, c
 from .seeding import prompt_seeds
 
 
-def _serve(conn, make_args: tuple, make_kwargs: dict) -> None:
+def _exit_with_parent(parent_pid: int) -> None:
+    """End this worker as soon as its parent is gone: a killed stage kernel never closes its pool,
+    and a worker deep in a long call would not notice the closed pipe until it answered (seen:
+    two orphaned engines kept both cores busy for minutes after the runner was killed)."""
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def _serve(conn, make_args: tuple, make_kwargs: dict, parent_pid: int) -> None:
     """A worker: make the generator, report ready (backend, tokenizer), then answer calls."""
+    _exit_with_parent(parent_pid)
     os.environ.pop(usage.ENV, None)
     try:
         from .factory import make_generator
@@ -87,7 +102,7 @@ class GeneratorPool(Generator):
         self._workers = []
         for _ in range(processes):
             parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_serve, args=(child, make_args, make_kwargs), daemon=True)
+            proc = ctx.Process(target=_serve, args=(child, make_args, make_kwargs, os.getpid()), daemon=True)
             proc.start()
             child.close()
             self._workers.append((proc, parent))

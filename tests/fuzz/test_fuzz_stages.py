@@ -113,6 +113,7 @@ def copy_of(finished, tmp_path) -> Path:
     return tmp_path / "run"
 
 
+@pytest.mark.slow  # a stage kernel run twice: ~50 s beside another test
 def test_a_stage_failing_after_it_wrote_gets_its_previous_outputs_back(finished, tmp_path):
     preset, _ = finished
     run_dir = copy_of(finished, tmp_path)
