@@ -11,7 +11,8 @@ export OMP_NUM_THREADS ?= 1
 VLLM   ?= 1
 # Test processes (pytest-xdist): one per core, at most 4; each runs torch on OMP_NUM_THREADS threads.
 # The suite is CPU-bound, so two cores halve it. TEST_WORKERS=0 runs it in this process.
-TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); if [ $$n -gt 4 ]; then n=4; elif [ $$n -lt 2 ]; then n=0; fi; echo $$n)
+# (nproc counts OMP_NUM_THREADS as a limit, hence env -u: it would say 1 here.)
+TEST_WORKERS ?= $(shell n=$$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc 2>/dev/null || echo 1); if [ $$n -gt 4 ]; then n=4; elif [ $$n -lt 2 ]; then n=0; fi; echo $$n)
 PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 .PHONY: setup model demo test test-slow vllm test-vllm browser clean

@@ -1,5 +1,6 @@
 """The README's two commands are the contract with a newcomer: keep them true."""
 
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -41,3 +42,11 @@ def test_make_dry_run_resolves(target):
 def test_make_demo_runs():
     out = subprocess.run(["make", "demo"], cwd=ROOT, capture_output=True, text=True, timeout=3600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+
+
+def test_make_test_runs_one_worker_per_core_under_omp_num_threads_1():
+    """CI exports OMP_NUM_THREADS=1, which plain `nproc` takes as the core count."""
+    out = subprocess.run(["make", "-n", "test"], cwd=ROOT, capture_output=True, text=True,
+                         env=os.environ | {"OMP_NUM_THREADS": "1"})
+    cores = len(os.sched_getaffinity(0))
+    assert f"pytest -q -n {0 if cores < 2 else min(cores, 4)} " in out.stdout, out.stdout
