@@ -2,6 +2,7 @@
 contrastive judge), ALMoST and RLCD."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -9,6 +10,8 @@ from salmon_lib.runner import pipeline
 
 PROMPTS = ["What is the capital of France?", "Give me two tips for sleeping better.", "How do I boil an egg?",
            "Write a haiku about rain.", "Why is the sky blue?"]
+# the shipped HHH-shaped fixture: a clean clone has no ../shared/data for `hhh_path: auto` to find
+HHH = Path(__file__).parent / "fixtures" / "hhh_like.json"
 
 
 def prepared(tmp_path):
@@ -28,7 +31,8 @@ def test_stage_runs_under_the_runner_on_the_tiny_preset(tmp_path, method, mode):
 
     run_dir = prepared(tmp_path)
     overrides = ["preferences.use_sft=false", f"preferences.method={method}", f"preferences.judge_mode={mode}",
-                 "preferences.rlcd_max_new_tokens=16", "preferences.min_response_chars=1"]
+                 "preferences.rlcd_max_new_tokens=16", "preferences.min_response_chars=1",
+                 f"preferences.hhh_path={HHH}"]
     summary = pipeline.run_pipeline("tiny", run_dir, only=["preferences"], overrides=overrides, progress=False)
     assert [action for _, action, _ in summary] == ["ran"]
     examples = read_jsonl(run_dir / "preferences.jsonl")
