@@ -270,6 +270,27 @@ def test_auto_falls_back_to_hf_when_the_engine_fails_to_start(caplog, monkeypatc
         make_generator(ModelConfig(spec="tiny"), backend="vllm")
 
 
+def test_auto_serves_lora_on_a_cpu_with_hf(caplog, monkeypatch, tmp_path):
+    """vLLM's CPU LoRA path is slower than HF (README, Generation): auto does not start an engine
+    for adapters on a CPU, and says so; vLLM asked for by name still gets them."""
+    import salmon_lib.generation.factory as factory
+    import salmon_lib.generation.vllm_backend as vb
+
+    started = []
+    monkeypatch.setattr(factory, "vllm_support", lambda cfg, adapters=(): (True, "looks fine"))
+    monkeypatch.setattr(vb, "VLLMGenerator", lambda *a, **k: started.append(k) or pytest.fail("engine started"))
+    monkeypatch.setattr(vb, "uses_cuda", lambda cfg: False)
+    assert factory.auto_picks_vllm(ModelConfig(spec="tiny")) == (True, "looks fine")
+    ok, reason = factory.auto_picks_vllm(ModelConfig(spec="tiny"), adapters=[str(tmp_path)])
+    assert not ok and "CPU" in reason
+    with caplog.at_level(logging.INFO, logger="salmon_lib.generation.factory"):
+        with make_generator(ModelConfig(spec="tiny"), adapters=[str(tmp_path)], progress=False) as gen:
+            assert gen.backend == "hf"
+    assert "hf (LoRA adapters on a CPU" in caplog.text and not started
+    monkeypatch.setattr(vb, "uses_cuda", lambda cfg: True)
+    assert factory.auto_picks_vllm(ModelConfig(spec="tiny"), adapters=[str(tmp_path)]) == (True, "looks fine")
+
+
 def test_vllm_limits_name_what_the_cpu_engine_cannot_run():
     from salmon_lib.generation.vllm_backend import EngineLimits, model_problems
     from salmon_lib.models import TINY_SHAPE

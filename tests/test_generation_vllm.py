@@ -49,8 +49,8 @@ def hf():
 @pytest.fixture(scope="module")
 def vllm_gen(lora_dir):
     pytest.importorskip("vllm")
-    with make_generator(DEFAULT, backend="auto", adapters=[lora_dir], progress=False) as gen:
-        assert gen.backend == "vllm"  # auto picks vLLM for a model and adapter it serves
+    assert vllm_support(DEFAULT, adapters=[lora_dir])[0]  # a model and adapter vLLM serves
+    with make_generator(DEFAULT, backend="vllm", adapters=[lora_dir], progress=False) as gen:
         yield gen
 
 
