@@ -67,7 +67,7 @@ def synthetic(run_dir: Path) -> tuple[EvaluateConfig, Evaluation]:
     ev.judge = {"skipped": "judge is off"}
     cfg = EvaluateConfig(run_dir=str(run_dir), bootstrap=500, kl=False, preview_n=2, samples_in_report=3,
                          controllability={"concise": ["Be brief."], "comprehensive": ["Be thorough."]})
-    measure(cfg, ev, progress=False)
+    measure(cfg, ev)
     ev.timings = {"answer": 1.0}
     return cfg, ev
 

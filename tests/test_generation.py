@@ -239,6 +239,39 @@ def test_4bit_model_generates_and_scores():
     assert all(-30 < s < 0 for row in scores for s in row)
 
 
+def test_token_kl_is_the_exact_per_position_kl_in_batches_and_in_a_pool(tmp_path):
+    """token_kl batches rows of different lengths with left padding; each row must equal the sum,
+    over its answer's positions, of the full-vocabulary KL from a plain unpadded forward pass."""
+    from salmon_lib.generation.token_kl import batches_by_positions
+    from salmon_lib.models import load_adapter, load_model
+
+    _, base = load_model("tiny")
+    base = make_lora(base, tmp_path / "p", seed=1)
+    make_lora(base, tmp_path / "r", seed=2)
+    prompts = [CHATML.prompt("Hi"), CHATML.prompt("Tell me about rivers and the sea, " * 3)]
+    answers = [[5, 9, 14, 3, 7, 22, 1], [11, 4]]
+    policy, ref = str(tmp_path / "p"), str(tmp_path / "r")
+    with HFGenerator(ModelConfig(spec="tiny", dtype="float64"), progress=False) as gen:
+        got = gen.token_kl(prompts, answers, ref, temperature=0.7, adapter=policy)
+        same = gen.token_kl(prompts, answers, policy, temperature=0.7, adapter=policy)
+        assert same == pytest.approx([0, 0], abs=1e-9)
+        with pytest.raises(GenerationError, match="temperature"):
+            gen.token_kl(prompts, answers, ref, temperature=0)
+        prompt_ids = gen.encode_prompts(prompts)
+    tiny64 = ModelConfig(spec="tiny", dtype="float64")
+    models = [load_adapter(load_model(tiny64)[1], tmp_path / name) for name in ("p", "r")]
+    for k, (p_ids, a_ids) in enumerate(zip(prompt_ids, answers)):
+        with torch.no_grad():
+            logp, logq = (torch.log_softmax(m(input_ids=torch.tensor([p_ids + a_ids])).logits[0] / 0.7, -1)
+                          for m in models)
+        at = slice(len(p_ids) - 1, len(p_ids) - 1 + len(a_ids))
+        want = float((logp.exp() * (logp - logq)).sum(-1)[at].sum())
+        assert got[k] == pytest.approx(want, rel=1e-4) and got[k] > 0  # token_kl reads float32 logits
+    with make_generator(ModelConfig(spec="tiny", dtype="float64"), "hf", processes=2, progress=False) as pool:
+        assert pool.token_kl(prompts, answers, ref, temperature=0.7, adapter=policy) == pytest.approx(got, rel=1e-9)
+    assert batches_by_positions([600, 500, 10], [700, 520, 20], max_positions=1024) == [[0], [1, 2]]
+
+
 def test_auto_falls_back_to_hf_and_says_why(caplog, monkeypatch):
     import salmon_lib.generation.factory as factory
 

@@ -2,7 +2,7 @@
 
 Steps: `prepare` (prompts, principle sets) -> `train_controllability_arms` (stage 05's code, one arm
 per set) -> `collect_answers` (every policy answers through the generation interface; SFT's best-of-N
-candidates for the preview; HHH likelihoods; the optional judge) -> `measure` (behaviour, KL to SFT)
+candidates for the preview; HHH likelihoods; KL to SFT; the optional judge) -> `measure` (behaviour)
 -> `score` (reward per principle, RL-time draw, each set) -> `report.write` (report.json,
 samples.jsonl, figures, report.html).
 """
@@ -85,8 +85,9 @@ def train_controllability_arms(cfg: EvaluateConfig, ev: Evaluation, progress: bo
 
 
 def collect_answers(cfg: EvaluateConfig, ev: Evaluation, progress: bool = True) -> None:
-    """Answers of every policy, SFT's preview candidates, HHH likelihoods and the judge's verdicts."""
-    from .likelihood import hhh_correct
+    """Answers of every policy, SFT's preview candidates, HHH likelihoods, KL to SFT and the judge's
+    verdicts, from one generator (KL from a HF one on the side when that one is not HF)."""
+    from .likelihood import hhh_correct, policy_kls
 
     ev.policies = discover(cfg.run_dir, cfg.include_base, cfg.extra_policies)
     missing = [s.name for s in ev.sources if cfg.controllability_arms
@@ -109,6 +110,10 @@ def collect_answers(cfg: EvaluateConfig, ev: Evaluation, progress: bool = True) 
             ev.hhh = {"items": hhh_items}
             for pol in ev.policies:
                 ev.hhh[pol.name] = hhh_correct(gen, hhh_items, pol.prompt, pol.adapter)
+        if cfg.kl:
+            with _timed(ev.timings, "kl"):
+                ev.kl = policy_kls(gen, cfg.model, ev.policies, ev.answers, [q.prompt for q in ev.prompts],
+                                   sft.adapter, cfg.temperature, cfg.generation_processes, progress)
         if cfg.judge == "sft":
             _judge(ev, gen, sft.spec.format, sft.adapter, cfg)
     if cfg.judge and cfg.judge != "sft":
@@ -157,23 +162,12 @@ def _judge(ev: Evaluation, gen, fmt, adapter: str | None, cfg: EvaluateConfig) -
     ev.judge["model"] = "the run's SFT model" if cfg.judge == "sft" else cfg.judge
 
 
-def measure(cfg: EvaluateConfig, ev: Evaluation, progress: bool = True) -> None:
+def measure(cfg: EvaluateConfig, ev: Evaluation) -> None:
     from .behaviour import answer_measures
-    from .likelihood import kl_to_reference
 
     for name, samples in ev.answers.items():
         ev.measures[name] = [dict(answer_measures(q.prompt, s["text"], s["num_tokens"], s["finished"]), text=s["text"])
                              for q, s in zip(ev.prompts, samples)]
-    if not cfg.kl:
-        return
-    others = [p for p in ev.policies if p.name != "sft"]
-    rows = [(pol.prompt(q.prompt), s["token_ids"], pol.adapter)
-            for pol in others for q, s in zip(ev.prompts, ev.answers[pol.name])]
-    kls = kl_to_reference(cfg.model, rows, ev.policy("sft").adapter, cfg.temperature, progress)
-    n = len(ev.prompts)
-    for k, pol in enumerate(others):
-        ev.kl[pol.name] = kls[k * n:(k + 1) * n]
-    ev.kl["sft"] = [0.0] * n
 
 
 def score(cfg: EvaluateConfig, ev: Evaluation, reward, progress: bool = True) -> None:
@@ -213,7 +207,7 @@ def run(cfg: EvaluateConfig, progress: bool = True) -> dict:
     with _timed(ev.timings, "answer"):
         collect_answers(cfg, ev, progress)
     with _timed(ev.timings, "measure"):
-        measure(cfg, ev, progress)
+        measure(cfg, ev)
     with _timed(ev.timings, "score"):
         reward = load_reward(reward_folder(cfg), score_cache=run_score_cache(cfg.run_dir),
                              processes=cfg.generation_processes)

@@ -94,6 +94,13 @@ class Generator:
         """Summed log-probability of `continuations[i]` after `prompts[i]`."""
         raise NotImplementedError
 
+    def token_kl(self, prompts: list[str], answer_ids: list[list[int]], reference: str | None,
+                 temperature: float = 1.0, adapter: str | None = None) -> list[float]:
+        """Summed per-position KL(`adapter` || `reference`) along each answer's token ids, in nats:
+        it needs full next-token distributions, which only the HF backend exposes."""
+        raise NotImplementedError(f"the {self.backend} backend returns no full next-token distributions; "
+                                  "token_kl needs the hf backend")
+
     def close(self) -> None:
         """Release the model (and for vLLM, the engine and its workers)."""
 

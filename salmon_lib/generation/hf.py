@@ -17,10 +17,11 @@ from tqdm.auto import tqdm
 
 from ..models import ModelConfig, ModelLoadError, check_adapter, load_model
 from . import usage
-from .base import Completion, Generator, check_generate_args, check_pairs
+from .base import Completion, GenerationError, Generator, check_generate_args, check_pairs
 from .decode import StopCheck, decode, to_completion
 from .prefix_scoring import ScoreRow, score_rows
 from .seeding import prompt_seeds, sample_seed
+from .token_kl import token_kl
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +194,24 @@ class HFGenerator(Generator):
             seq = p + c
             rows.append(ScoreRow(seq, [(t, seq[t]) for t in range(len(p), len(seq))]))
         return [sum(s) for s in self._score(rows, adapter, "sequence log-probs")]
+
+    def token_kl(self, prompts: list[str], answer_ids: list[list[int]], reference: str | None,
+                 temperature: float = 1.0, adapter: str | None = None) -> list[float]:
+        """Per rendered prompt and answer (token ids, as sampled): the summed per-position
+        KL(model with `adapter` || model with `reference`) along the answer, in nats, both at
+        `temperature` (`token_kl.py`). Either adapter None: the model as configured."""
+        if len(prompts) != len(answer_ids):
+            raise GenerationError(f"{len(prompts)} prompts but {len(answer_ids)} answers: one each")
+        if temperature <= 0:
+            raise GenerationError(f"temperature must be > 0 for a KL between distributions, got {temperature}")
+        if not prompts:
+            return []
+        for path in (adapter, reference):  # loading one may wrap self.model: before it is handed on
+            if path or self.cfg.adapter:
+                self._adapter_name(path or self.cfg.adapter)
+        with tqdm(total=len(prompts), desc="KL", unit="answer", disable=not self.progress) as bar:
+            return token_kl(self.model, self.pad_id, self.encode_prompts(prompts), answer_ids,
+                            lambda: self._active(adapter), lambda: self._active(reference), temperature, bar)
 
     def close(self) -> None:
         self.model = None

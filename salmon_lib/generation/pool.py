@@ -170,6 +170,17 @@ class GeneratorPool(Generator):
                          lambda part: ([prompts[i] for i in part], [continuations[i] for i in part]),
                          {"adapter": adapter})
 
+    def token_kl(self, prompts: list[str], answer_ids: list[list[int]], reference: str | None,
+                 temperature: float = 1.0, adapter: str | None = None) -> list[float]:
+        if len(prompts) != len(answer_ids):
+            raise GenerationError(f"{len(prompts)} prompts but {len(answer_ids)} answers: one each")
+        if not prompts:
+            return []
+        # cost: prompt characters plus answer tokens at about 4 characters each
+        return self._map("token_kl", [len(p) + 4 * len(a) for p, a in zip(prompts, answer_ids)],
+                         lambda part: ([prompts[i] for i in part], [answer_ids[i] for i in part]),
+                         {"reference": reference, "temperature": temperature, "adapter": adapter})
+
     def close(self) -> None:
         workers, self._workers = getattr(self, "_workers", []), []
         for proc, conn in workers:
