@@ -155,19 +155,22 @@ class ContrastiveReward:
                 system = PRINCIPLE_SYSTEM.format(text=text) if text else None
                 pair.append(rows.setdefault((self.fmt.prompt(prompt.strip(), system=system), answer), len(rows)))
             plan.append(pair)
-        keys = list(rows)
-        lp: list[float] = []
-        # Chunks of several batches: the backend sorts and shares prefixes within a call, and the
-        # bar still moves on a long list.
+        # Rows with the same rendered prompt (principles, instruction) go into one call: the backend
+        # shares prefixes only within a call, and stage 06 scores every policy's answer to a prompt
+        # under the same principles.
+        keys = sorted(rows)
+        found: dict[tuple[str, str], float] = {}
+        # Chunks of several batches, so the bar still moves on a long list.
         chunk = max(1, batch_size) * 8
         bar = _bar(len(keys), progress)
         for start in range(0, len(keys), chunk):
             part = keys[start:start + chunk]
-            lp += self.gen.sequence_logprobs([p for p, _ in part], [c for _, c in part])
+            found.update(zip(part, self.gen.sequence_logprobs([p for p, _ in part], [c for _, c in part])))
             if bar is not None:
                 bar.update(len(part))
         if bar is not None:
             bar.close()
+        lp = [found[k] for k in rows]
         lengths = [len(ids) for ids in self.gen.encode_pieces([_answer(self.fmt, r) for _, r, _ in items])]
         contrast = [(lp[g] - lp[o]) / n for (g, o), n in zip(plan, lengths)]
         return contrast, [lp[g] / n for (g, _), n in zip(plan, lengths)]
