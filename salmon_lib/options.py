@@ -27,7 +27,9 @@ def _at_least_one(cfg: Config, *names: str) -> None:
 class GenerationOptions(Config):
     """How a stage samples text from a model."""
 
-    backend: Literal["auto", "hf", "vllm"] = "auto"  # generation backend (auto: vLLM when installed, else Hugging Face)
+    # generation backend (auto: vLLM where it serves the model; Hugging Face otherwise, and for LoRA
+    # adapters on a CPU, where HF is the faster)
+    backend: Literal["auto", "hf", "vllm"] = "auto"
     temperature: float = 0.7  # sampling temperature (0: greedy)
     top_p: float = 0.95  # nucleus sampling
     max_new_tokens: int = 256  # token limit of each generated text

@@ -13,7 +13,9 @@ Measure = Literal["length_words", "length_tokens", "finished", "refusal", "self_
 @dataclasses.dataclass
 class EvaluateConfig(StageConfig):
     model: str = "default"  # the BASE model every policy adapter sits on (the one stage 02 fine-tuned)
-    backend: Literal["auto", "hf", "vllm"] = "auto"  # generation engine for the answers (auto: vLLM when installed)
+    # generation engine for the answers (auto: vLLM where it serves the model; HF otherwise, and for
+    # LoRA adapters on a CPU, where HF is the faster)
+    backend: Literal["auto", "hf", "vllm"] = "auto"
     # engines in worker processes sharing the answers, HHH likelihoods and reward scoring (a CPU:
     # one per core); 1 keeps them in the stage's process
     generation_processes: int = 1
