@@ -119,3 +119,18 @@ def test_reward_terms_each_switchable_and_normalised_per_type():
     assert raw["rm"] == 10.0
     with pytest.raises(ValueError, match="baseline"):
         RewardFunction(rm, Shaping(), None)
+
+
+def test_cpu_threads_apply_to_training_only_and_are_refused_below_zero():
+    import torch
+
+    from salmon_lib.rl.stage import _cpu_threads
+
+    before = torch.get_num_threads()
+    with _cpu_threads(before + 1):
+        assert torch.get_num_threads() == (before if torch.cuda.is_available() else before + 1)
+    assert torch.get_num_threads() == before
+    with _cpu_threads(0):
+        assert torch.get_num_threads() == before
+    with pytest.raises(ConfigError, match="cpu_threads: must be >= 0, got -1"):
+        RLConfig.from_dict({"cpu_threads": -1})

@@ -11,6 +11,7 @@ under each set with the reward model. Both are read the same two ways:
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import multiprocessing
@@ -74,6 +75,8 @@ def train_arms(rl_cfg, sources: Sequence[PrincipleSource], progress: bool = True
     if not (Path(rl_cfg.run_dir) / "rl_prompts.json").is_file():
         prepare_prompts(rl_cfg)
     log.info("controllability arms %s: training %d at once with stage 05's code", ", ".join(jobs), workers)
+    # each arm on its process's OMP_NUM_THREADS threads: stage 05's own cpu_threads assumed it ran alone
+    rl_cfg = dataclasses.replace(rl_cfg, cpu_threads=0) if hasattr(rl_cfg, "cpu_threads") else rl_cfg
     # spawn: a forked child would inherit the kernel's torch threads and locks
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {name: pool.submit(train_arm, rl_cfg, name, principles) for name, principles in jobs.items()}

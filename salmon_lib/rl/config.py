@@ -83,6 +83,9 @@ class RLConfig(StageConfig):
     resume: bool = True  # continue from the last checkpoint when one exists for the same settings and inputs
     report_to: Literal["none", "tensorboard"] = "none"  # extra logging backend (TensorBoard: rl_checkpoints/runs)
     gradient_checkpointing: bool = False  # trade compute for memory (worth it for 7B+ on a GPU)
+    # torch threads of the training process on a CPU (0: as OMP_NUM_THREADS says); ppo is one
+    # process, so on a CPU run with one thread per process the other cores would sit idle
+    cpu_threads: int = 0
 
     def check(self) -> None:
         super().check()
@@ -96,7 +99,7 @@ class RLConfig(StageConfig):
                      "ppo_epochs", "minibatches", "max_steps", "save_steps"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: must be at least 1, got {getattr(self, name)}")
-        for name in ("heldout_prompts", "max_prompts", "baseline_prompts"):
+        for name in ("heldout_prompts", "max_prompts", "baseline_prompts", "cpu_threads"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}: must be >= 0, got {getattr(self, name)}")
         if self.method in GROUP_METHODS and self.group_size < 2:

@@ -11,6 +11,7 @@ per GPU); ppo runs in one process on one device.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 INPUTS = ("prompts.jsonl", "sft/", "rm/")
 # Settings that do not change what is learned: checkpoints made under other values still hold.
 RESUME_NEUTRAL = {"run_dir", "resume", "max_minutes", "save_steps", "report_to", "score_batch_size", "distributed",
-                  "vllm_gpu_memory_utilization", "gradient_checkpointing"}
+                  "vllm_gpu_memory_utilization", "gradient_checkpointing", "cpu_threads"}
 _ARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -130,6 +131,25 @@ def open_session(cfg: RLConfig, arm: str | None = None, reward=None,
 def train(cfg: RLConfig, arm: str | None = None, reward=None, progress: bool = True,
           principles: str | list[str] | None = None) -> dict:
     """Train with `cfg.method` from the SFT policy, save the policy, return (and write) the stats."""
+    with _cpu_threads(cfg.cpu_threads):
+        return _train(cfg, arm, reward, progress, principles)
+
+
+@contextlib.contextmanager
+def _cpu_threads(threads: int):
+    """torch's intra-op threads for the block, where there is no GPU (0: unchanged)."""
+    import torch
+
+    before = torch.get_num_threads()
+    if threads and not torch.cuda.is_available():
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _train(cfg: RLConfig, arm: str | None, reward, progress: bool, principles: str | list[str] | None) -> dict:
     from .policy import policy_info, save_policy
 
     s = open_session(cfg, arm, reward, principles)
