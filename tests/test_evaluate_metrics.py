@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 
 from salmon_lib.evaluate import behaviour as bh
-from salmon_lib.evaluate.stats import describe_difference, describe_win_rate, mean_ci, paired_difference, win_rate
+from salmon_lib.evaluate.stats import (
+    decimals,
+    describe_difference,
+    describe_win_rate,
+    mean_ci,
+    paired_difference,
+    win_rate,
+)
 
 REFUSALS = [
     "I'm sorry, but I can't help with that.",
@@ -147,3 +154,16 @@ def test_mean_ci_of_a_rate():
     r = mean_ci([1, 0, 1, 1, None], n_boot=500)
     assert r["n"] == 4 and r["mean"] == 0.75 and 0 <= r["ci"][0] <= 0.75 <= r["ci"][1] <= 1
     assert mean_ci([None]) == {"n": 0, "mean": None, "ci": None}
+
+
+def test_small_differences_are_printed_with_the_decimals_their_interval_needs():
+    """Rewards of a few hundredths must not read "0.00 (95% CI 0.00 to 0.00)"."""
+    small = {"n": 6, "difference": 0.0142, "ci": [0.0041, 0.0253], "distinguishable": True, "effect_size_dz": 1.1}
+    assert describe_difference("reward", small).startswith("reward: 0.014 (95% CI 0.004 to 0.025, n=6")
+    large = {"n": 16, "difference": -1.06, "ci": [-3.44, 0.44], "distinguishable": False, "effect_size_dz": -0.25}
+    assert describe_difference("length", large).startswith("length: -1.06 (95% CI -3.44 to 0.44, n=16")
+    assert decimals(0.0, 0.0, 0.0) == 2 and decimals(1e-12, 2e-12) == 6 and decimals(None, float("nan")) == 2
+    from salmon_lib.evaluate.html import _interval
+
+    assert _interval({"mean": 0.0123, "ci": [0.0051, 0.0194]}) == "0.012 [0.005, 0.019]"
+    assert _interval({"mean": 70.38, "ci": [62.75, 77.31]}) == "70.38 [62.75, 77.31]"

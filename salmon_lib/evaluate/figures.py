@@ -13,6 +13,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ..io import atomic_path
+from .stats import decimals
 
 BEHAVIOUR_PANELS = (
     ("length_words", "answer length (words)"), ("finished", "finished share"),
@@ -72,8 +73,9 @@ def _heatmap(ax, matrix: Mapping[str, Mapping[str, float]], title: str) -> None:
     ax.set_xticks(range(len(cols)), cols, rotation=40, ha="right", fontsize=8)
     ax.set_yticks(range(len(rows)), rows, fontsize=8)
     if values.size <= 60:
+        digits = decimals(*values.ravel().tolist())
         for (i, j), v in np.ndenumerate(values):
-            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7)
+            ax.text(j, i, f"{v:.{digits}f}", ha="center", va="center", fontsize=7)
     ax.figure.colorbar(im, ax=ax, label="mean reward")
     ax.set_title(title, fontsize=10)
 

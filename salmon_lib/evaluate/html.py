@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from ..io import atomic_write_text
-from .stats import fmt
+from .stats import decimals, fmt
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
@@ -45,7 +45,10 @@ def _interval(r: Mapping | None, key: str = "mean", digits: int = 2) -> str:
     if not r or r.get(key) is None:
         return "n/a"
     ci = r.get("ci")
-    return f"{fmt(r[key], digits)} [{fmt(ci[0], digits)}, {fmt(ci[1], digits)}]" if ci else fmt(r[key], digits)
+    if not ci:
+        return fmt(r[key], digits)
+    digits = decimals(r[key], *ci, minimum=digits)
+    return f"{fmt(r[key], digits)} [{fmt(ci[0], digits)}, {fmt(ci[1], digits)}]"
 
 
 def _skipped(section: Mapping) -> str:
@@ -69,7 +72,8 @@ def controllability(rep: dict, figs: Mapping[str, Path]) -> str:
         if kind in ctl and "skipped" not in ctl[kind]:
             block = ctl[kind]
             cols = list(next(iter(block["reward_matrix"].values())))
-            rows = [[r, *(fmt(v[c]) for c in cols), _interval(block["measure"].get(r))]
+            digits = decimals(*(v[c] for v in block["reward_matrix"].values() for c in cols))
+            rows = [[r, *(fmt(v[c], digits) for c in cols), _interval(block["measure"].get(r))]
                     for r, v in block["reward_matrix"].items()]
             title = "RL arms" if kind == "arms" else \
                 f"Preview: SFT's best of {block['candidates_per_prompt']} (n={block['n']} prompts)"

@@ -13,6 +13,7 @@ differences; Cliff's delta (2 * win rate - 1, in [-1, 1]) for win rates.
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
@@ -98,6 +99,16 @@ def fmt(x: float | None, digits: int = 2) -> str:
     return "n/a" if x is None else f"{x:.{digits}f}"
 
 
+def decimals(*values: float | None, minimum: int = 2, maximum: int = 6) -> int:
+    """Decimals that show the spread of `values` (an estimate and its interval) to two significant
+    digits: rewards of a few hundredths printed as "0.00 (CI 0.00 to 0.00)" say nothing."""
+    xs = [float(v) for v in values if v is not None and math.isfinite(v)]
+    scale = (max(xs) - min(xs) if len(xs) > 1 else 0.0) or max(map(abs, xs), default=0.0)
+    if scale == 0:
+        return minimum
+    return min(maximum, max(minimum, 1 - math.floor(math.log10(scale))))
+
+
 def _level(result: dict) -> str:
     return f"{round(100 * result.get('confidence', 0.95))}% CI"
 
@@ -107,6 +118,7 @@ def describe_difference(what: str, result: dict, unit: str = "", digits: int = 2
     if not result.get("n"):
         return f"{what}: no pairs to compare."
     ci = result["ci"]
+    digits = decimals(result["difference"], *ci, minimum=digits)
     level = (f"{fmt(result['difference'], digits)}{unit} ({_level(result)} {fmt(ci[0], digits)} to "
              f"{fmt(ci[1], digits)}, n={result['n']}")
     dz = result.get("effect_size_dz")
