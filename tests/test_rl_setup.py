@@ -134,3 +134,30 @@ def test_cpu_threads_apply_to_training_only_and_are_refused_below_zero():
         assert torch.get_num_threads() == before
     with pytest.raises(ConfigError, match="cpu_threads: must be >= 0, got -1"):
         RLConfig.from_dict({"cpu_threads": -1})
+
+
+def test_arms_trained_side_by_side_keep_their_process_threads(tmp_path, monkeypatch):
+    """stage 05's cpu_threads assumes the stage runs alone: two arms at once must not each take it."""
+    import concurrent.futures
+
+    import salmon_lib.evaluate.controllability as ctl
+    import salmon_lib.rl.stage as rl_stage
+    from salmon_lib.evaluate.rewards import PrincipleSource
+
+    class InProcess(concurrent.futures.Executor):
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def submit(self, fn, *args):
+            future = concurrent.futures.Future()
+            future.set_result(fn(*args))
+            return future
+
+    monkeypatch.setattr(ctl, "ProcessPoolExecutor", InProcess)
+    monkeypatch.setattr(rl_stage, "train_arm", lambda cfg, name, principles: cfg.cpu_threads)
+    (tmp_path / "rl_prompts.json").write_text("{}")
+    rl = {"num_principles": 1, "interventions": [], "seed": 0}
+    sources = [PrincipleSource.from_spec(n, [f"The response is {n}."], rl) for n in ("short", "long")]
+    cfg = RLConfig.from_dict({"run_dir": str(tmp_path), "cpu_threads": 2})
+    assert ctl.train_arms(cfg, sources, progress=False, workers=2) == {"short": 0, "long": 0}
+    assert ctl.train_arms(cfg, sources, progress=False, workers=1) == {"short": 2, "long": 2}

@@ -76,7 +76,7 @@ def train_arms(rl_cfg, sources: Sequence[PrincipleSource], progress: bool = True
         prepare_prompts(rl_cfg)
     log.info("controllability arms %s: training %d at once with stage 05's code", ", ".join(jobs), workers)
     # each arm on its process's OMP_NUM_THREADS threads: stage 05's own cpu_threads assumed it ran alone
-    rl_cfg = dataclasses.replace(rl_cfg, cpu_threads=0) if hasattr(rl_cfg, "cpu_threads") else rl_cfg
+    rl_cfg = dataclasses.replace(rl_cfg, cpu_threads=0)
     # spawn: a forked child would inherit the kernel's torch threads and locks
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {name: pool.submit(train_arm, rl_cfg, name, principles) for name, principles in jobs.items()}
