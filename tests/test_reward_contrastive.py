@@ -137,3 +137,21 @@ def test_stage_04_writes_a_contrastive_rm_folder_and_evaluates_it(tmp_path):
     result = evaluate_reward_model(load_reward(run / "rm"), cfg, progress=False)
     assert result["held_out"]["n"] >= 2 and result["flip"]["overall"]["n"] == 24
     assert result["flip_judge_wording"]["overall"]["n"] > 0
+
+
+def test_rows_of_one_rendered_prompt_are_scored_in_one_call_and_scores_keep_item_order(reward, monkeypatch):
+    """The backend shares a prompt's prefix only within a call: stage 06's items come policy by
+    policy, so one prompt's rows are far apart in item order and must be brought together."""
+    questions = [f"Question number {k}?" for k in range(3)]
+    items = [(q, f"Answer {p} to {q}", [CONCISE.definition]) for p in range(5) for q in questions]
+    alone = [reward.score([item])[0] for item in items]
+    calls = []
+    real = reward.gen.sequence_logprobs
+    monkeypatch.setattr(reward.gen, "sequence_logprobs", lambda prompts, conts: calls.append(prompts) or
+                        real(prompts, conts))
+    assert reward.score(items, batch_size=1) == pytest.approx(alone, abs=1e-5)
+    # 3 prompts x 2 principle polarities = 6 rendered prompts of 5 rows each, in calls of 8 rows
+    assert sum(map(len, calls)) == 30
+    for prompt in {p for call in calls for p in call}:
+        holding = [call for call in calls if prompt in call]
+        assert len(holding) <= 2 and sum(call.count(prompt) for call in holding) == 5
