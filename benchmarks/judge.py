@@ -12,7 +12,7 @@ Side by side in one run on one model (default: the embedded default model), 16 p
   the last position's logits are computed (the original computed them everywhere, which would
   make its figure worse still).
 - modes (`--modes`): the same pairs under K principles in each likelihood judge mode
-  (`preferences/judge_modes.py`), the contrastive score in both layouts (principle first, as the
+  (`scoring/judge_modes.py`), the contrastive score in both layouts (principle first, as the
   system prompt; principle last, after the answer) and once with prefix sharing off.
 Each figure comes with the tokens the scorer computes for it (shared prefixes counted once), the
 cost model the times should follow.
@@ -92,7 +92,7 @@ def computed_tokens(gen, prompts: list[str], continuations: list[str] | None = N
 
 
 def time_modes(gen, fmt, pairs, principle_set, k: int, result: dict) -> None:
-    from salmon_lib.preferences import judge_modes
+    from salmon_lib.scoring import judge_modes
 
     criteria = judge_modes.criteria_of(principle_set)[:k]
     runs = [(m, "system") for m in ("contrastive", "likelihood", "pmi", "pointwise", "ensemble")]

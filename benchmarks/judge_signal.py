@@ -29,10 +29,10 @@ sys.path.insert(0, str(ROOT))
 
 def judge_signal(gen, hhh_items, adapter, dev_probes) -> dict:
     from salmon_lib.chat import get_format
-    from salmon_lib.preferences.judge_modes import criteria_of
     from salmon_lib.preferences.signal import COMPARED, flip_sensitivity, hhh_accuracy
     from salmon_lib.principles import load_principles
-    from salmon_lib.reward.evaluate import read_flip_probes, with_judge_wording
+    from salmon_lib.scoring.flip_probes import read_flip_probes, with_judge_wording
+    from salmon_lib.scoring.judge_modes import criteria_of
 
     fmt, ps = get_format("chatml"), load_principles(ROOT / "principles/judge.yaml")
     out, t = {}, time.perf_counter()
@@ -151,7 +151,7 @@ def main(argv=None) -> int:
                 result["judge"][name]["seconds"] = round(time.perf_counter() - t, 1)
                 print(name, json.dumps(result["judge"][name]), flush=True)
                 save()
-            from salmon_lib.preferences import judge_modes
+            from salmon_lib.scoring import judge_modes
 
             default = judge_modes.PRINCIPLE_SYSTEM
             for wording in args.wording:

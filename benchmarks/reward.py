@@ -27,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from salmon_lib.io import atomic_write_json  # noqa: E402
-from salmon_lib.reward.evaluate import read_flip_probes  # noqa: E402
+from salmon_lib.scoring.flip_probes import read_flip_probes  # noqa: E402
 
 
 def workload(n_responses: int, k: int, seed: int = 0, min_words: int = 0):

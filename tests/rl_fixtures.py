@@ -67,7 +67,7 @@ class ShorterIsBetter:
     """A programmatic reward for the positive control: fewer words score higher."""
 
     def score(self, items, batch_size: int = 16, progress: bool = False) -> list[float]:
-        return [-len(response.split()) / 20.0 for _, response, _ in items]
+        return [-len(response.split()) / 20.0 for _, response, *_ in items]
 
     def describe(self) -> dict:
         return {"kind": "programmatic", "name": "shorter is better"}

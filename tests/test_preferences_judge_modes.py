@@ -7,7 +7,8 @@ import pytest
 from salmon_lib import generation
 from salmon_lib.chat import get_format
 from salmon_lib.io import RecordLog
-from salmon_lib.preferences import judge_modes as jm
+from salmon_lib.scoring import judge_modes as jm
+from salmon_lib.scoring.render import PRINCIPLE_SYSTEM
 
 FMT = get_format("chatml")
 CONCISE = jm.Criterion("Concise", "The response is brief.", "The response is long and detailed.")
@@ -42,7 +43,7 @@ def logprob(gen, prompt: str, continuation: str) -> float:
 
 
 def system(request, text):
-    return FMT.prompt(request, system=jm.PRINCIPLE_SYSTEM.format(text=text) if text else None)
+    return FMT.prompt(request, system=PRINCIPLE_SYSTEM.format(text=text) if text else None)
 
 
 def test_each_mode_equals_a_direct_forward_pass(gens):

@@ -7,9 +7,9 @@ import pytest
 from salmon_lib import generation
 from salmon_lib.chat import get_format
 from salmon_lib.io import RecordLog
-from salmon_lib.preferences import judge_modes as jm
 from salmon_lib.preferences import rlcd
 from salmon_lib.principles import load_principles
+from salmon_lib.scoring import judge_modes as jm
 
 FMT = get_format("chatml")
 PROMPTS = [{"id": f"q{i}", "prompt": p, "question_type": "general"} for i, p in
@@ -60,7 +60,9 @@ def test_answers_are_written_under_the_principle_and_its_negation(gen, principle
         assert spy.prompts[i] == FMT.prompt(PROMPTS[i]["prompt"], system=rlcd.system_prompt(p.definition))
         assert spy.prompts[3 + i] == FMT.prompt(PROMPTS[i]["prompt"], system=rlcd.system_prompt(p.negative_definition))
         c = jm.Criterion(p.name, p.definition, p.negative_definition)
-        both = [(r["prompt"], r["response_pos"], c), (r["prompt"], r["response_neg"], c)]
+        # an answer cut at max_new_tokens is scored as cut (no end of turn)
+        both = [(r["prompt"], r["response_pos"], c, not r["truncated"][0]),
+                (r["prompt"], r["response_neg"], c, not r["truncated"][1])]
         values = jm.response_values(gen, FMT, both, ["contrastive"])["contrastive"]
         assert [r["value_pos"], r["value_neg"]] == pytest.approx(values, abs=1e-4)
         assert r["margin"] == pytest.approx(r["value_pos"] - r["value_neg"])

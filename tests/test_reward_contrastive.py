@@ -6,10 +6,10 @@ import pytest
 
 from salmon_lib.chat import get_format
 from salmon_lib.io import DataError
-from salmon_lib.preferences.judge_modes import PRINCIPLE_SYSTEM
 from salmon_lib.principles import load_principles
 from salmon_lib.reward import ContrastiveReward, load_reward
 from salmon_lib.reward.contrastive import SPEC_FILE, write_spec
+from salmon_lib.scoring.render import NEUTRAL_SYSTEM, PRINCIPLE_SYSTEM
 
 FMT = get_format("chatml")
 JUDGE = load_principles("principles/judge.yaml")
@@ -39,13 +39,17 @@ def logprob(gen, prompt, continuation):
     return sum(logp[len(p) + i - 1, t].item() for i, t in enumerate(c))
 
 
-def tokens(gen):
-    return len(gen.encode_pieces([ITEM[1] + FMT.end])[0])
+def tokens(gen, end=FMT.end):
+    return len(gen.encode_pieces([ITEM[1] + end])[0])
 
 
-def under(gen, text):
+def under(gen, text, end=FMT.end):
     system = PRINCIPLE_SYSTEM.format(text=" ".join(text.split())) if text else None
-    return logprob(gen, FMT.prompt(ITEM[0], system=system), ITEM[1] + FMT.end)
+    return logprob(gen, FMT.prompt(ITEM[0], system=system), ITEM[1] + end)
+
+
+def neutral(gen, end=FMT.end):
+    return logprob(gen, FMT.prompt(ITEM[0], system=NEUTRAL_SYSTEM), ITEM[1] + end)
 
 
 def test_load_reward_reads_the_spec_folder_and_keeps_paths_relative(reward, tmp_path):
@@ -78,23 +82,58 @@ def test_several_principles_negate_together_and_interventions_stay(reward):
     assert reward.score([(*ITEM, [])]) == [0.0]
 
 
-def test_an_unknown_principle_is_named_until_its_negation_is_given(reward):
-    with pytest.raises(DataError, match="does not know the principle 'Reply in rhymes.'"):
-        reward.score([(*ITEM, ["Reply in rhymes."])])
+def test_a_principle_without_known_negation_is_contrasted_with_its_absence(reward):
+    """Free text in the user's own words is scored, never refused: against the neutral system prompt."""
+    gen = reward.gen
+    (free,) = reward.score([(*ITEM, ["Reply in rhymes."])])
+    assert free == pytest.approx((under(gen, "Reply in rhymes.") - neutral(gen)) / tokens(gen), abs=1e-5)
     reward.learn_opposites([("Reply in rhymes.", "Reply in plain prose.")])
     a, b = reward.score([(*ITEM, ["Reply in rhymes."]), (*ITEM, ["Reply in plain prose."])])
     assert a == pytest.approx(-b, abs=1e-5)
+    assert a == pytest.approx((under(gen, "Reply in rhymes.") - under(gen, "Reply in plain prose.")) / tokens(gen),
+                              abs=1e-5)
+
+
+def test_a_known_principle_beside_a_free_one_keeps_its_negation(reward):
+    gen = reward.gen
+    (s,) = reward.score([(*ITEM, [CONCISE.definition, "Use British spelling."])])
+    given = " ".join([" ".join(CONCISE.definition.split()), "Use British spelling."])
+    expected = (under(gen, given) - under(gen, CONCISE.negative_definition)) / tokens(gen)
+    assert s == pytest.approx(expected, abs=1e-5)
 
 
 def test_an_arm_principle_file_is_learnt_with_its_negations(reward):
     """Stages 05 and 06 hand the reward the principle files they draw from (an arm's own set)."""
+    gen = reward.gen
     concise = load_principles("principles/concise.yaml")
     short = concise.by_name("Direct")  # in neither judge.yaml nor rl.yaml
-    with pytest.raises(DataError, match="does not know the principle"):
-        reward.score([(*ITEM, [short.definition])])
+    (before,) = reward.score([(*ITEM, [short.definition])])
+    assert before == pytest.approx((under(gen, short.definition) - neutral(gen)) / tokens(gen), abs=1e-5)
     reward.learn_principles(concise)
     (pos,), (neg,) = reward.score([(*ITEM, [short.definition])]), reward.score([(*ITEM, [short.negative_definition])])
-    assert pos == pytest.approx(-neg, abs=1e-5) and pos != 0
+    assert pos == pytest.approx(-neg, abs=1e-5) and pos != 0 and pos != pytest.approx(before, abs=1e-5)
+
+
+def test_contrast_absent_and_aggregate_sum(reward):
+    gen = reward.gen
+    absent = ContrastiveReward(gen, FMT, dict(reward.opposites), contrast="absent", aggregate="sum")
+    (s,) = absent.score([(*ITEM, [CONCISE.definition])])
+    assert s == pytest.approx(under(gen, CONCISE.definition) - neutral(gen), abs=1e-4)
+    summed = ContrastiveReward(gen, FMT, dict(reward.opposites), aggregate="sum")
+    (mean,), (total,) = reward.score([(*ITEM, [CONCISE.definition])]), summed.score([(*ITEM, [CONCISE.definition])])
+    assert total == pytest.approx(mean * tokens(gen), abs=1e-4)
+    with pytest.raises(ValueError, match="aggregate must be one of mean, sum"):
+        ContrastiveReward(gen, FMT, {}, aggregate="median")
+
+
+def test_an_unfinished_answer_is_scored_without_the_end_of_turn(reward):
+    """A cut answer never produced the end token: scoring it with one would reward stopping at the limit."""
+    gen = reward.gen
+    (cut,), (done,) = (reward.score([(*ITEM, [CONCISE.definition], False)]),
+                       reward.score([(*ITEM, [CONCISE.definition], True)]))
+    expected = (under(gen, CONCISE.definition, "") - under(gen, CONCISE.negative_definition, "")) / tokens(gen, "")
+    assert cut == pytest.approx(expected, abs=1e-5)
+    assert done == reward.score([(*ITEM, [CONCISE.definition])])[0] and cut != pytest.approx(done, abs=1e-6)
 
 
 def test_ensemble_adds_the_scaled_likelihood_and_ranks_without_principles(reward):
@@ -136,6 +175,7 @@ def test_stage_04_writes_a_contrastive_rm_folder_and_evaluates_it(tmp_path):
     assert json.loads((run / "reward_stats.json").read_text())["kind"] == "contrastive"
     result = evaluate_reward_model(load_reward(run / "rm"), cfg, progress=False)
     assert result["held_out"]["n"] >= 2 and result["flip"]["overall"]["n"] == 24
+    assert result["flip_free_text"]["overall"]["n"] == 24
     assert result["flip_judge_wording"]["overall"]["n"] > 0
 
 
@@ -155,3 +195,23 @@ def test_rows_of_one_rendered_prompt_are_scored_in_one_call_and_scores_keep_item
     for prompt in {p for call in calls for p in call}:
         holding = [call for call in calls if prompt in call]
         assert len(holding) <= 2 and sum(call.count(prompt) for call in holding) == 5
+
+
+def test_score_command_reads_a_contrastive_folder_with_free_text_and_cut_answers(reward, tmp_path, capsys):
+    from salmon_lib.cli import main
+
+    folder = tmp_path / "rm"
+    write_spec(folder, model={"spec": "tiny"}, adapter=None, chat_format="chatml",
+               principle_files=["principles/judge.yaml"])
+    lines = [{"prompt": ITEM[0], "response": ITEM[1], "principles": ["Answer like a pirate."]},
+             {"prompt": ITEM[0], "response": "Spiders have eight", "principles": [CONCISE.definition],
+              "finished": False},
+             {"prompt": ITEM[0], "response": ITEM[1], "principles": [CONCISE.definition], "finished": "no"}]
+    src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    src.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert main(["score", "--reward-model", str(folder), "--input", str(src), "--output", str(out)]) == 0
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    expected = reward.score([(ITEM[0], ITEM[1], ["Answer like a pirate."], True),
+                             (ITEM[0], "Spiders have eight", [CONCISE.definition], False)])
+    assert [r["score"] for r in recs] == pytest.approx(expected, abs=1e-5)
+    assert "in.jsonl:3: field 'finished' should be true or false" in capsys.readouterr().err

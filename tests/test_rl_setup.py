@@ -88,7 +88,7 @@ class FixedReward:
 
     def score(self, items, batch_size=16, progress=False):
         self.items.extend(items)
-        return [self.scores[r] for _, r, _ in items]
+        return [self.scores[r] for _, r, *_ in items]
 
 
 def _sample(response, qtype="general", tokens=10, finished=True):
@@ -104,7 +104,9 @@ def test_reward_terms_each_switchable_and_normalised_per_type():
     fn = RewardFunction(rm, shaping, baseline)
     a, b, c = fn.terms([_sample("a", tokens=10), _sample("b", "reasoning", tokens=50, finished=False),
                         _sample("c", "red_team", tokens=200)])
-    assert rm.items[0] == ("the bare question", "a", ["Rule A."])  # the bare instruction, principle texts
+    # the bare instruction, principle texts, and whether the answer finished (a cut one is scored as cut)
+    assert rm.items[0] == ("the bare question", "a", ["Rule A."], True)
+    assert rm.items[1][3] is False
     assert a == pytest.approx({"rm_raw": 4.0, "rm": 2 * (4 - 2) / 1, "unfinished": 0.0, "length": 0.5, "score": 4.5})
     assert b["unfinished"] == -6.0 and b["length"] == pytest.approx(5 * 50 / 100 * -0.4)
     # red_team has one baseline answer (no spread): the overall statistics normalise it; m=0 there.
@@ -161,3 +163,33 @@ def test_arms_trained_side_by_side_keep_their_process_threads(tmp_path, monkeypa
     cfg = RLConfig.from_dict({"run_dir": str(tmp_path), "cpu_threads": 2})
     assert ctl.train_arms(cfg, sources, progress=False, workers=2) == {"short": 0, "long": 0}
     assert ctl.train_arms(cfg, sources, progress=False, workers=1) == {"short": 2, "long": 2}
+
+
+def test_term_shares_say_which_term_the_shaped_score_follows():
+    from salmon_lib.rl.shaping import term_shares
+
+    # rm spreads answers by +-0.5, the unfinished penalty by 6: the penalty carries almost all of it
+    rows = [{"step": 0, "prompt_id": p, "rm": rm, "unfinished": u, "length": 0.0}
+            for p, rm, u in (("a", 0.5, 0.0), ("a", -0.5, -6.0), ("b", 0.5, -6.0), ("b", -0.5, 0.0))]
+    shares = term_shares(rows)
+    assert sum(shares["across"].values()) == pytest.approx(1.0)
+    assert shares["across"]["unfinished"] == pytest.approx(36 / 37) and shares["across"]["length"] == 0.0
+    assert shares["across"]["rm"] == pytest.approx(1 / 37)
+    # within a prompt a term that all of a group's answers share cancels
+    same = [dict(r, unfinished=-6.0 if r["prompt_id"] == "a" else 0.0) for r in rows]
+    assert term_shares(same)["within_prompt"]["rm"] == pytest.approx(1.0)
+    assert term_shares(rows[:1])["across"] is None and term_shares(rows[::2])["within_prompt"] is None
+
+
+def test_group_normalised_rm_ranks_each_prompt_in_sd_units():
+    rm = FixedReward({"a": 1.0, "b": 1.002, "c": 5.0, "d": 9.0, "e": 3.0})
+    fn = RewardFunction(rm, Shaping(group_normalise_rm=True, unfinished_penalty=-6.0, length_coef=0.0), None)
+    samples = [_sample("a"), _sample("b", finished=False), _sample("c"), _sample("d"), _sample("e")]
+    for s, pid in zip(samples, ("p1", "p1", "p2", "p2", "p3")):
+        s.prompt_id = pid
+    a, b, c, d, e = fn.terms(samples)
+    # a raw gap of 0.002 still weighs one SD either way, beside the -6 for the cut answer
+    assert (a["rm"], b["rm"], c["rm"], d["rm"]) == pytest.approx((-1.0, 1.0, -1.0, 1.0))
+    assert e["rm"] == 0.0 and b["score"] == pytest.approx(1.0 - 6.0)
+    with pytest.raises(ConfigError, match="group_normalise_rm"):
+        RLConfig(group_normalise_rm=True, method="ppo").check()

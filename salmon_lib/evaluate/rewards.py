@@ -77,21 +77,22 @@ def principle_columns(files: Sequence[str]) -> dict[str, str]:
 Column = Callable[[EvalPrompt], list[str]]
 
 
-def score_table(reward, answers: Mapping[str, Sequence[str]], prompts: Sequence[EvalPrompt],
+def score_table(reward, answers: Mapping[str, Sequence[tuple[str, bool]]], prompts: Sequence[EvalPrompt],
                 columns: Mapping[str, Column], batch_size: int = 16,
                 progress: bool = False) -> dict[str, dict[str, list[float]]]:
-    """{policy: {column: [score per prompt]}} for each policy's answers (one per prompt)."""
+    """{policy: {column: [score per prompt]}} for each policy's answers (one (text, finished) per
+    prompt; an answer cut at the token limit is scored as unfinished)."""
     principles = {c: [fn(p) for p in prompts] for c, fn in columns.items()}
     # Two policies often give the same answer (greedy-like short ones): it is scored once, so equal
     # answers get equal scores rather than ones that differ by batch padding's rounding.
     index: dict[tuple, int] = {}
     where = []
     for policy, texts in answers.items():
-        for i, (p, text) in enumerate(zip(prompts, texts)):
+        for i, (p, (text, finished)) in enumerate(zip(prompts, texts)):
             for c in columns:
-                key = (p.prompt, text, tuple(principles[c][i]))
+                key = (p.prompt, text, tuple(principles[c][i]), finished)
                 where.append((policy, c, index.setdefault(key, len(index))))
-    scores = reward.score([(p, t, list(ps)) for p, t, ps in index], batch_size=batch_size, progress=progress)
+    scores = reward.score([(p, t, list(ps), f) for p, t, ps, f in index], batch_size=batch_size, progress=progress)
     out: dict[str, dict[str, list[float]]] = {pol: {c: [] for c in columns} for pol in answers}
     for policy, c, k in where:
         out[policy][c].append(float(scores[k]))

@@ -178,7 +178,7 @@ def score(cfg: EvaluateConfig, ev: Evaluation, reward, progress: bool = True) ->
     columns[RL_DRAW] = ev.rl_draw.for_prompt
     for src in ev.sources:
         columns[SET_PREFIX + src.name] = src.for_prompt
-    texts = {name: [s["text"] for s in samples] for name, samples in ev.answers.items()}
+    texts = {name: [(s["text"], s["finished"]) for s in samples] for name, samples in ev.answers.items()}
     ev.scores = score_table(reward, texts, ev.prompts, columns, cfg.score_batch_size, progress)
     if ev.candidates:
         prompts = ev.prompts[:len(ev.candidates)]
@@ -186,7 +186,7 @@ def score(cfg: EvaluateConfig, ev: Evaluation, reward, progress: bool = True) ->
         for src in ev.sources:
             for i, (q, cands) in enumerate(zip(prompts, ev.candidates)):
                 principles = src.for_prompt(q)
-                items += [(q.prompt, c["text"], principles) for c in cands]
+                items += [(q.prompt, c["text"], principles, c["finished"]) for c in cands]
                 where += [(src.name, i)] * len(cands)
         flat = reward.score(items, batch_size=cfg.score_batch_size, progress=progress)
         ev.preview_scores = {s.name: [[] for _ in prompts] for s in ev.sources}

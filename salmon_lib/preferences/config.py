@@ -37,7 +37,7 @@ class PreferencesConfig(AggregateOptions, GenerationOptions, StageConfig):
     top_p: float = 1.0  # nucleus sampling of the two answers
     min_response_chars: int = 16  # a pair with a shorter answer is dropped
     judge_batch_pairs: int = 8  # pairs per scoring call (x 2 orders x principles prompts)
-    # how the judge reads a principle (preferences/judge_modes.py); pairwise is SALMON's verdict
+    # how the judge reads a principle (scoring/judge_modes.py); pairwise is SALMON's verdict
     judge_mode: Literal["pairwise", "contrastive", "likelihood", "pmi", "pointwise", "ensemble"] = "pairwise"
     # contrastive mode: the principle as system prompt before the answer, or as a description after it
     judge_layout: Literal["system", "suffix"] = "system"

@@ -22,7 +22,7 @@ from collections import Counter, defaultdict
 from typing import Sequence
 
 from ..chat import ChatFormat
-from .judge_modes import Criterion, response_values
+from ..scoring.judge_modes import Criterion, response_values
 
 # Stronger than the judge's wording: the model is told the principle overrides its habits.
 RLCD_SYSTEM = ("You are an AI assistant. This instruction comes before everything else: {text} "
@@ -95,8 +95,8 @@ def generate_pairs(gen, fmt: ChatFormat, prompts: Sequence[dict], principle_set,
         comps = gen.generate(texts, n=candidates, temperature=temperature, top_p=top_p,
                              max_new_tokens=max_new_tokens, stop=fmt.stop, seed=seeds, adapter=adapter)
         pos, neg = comps[:len(batch)], comps[len(batch):]
-        items = [(p["prompt"], c.text, Criterion(pr.name, pr.definition, pr.negative_definition))
-                 for p, pr, side in zip(batch * 2, drawn * 2, pos + neg) for c in side]
+        items = [(p["prompt"], c.text, Criterion(pr.name, pr.definition, pr.negative_definition),
+                  c.finish_reason == "stop") for p, pr, side in zip(batch * 2, drawn * 2, pos + neg) for c in side]
         values = response_values(gen, fmt, items, ["contrastive"], adapter=adapter)["contrastive"]
         records = []
         for i, (p, pr) in enumerate(zip(batch, drawn)):

@@ -3,7 +3,7 @@
 Two questions, side by side for one mode or all of them:
 - quality: accuracy on the HHH pairs, each judged under the principle matching its type
   (pairwise: the order-averaged verdict; likelihood modes: the sign of v(chosen) - v(rejected));
-- principle sensitivity: the flip probes (`salmon_lib/reward/data/flip_probes.yaml`, in their own
+- principle sensitivity: the flip probes (`salmon_lib/scoring/data/flip_probes.yaml`, in their own
   wording and in the principle file's): a correct flip prefers the obeying reply under the
   principle and the violating one under its negation.
 Everything a likelihood mode needs is scored in one backend call, so comparing modes costs little
@@ -16,7 +16,7 @@ from collections import defaultdict
 from typing import Sequence
 
 from ..chat import ChatFormat
-from .judge_modes import ENSEMBLE_PARTS, LIKELIHOOD_MODES, Criterion, combine, response_values
+from ..scoring.judge_modes import ENSEMBLE_PARTS, LIKELIHOOD_MODES, Criterion, combine, response_values
 
 # What `judge_compare` measures: each mode once, and the contrastive score in both layouts.
 COMPARED = ("pairwise", "contrastive", "contrastive-suffix", "likelihood", "pmi", "pointwise", "ensemble")
@@ -82,7 +82,7 @@ def flip_sensitivity(gen, fmt: ChatFormat, kinds: dict, keys: Sequence[str],
                      adapter: str | None = None) -> dict[str, dict]:
     """{key: {"overall": {...}, "by_kind": {kind: {...}}}} with the reward evaluation's flip summary
     (`flip_rate`: obeying wins under the principle and violating under the negation)."""
-    from ..reward.evaluate import flip_summary
+    from ..scoring.flip_probes import flip_summary
 
     rows, owner = [], []
     for kind, spec in kinds.items():

@@ -161,7 +161,7 @@ def _judgement_plan(cfg: PreferencesConfig, pr: Prompting):
 
 def _likelihood_plan(cfg: PreferencesConfig, pr: Prompting):
     """(kept pairs, criteria, {judgement id: signature}) for the likelihood judge modes."""
-    from .judge_modes import criteria_of, likelihood_signatures
+    from ..scoring.judge_modes import criteria_of, likelihood_signatures
 
     pairs, criteria = kept_pairs(cfg, pr), criteria_of(load_principle_set(cfg))
     return pairs, criteria, likelihood_signatures(pr.fmt, pairs, criteria, judge_key(cfg), cfg.judge_layout, pr.model)
@@ -172,9 +172,9 @@ def judge(cfg: PreferencesConfig, gen) -> dict:
     each debiasing, so the stats show what the correction buys. Likelihood modes: one score per
     pair and principle (no slots, so nothing to debias). Saves the score distributions, the
     principles' correlation and (pairwise) the position bias under figures/."""
+    from ..scoring.judge_modes import judge_pairs_likelihood
     from . import plots
     from .judge import agreement_stats, content_free_bias, debias, judge_pairs, position_bias
-    from .judge_modes import judge_pairs_likelihood
 
     pr = prompting(cfg)
     log = RecordLog(cfg.path("judgements.jsonl"))
@@ -206,7 +206,7 @@ def judge(cfg: PreferencesConfig, gen) -> dict:
 
 
 def judge_key(cfg: PreferencesConfig) -> str:
-    from .judge_modes import judge_key as key
+    from ..scoring.judge_modes import judge_key as key
 
     return key(cfg.judge_mode, cfg.judge_layout)
 
@@ -214,7 +214,7 @@ def judge_key(cfg: PreferencesConfig) -> str:
 def judgements(cfg: PreferencesConfig) -> list[dict]:
     """The current judgements of this run's kept pairs in the configured mode (records of another
     mode stay in the file under their own ids and are never mixed in); ensemble records scaled."""
-    from .judge_modes import combine
+    from ..scoring.judge_modes import combine
 
     pr = prompting(cfg)
     plan = _judgement_plan if cfg.judge_mode == "pairwise" else _likelihood_plan
@@ -297,10 +297,10 @@ def evaluate_judge(cfg: PreferencesConfig, gen) -> dict:
     type (pairwise: with its debiasing tables, as before) and correct flips on the flip probes in
     their own wording and in the principle file's. Writes the `hhh` and `signal` sections and their
     figures; skipped parts say why."""
-    from ..reward.evaluate import read_flip_probes, with_judge_wording
+    from ..scoring.flip_probes import read_flip_probes, with_judge_wording
+    from ..scoring.judge_modes import criteria_of
     from . import plots
     from .hhh import evaluate, principles_for_types
-    from .judge_modes import criteria_of
     from .signal import COMPARED, flip_sensitivity, hhh_accuracy, table
 
     keys = list(COMPARED) if cfg.judge_compare else [judge_key(cfg)]

@@ -24,6 +24,9 @@ def load_reward(path: str | Path, device: str = "auto", score_cache: str | Path 
     from .score import INFO_FILE
 
     path = Path(path)
+    if not path.is_dir():
+        raise DataError(f"{path}: {'not a folder' if path.exists() else 'not found'}; expected the reward folder "
+                        "written by stage 04 (<run>/rm)")
     if (path / INFO_FILE).is_file():
         return RewardModel.load(path, device=device)
     if (path / SPEC_FILE).is_file():

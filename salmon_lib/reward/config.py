@@ -14,8 +14,11 @@ PREFERENCES = "preferences.jsonl"  # stage 03's principle-labelled pairs, in the
 
 @dataclasses.dataclass
 class RewardConfig(LoraOptions, TrainingOptions, StageConfig):
-    file_params = ("hhh_principles", "flip_probes", "flip_principles", "plot_principles")
+    file_params = ("hhh_principles", "flip_probes", "flip_principles", "plot_principles", "audit_shorter",
+                   "audit_longer")
     file_checks = {"hhh_principles": "salmon_lib.principles:load_principles",
+                   "audit_shorter": "salmon_lib.principles:load_principles",
+                   "audit_longer": "salmon_lib.principles:load_principles",
                    "flip_principles": "salmon_lib.principles:load_principles",
                    "plot_principles": "salmon_lib.principles:load_principles",
                    "flip_probes": "salmon_lib.reward.evaluate:read_flip_probes"}
@@ -52,7 +55,7 @@ class RewardConfig(LoraOptions, TrainingOptions, StageConfig):
     hhh_max_pairs: int = 0  # score a seeded sample of N HHH pairs (0: all 221; each pair costs 4 scorings)
     # each HHH type is scored under the first principle with that hhh_type
     hhh_principles: str = "principles/judge.yaml"
-    flip_probes: str = ""  # principle-flip probes YAML (empty: the set shipped in salmon_lib/reward/data)
+    flip_probes: str = ""  # principle-flip probes YAML (empty: the set shipped in salmon_lib/scoring/data)
     # the probes are also run in the wording of this principle file (empty: skip)
     flip_principles: str = "principles/judge.yaml"
     plot_principles: str = "principles/judge.yaml"  # principles shown as columns of the per-principle plots
@@ -60,18 +63,37 @@ class RewardConfig(LoraOptions, TrainingOptions, StageConfig):
     chat_format: str = "chatml"  # contrastive kind: the chat format it prompts the model with
     # contrastive kind: the principle contrast alone, or plus the answer's likelihood (scores without principles too)
     contrastive_mode: Literal["contrastive", "ensemble"] = "contrastive"
+    # contrastive kind: what each principle is contrasted with: its known negation (other texts with
+    # their absence), or its absence always (reward/contrastive.py)
+    contrastive_contrast: Literal["negation", "absent"] = "negation"
+    # contrastive kind: the answer's log-likelihood ratio summed over its tokens, or their mean (the
+    # mean divides a principle about length down to one token; the reward audit measures both)
+    contrastive_aggregate: Literal["mean", "sum"] = "mean"
     # contrastive kind: score with stage 02's sft/ adapter on `model`; false: the base model alone
     contrastive_use_sft: bool = True
     # contrastive kind: files whose principles (and negations) it knows
     contrastive_principles: list[str] = dataclasses.field(
         default_factory=lambda: ["principles/judge.yaml", "principles/rl.yaml"])
 
+    # reward audit (reward/audit.py): SFT's own answers scored under a set that asks for shorter
+    # answers and under one that asks for longer ones; empty skips the audit
+    audit_shorter: str = "principles/concise.yaml"
+    audit_longer: str = "principles/comprehensive.yaml"  # the audit's set that asks for longer answers
+    audit_prompts: int = 12  # prompts of prompts.jsonl (a seeded sample) the SFT model answers
+    audit_samples: int = 6  # answers per prompt, sampled at audit_temperature
+    audit_max_new_tokens: int = 320  # long enough that most answers finish (a cut one is scored as cut)
+    audit_temperature: float = 0.9  # sampling temperature of the audit's answers (spread in length)
+
     def check(self) -> None:
         super().check()
+        if self.audit_shorter and not self.audit_longer:
+            raise ConfigError("audit_longer: empty while audit_shorter is set; the audit compares two sets")
+        if self.audit_temperature < 0:
+            raise ConfigError(f"audit_temperature must be >= 0, got {self.audit_temperature}")
         if not 0 <= self.eval_fraction < 1:
             raise ConfigError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
         for name in ("max_prompt_tokens", "max_response_tokens", "score_batch_size", "eval_steps",
-                     "generation_processes"):
+                     "generation_processes", "audit_prompts", "audit_samples", "audit_max_new_tokens"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
 

@@ -1,14 +1,27 @@
 """A training-free instructable reward: the contrastive score behind the reward-model API.
 
-`score([(prompt, response, principles)])` returns, per item and per response token,
+`score([(prompt, response, principles[, finished])])` returns, per item,
     log p(response | prompt, principles as system prompt)
-  - log p(response | prompt, the same principles each replaced by its negation),
-the score stage 03's contrastive judge reads (`preferences.judge_modes`), so a stage that takes a
-trained reward model (`RewardModel`) takes this one unchanged. A principle text is resolved
-against the principle files the reward was built with: a definition contrasts with its negative
-definition and vice versa; an intervention (no negation) stays in both prompts, so it conditions
-the answer but adds no contrast; any other text is an error naming it. `learn_opposites` adds
-(text, negation) pairs of your own, e.g. the flip probes' wording.
+  - log p(response | prompt, the contrast prompt),
+summed over the response's tokens (`aggregate: sum`) or divided by their number (`mean`), so a
+stage that takes a trained reward model (`RewardModel`) takes this one unchanged.
+
+The contrast prompt (`contrast`):
+- `negation`: each principle whose negation the reward knows (from the principle files it was built
+  with, the files stage 05/06 draw from, or `learn_opposites`) is replaced by that negation, and any
+  other principle text is left out, i.e. contrasted with its absence;
+- `absent`: every principle is left out (the system prompt keeps its frame, `NEUTRAL_SYSTEM`).
+Either way any principle text is scored: a text in the user's own words needs no file. An
+intervention (a principle file's `interventions`) stays in both prompts, so it conditions the answer
+but adds no contrast.
+
+`finished` (default true) says whether the response ended with its end-of-turn token; a response
+cut at the token limit is scored without it (`scoring.render.scored_answer`).
+
+Why a sum can be the better aggregate: the log-likelihood ratio of the whole answer is the evidence
+that it was written under the principles rather than the contrast; divided by the answer's length,
+a principle about length reaches the score only through the one end-of-turn token (the reward audit,
+`reward/audit.py`, measures both on the run's own samples).
 
 `mode="ensemble"` adds the answer's mean per-token log-probability under the principles (or under
 no system prompt when there are none), each part divided by a scale fitted without labels on
@@ -18,7 +31,9 @@ ranks answers when no principle is given.
 The folder is `reward_spec.json` plus copies of the principle files, so it can move with the run:
     {"kind": "contrastive", "model": {ModelConfig fields}, "adapter": "../sft" (relative to the
      folder, or null), "chat_format": "chatml", "principle_files": ["principles/judge.yaml"],
-     "mode": "contrastive" | "ensemble", "scales": {"contrastive": 1.0, "likelihood": 1.0}}
+     "mode": "contrastive" | "ensemble", "contrast": "negation" | "absent", "aggregate": "mean" | "sum",
+     "scales": {"contrastive": 1.0, "likelihood": 1.0}}
+(a folder written before `contrast` and `aggregate` existed reads as negation and mean).
 """
 
 from __future__ import annotations
@@ -32,15 +47,16 @@ from ..io import DataError, atomic_write_json, read_json, replace_folder
 
 SPEC_FILE = "reward_spec.json"
 MODES = ("contrastive", "ensemble")
+CONTRASTS = ("negation", "absent")
+AGGREGATES = ("mean", "sum")
 
 
 def write_spec(folder: str | Path, *, model: dict, adapter: str | None, chat_format: str,
-               principle_files: Sequence[str | Path], mode: str = "contrastive",
-               scales: dict[str, float] | None = None, extra: dict | None = None) -> Path:
+               principle_files: Sequence[str | Path], mode: str = "contrastive", contrast: str = "negation",
+               aggregate: str = "mean", scales: dict[str, float] | None = None, extra: dict | None = None) -> Path:
     """Write a contrastive reward folder: the principle files are copied in, the adapter is kept
     as a path relative to the folder (a run directory can move as a whole)."""
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    _check_choices(mode, contrast, aggregate)
     folder = Path(folder)
     staging = folder.with_name(f".{folder.name}.staging")
     shutil.rmtree(staging, ignore_errors=True)
@@ -53,8 +69,8 @@ def write_spec(folder: str | Path, *, model: dict, adapter: str | None, chat_for
     rel = os.path.relpath(Path(adapter).resolve(), folder.resolve()) if adapter else None
     atomic_write_json(staging / SPEC_FILE, {
         "kind": "contrastive", "model": {k: v for k, v in model.items() if k != "adapter"}, "adapter": rel,
-        "chat_format": chat_format, "principle_files": names, "mode": mode,
-        "scales": scales or {"contrastive": 1.0, "likelihood": 1.0}, **(extra or {})})
+        "chat_format": chat_format, "principle_files": names, "mode": mode, "contrast": contrast,
+        "aggregate": aggregate, "scales": scales or {"contrastive": 1.0, "likelihood": 1.0}, **(extra or {})})
     replace_folder(staging, folder)
     return folder
 
@@ -63,10 +79,10 @@ class ContrastiveReward:
     """Scores like `RewardModel.score`, from a causal LM's likelihoods (no trained head)."""
 
     def __init__(self, gen, fmt, opposites: dict[str, str], interventions: Iterable[str] = (),
-                 mode: str = "contrastive", scales: dict[str, float] | None = None, spec: dict | None = None):
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        self.gen, self.fmt, self.mode = gen, fmt, mode
+                 mode: str = "contrastive", scales: dict[str, float] | None = None, spec: dict | None = None,
+                 contrast: str = "negation", aggregate: str = "mean"):
+        _check_choices(mode, contrast, aggregate)
+        self.gen, self.fmt, self.mode, self.contrast, self.aggregate = gen, fmt, mode, contrast, aggregate
         self.opposites = {_norm(k): _norm(v) for k, v in opposites.items()}
         self.interventions = {_norm(t) for t in interventions}
         self.scales = scales or {"contrastive": 1.0, "likelihood": 1.0}
@@ -91,7 +107,12 @@ class ContrastiveReward:
         adapter = str((path / spec["adapter"]).resolve()) if spec.get("adapter") else None
         model = ModelConfig.from_dict({**spec["model"], "adapter": adapter, "device": device}, where=f"{where}: model")
         gen = make_generator(model, "hf", processes=processes, progress=False, score_cache=score_cache)
-        reward = cls(gen, get_format(spec["chat_format"]), {}, [], spec["mode"], spec.get("scales"), spec)
+        try:
+            _check_choices(spec["mode"], spec.get("contrast", "negation"), spec.get("aggregate", "mean"))
+        except ValueError as err:
+            raise DataError(f"{where}: {err}") from None
+        reward = cls(gen, get_format(spec["chat_format"]), {}, [], spec["mode"], spec.get("scales"), spec,
+                     spec.get("contrast", "negation"), spec.get("aggregate", "mean"))
         for f in spec["principle_files"]:
             reward.learn_principles(load_principles(path / f))
         return reward
@@ -110,51 +131,49 @@ class ContrastiveReward:
             self.opposites[_norm(a)], self.opposites[_norm(b)] = _norm(b), _norm(a)
 
     def system_texts(self, principles: Sequence[str]) -> tuple[str | None, str | None]:
-        """The system prompt's principle text as given and with each principle negated (interventions
-        kept in both); (None, None) without principles."""
-        given, negated = [], []
+        """The principle text of the system prompt as given, and of the contrast prompt (`contrast`:
+        known negations in place of their principles and other texts left out, or every principle
+        left out; interventions kept in both). (None, None) without principles; a contrast of None
+        beside a given text means the neutral system prompt."""
+        given, against = [], []
         for t in principles:
             t = _norm(t)
-            if t in self.opposites:
-                given.append(t)
-                negated.append(self.opposites[t])
-            elif t in self.interventions:
-                given.append(t)
-                negated.append(t)
-            else:
-                raise DataError(f"the contrastive reward does not know the principle {t[:80]!r}: it needs the "
-                                "principle's negation, and the text is in none of its principle files "
-                                f"({', '.join(self.spec.get('principle_files', [])) or 'none'}); add the file "
-                                "that defines it, or pass (text, negation) to learn_opposites")
-        return (" ".join(given) or None, " ".join(negated) or None)
+            if not t:
+                continue
+            given.append(t)
+            if t in self.interventions:
+                against.append(t)
+            elif self.contrast == "negation" and t in self.opposites:
+                against.append(self.opposites[t])
+        return (" ".join(given) or None, " ".join(against) or None)
 
-    def score(self, items: Sequence[tuple[str, str, Sequence[str]]], batch_size: int = 16,
-              progress: bool = False) -> list[float]:
-        """One float per (bare prompt, response, principle texts), in input order; higher = the
-        response follows the principles more (plus, in ensemble mode, is more likely overall)."""
+    def score(self, items: Sequence[tuple], batch_size: int = 16, progress: bool = False) -> list[float]:
+        """One float per (bare prompt, response, principle texts[, finished]), in input order; higher =
+        the response follows the principles more (plus, in ensemble mode, is more likely overall)."""
         contrast, likelihood = self.parts(items, batch_size, progress)
         if self.mode == "contrastive":
             return contrast
         sc, sl = self.scales["contrastive"], self.scales["likelihood"]
         return [c / sc + lik / sl for c, lik in zip(contrast, likelihood)]
 
-    def parts(self, items: Sequence[tuple[str, str, Sequence[str]]], batch_size: int = 16,
+    def parts(self, items: Sequence[tuple], batch_size: int = 16,
               progress: bool = False) -> tuple[list[float], list[float]]:
-        """Per item, unscaled and per response token: the contrastive score and the response's
-        log-probability under the principles as given."""
-        from ..preferences.judge_modes import PRINCIPLE_SYSTEM, _answer
+        """Per item, unscaled: the contrastive score (aggregated as `aggregate`) and the response's mean
+        per-token log-probability under the principles as given."""
+        from ..scoring.render import neutral_prompt, principle_prompt, scored_answer
 
         if not items:
             return [], []
         rows: dict[tuple[str, str], int] = {}
-        plan = []
-        for prompt, response, principles in items:
-            answer = _answer(self.fmt, response)
-            pair = []
-            for text in self.system_texts(principles):
-                system = PRINCIPLE_SYSTEM.format(text=text) if text else None
-                pair.append(rows.setdefault((self.fmt.prompt(prompt.strip(), system=system), answer), len(rows)))
-            plan.append(pair)
+        plan, answers = [], []
+        for prompt, response, principles, *finished in items:
+            answer = scored_answer(self.fmt, response, *finished)
+            answers.append(answer)
+            given, against = self.system_texts(principles)
+            contrast_prompt = (neutral_prompt(self.fmt, prompt) if given and not against
+                               else principle_prompt(self.fmt, prompt, against))
+            plan.append([rows.setdefault((principle_prompt(self.fmt, prompt, given), answer), len(rows)),
+                         rows.setdefault((contrast_prompt, answer), len(rows))])
         # Rows with the same rendered prompt (principles, instruction) go into one call: the backend
         # shares prefixes only within a call, and stage 06 scores every policy's answer to a prompt
         # under the same principles.
@@ -171,8 +190,9 @@ class ContrastiveReward:
         if bar is not None:
             bar.close()
         lp = [found[k] for k in rows]
-        lengths = [len(ids) for ids in self.gen.encode_pieces([_answer(self.fmt, r) for _, r, _ in items])]
-        contrast = [(lp[g] - lp[o]) / n for (g, o), n in zip(plan, lengths)]
+        lengths = [len(ids) for ids in self.gen.encode_pieces(answers)]
+        per = lengths if self.aggregate == "mean" else [1] * len(lengths)
+        contrast = [(lp[g] - lp[o]) / n for (g, o), n in zip(plan, per)]
         return contrast, [lp[g] / n for (g, _), n in zip(plan, lengths)]
 
     def close(self) -> None:
@@ -217,9 +237,11 @@ def build_from_config(cfg, progress: bool = True):
                           "or set contrastive_use_sft = False to score with the base model")
     files = [resolve_file("contrastive_principles", f) for f in cfg.contrastive_principles]
     spec = dict(model=cfg.model_config().to_dict(), adapter=adapter, chat_format=cfg.chat_format,
-                principle_files=files, mode=cfg.contrastive_mode)
+                principle_files=files, mode=cfg.contrastive_mode, contrast=cfg.contrastive_contrast,
+                aggregate=cfg.contrastive_aggregate)
     folder = write_spec(run / "rm", **spec)
-    stats = {"kind": "contrastive", "mode": cfg.contrastive_mode, "adapter": str(adapter) if adapter else None,
+    stats = {"kind": "contrastive", "mode": cfg.contrastive_mode, "contrast": cfg.contrastive_contrast,
+             "aggregate": cfg.contrastive_aggregate, "adapter": str(adapter) if adapter else None,
              "principle_files": [str(f) for f in files]}
     if cfg.contrastive_mode == "ensemble":
         train, _ = split_held_out(read_preferences(run / PREFERENCES), cfg.eval_fraction, cfg.seed)
@@ -231,6 +253,13 @@ def build_from_config(cfg, progress: bool = True):
     stats["seconds"] = round(time.perf_counter() - start, 1)
     atomic_write_json(run / "reward_stats.json", stats)
     return stats
+
+
+def _check_choices(mode: str, contrast: str, aggregate: str) -> None:
+    for name, value, known in (("mode", mode, MODES), ("contrast", contrast, CONTRASTS),
+                               ("aggregate", aggregate, AGGREGATES)):
+        if value not in known:
+            raise ValueError(f"{name} must be one of {', '.join(known)}, got {value!r}")
 
 
 def _norm(text: str) -> str:

@@ -3,7 +3,7 @@
 Three questions: does it rank held-out synthetic pairs right; does it rank the human-written HHH
 pairs right, with and without the principle matching each pair's type; and does it follow the
 principle text (prefer the obeying response under a principle and the violating one under its
-negation: the principle-flip probes in `data/flip_probes.yaml`, once in the probes' own wording
+negation: the principle-flip probes of `salmon_lib/scoring/data/flip_probes.yaml`, once in the probes' own wording
 and once in the wording of the principle file the RM was trained on)."""
 
 from __future__ import annotations
@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from ..hhh import HHH_TYPES, find_hhh, load_hhh, sample_hhh, types_in_order
-from ..io import DataError, atomic_write_json, read_yaml
+from ..io import atomic_write_json
+from ..scoring.flip_probes import flip_summary, read_flip_probes, with_judge_wording
 from .pairs import Pair
-
-DATA = Path(__file__).parent / "data"
 
 
 def pair_margins(rm, pairs: Sequence[Pair], principles: Sequence[str] | None = None, batch_size: int = 16,
@@ -92,43 +91,6 @@ def hhh_accuracy(rm, source: str | None, principles: Mapping[str, str], batch_si
 
 
 # ---------------------------------------------------------------------------- flip probes
-def read_flip_probes(path: str | Path | None = None) -> dict:
-    """{kind: {principle, negation, probes: [{prompt, obeys, violates}]}}, checked field by field."""
-    path = Path(path) if path else DATA / "flip_probes.yaml"
-    data = read_yaml(path)
-    if not isinstance(data, dict) or not isinstance(data.get("kinds"), dict):
-        raise DataError(f"{path}: expected a mapping with a 'kinds' mapping")
-    for kind, spec in data["kinds"].items():
-        where = f"{path}: kinds.{kind}"
-        if not isinstance(spec, dict) or not all(isinstance(spec.get(k), str) for k in ("principle", "negation")):
-            raise DataError(f"{where}: needs string fields 'principle' and 'negation'")
-        if not isinstance(spec.get("judge_principle", ""), str):
-            raise DataError(f"{where}: 'judge_principle' should be a principle name")
-        if not isinstance(spec.get("probes"), list) or not spec["probes"]:
-            raise DataError(f"{where}: needs a non-empty 'probes' list")
-        for i, probe in enumerate(spec["probes"]):
-            if not isinstance(probe, dict) or not all(
-                isinstance(probe.get(k), str) for k in ("prompt", "obeys", "violates")
-            ):
-                raise DataError(f"{where}.probes[{i}]: needs string fields prompt, obeys and violates")
-    return data["kinds"]
-
-
-def with_judge_wording(kinds: dict, principles_path: str | Path) -> dict:
-    """The same probes under the definitions of the principle file (`judge_principle` per kind)."""
-    from ..principles import load_principles
-
-    ps = load_principles(principles_path)
-    out = {}
-    for kind, spec in kinds.items():
-        name = spec.get("judge_principle")
-        if name:
-            p = ps.by_name(name)
-            if p.negative_definition:
-                out[kind] = dict(spec, principle=p.text(), negation=p.text(negated=True))
-    return out
-
-
 def flip_rates(rm, kinds: dict, batch_size: int = 16, progress: bool = False) -> dict:
     """Per kind: how often the obeying response wins under the principle, how often the violating
     one wins under the negation, and the flip rate: both at once, the preference reversing the right
@@ -148,19 +110,6 @@ def flip_rates(rm, kinds: dict, batch_size: int = 16, progress: bool = False) ->
     return result
 
 
-def flip_summary(c: dict, pos: Sequence[float] = (), neg: Sequence[float] = ()) -> dict:
-    n = c["n"]
-    out = {"n": n,
-           "obeying_wins_under_principle": c["principle"] / n,  # direction 1
-           "violating_wins_under_negation": c["negation"] / n,  # direction 2
-           "flip_rate": c["flip"] / n,  # both: the preference reverses the right way round
-           "wrong_way_rate": c["wrong_way"] / n}  # it reverses the wrong way round (not a flip)
-    if pos:
-        out["mean_margin_principle"] = sum(pos) / len(pos)
-        out["mean_margin_negation"] = sum(neg) / len(neg)
-    return out
-
-
 # ---------------------------------------------------------------------------- all of it
 def evaluate_reward_model(rm, cfg, progress: bool = True) -> dict:
     """Held-out accuracy, HHH per type, principle-flip rates -> `<run>/rm_eval.json`."""
@@ -174,7 +123,10 @@ def evaluate_reward_model(rm, cfg, progress: bool = True) -> dict:
     hhh = find_hhh(cfg.hhh_eval)
     kinds = read_flip_probes(cfg.file("flip_probes") if cfg.flip_probes else None)
     learn = getattr(rm, "learn_opposites", None)
-    if learn is not None:  # a contrastive reward contrasts each principle with its negation: the probes name theirs
+    # A contrastive reward scores a text whose negation it does not know against its absence: the
+    # probes' principles and negations first as such free text, as a user's own wording reaches it
+    free = flip_rates(rm, kinds, bs, progress) if learn is not None else None
+    if learn is not None:  # then with each probe's negation known, the contrast it was built for
         learn((spec["principle"], spec["negation"]) for spec in kinds.values())
     result = {
         # labels stage 03 flipped on purpose (label_noise) are no target: they are left out and counted
@@ -185,6 +137,8 @@ def evaluate_reward_model(rm, cfg, progress: bool = True) -> dict:
                             cfg.hhh_max_pairs, cfg.seed),
         "flip": flip_rates(rm, kinds, bs, progress),
     }
+    if free is not None:
+        result["flip_free_text"] = free
     if cfg.flip_principles:
         judge = with_judge_wording(kinds, cfg.file("flip_principles"))
         result["flip_judge_wording"] = flip_rates(rm, judge, bs, progress) if judge else {

@@ -17,7 +17,9 @@ from .template import RMTemplate
 
 INFO_FILE = "rm_info.json"
 
-Item = tuple[str, str, Sequence[str]]  # (prompt, response, principle texts)
+# (prompt, response, principle texts[, finished]): a trained head reads the text as it is, so
+# `finished` (which the likelihood rewards need) changes nothing here: a cut answer reads as cut.
+Item = tuple
 
 
 class RewardModel:
@@ -84,7 +86,7 @@ class RewardModel:
                        progress: bool = False) -> list[float]:
         """Each item as one full sequence. `pad_to` pads every input to that many tokens, which is how
         the original code ran its RM (kept for the benchmark's comparison)."""
-        seqs = [self.template.encode(self.tokenizer, p, r, ps) for p, r, ps in items]
+        seqs = [self.template.encode(self.tokenizer, p, r, ps) for p, r, ps, *_ in items]
         order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
         out = [0.0] * len(seqs)
         for start in _progress(range(0, len(order), batch_size), progress, "scoring"):
@@ -114,7 +116,7 @@ def _score_shared(rm: RewardModel, items: Sequence[Item], batch_size: int, progr
 
     tok, tpl = rm.tokenizer, rm.template
     groups: dict[tuple[str, str], list[int]] = {}
-    for i, (p, r, _) in enumerate(items):
+    for i, (p, r, *_) in enumerate(items):
         groups.setdefault((p, r), []).append(i)
     keys = list(groups)
     prefixes = [tpl.encode_prefix(tok, p, r)[0] for p, r in keys]
@@ -179,12 +181,16 @@ SCORE_FIELDS = {"prompt": str, "response": str, "principles": list}
 
 
 def read_score_input(path: str | Path, errors: list[str]) -> list[dict]:
-    """Lines `{"prompt", "response", "principles": [str, ...]}`; bad lines go to `errors`."""
+    """Lines `{"prompt", "response", "principles": [str, ...]}` and optionally `"finished": bool`
+    (false: the response was cut at a token limit); bad lines go to `errors`."""
     records = []
     for lineno, rec in iter_jsonl(path, required=SCORE_FIELDS, errors=errors):
         bad = next((k for k, p in enumerate(rec["principles"]) if not isinstance(p, str) or not p.strip()), None)
         if bad is not None:
             errors.append(f"{path}:{lineno}: field 'principles'[{bad}] should be a non-empty string")
+            continue
+        if not isinstance(rec.get("finished", True), bool):
+            errors.append(f"{path}:{lineno}: field 'finished' should be true or false")
             continue
         records.append(rec)
     return records
@@ -203,6 +209,7 @@ def _run_cli(args) -> int:
     import sys
 
     from ..models import ModelLoadError
+    from . import load_reward
 
     def fail(message: str) -> int:
         print(f"error: {message}", file=sys.stderr)
@@ -218,13 +225,13 @@ def _run_cli(args) -> int:
         records = read_score_input(inp, errors)
         for e in errors:
             print(f"warning: skipped {e}", file=sys.stderr)
-        rm = RewardModel.load(args.reward_model, device=args.device)
+        rm = load_reward(args.reward_model, device=args.device)
     except (DataError, ModelLoadError) as err:
         return fail(str(err))
     if not records:
         fail(f"{inp}: no line to score ({len(errors)} bad line(s) skipped); nothing written")
         return 1
-    scores = rm.score([(r["prompt"], r["response"], r["principles"]) for r in records],
+    scores = rm.score([(r["prompt"], r["response"], r["principles"], r.get("finished", True)) for r in records],
                       batch_size=args.batch_size, progress=True)
     try:
         n = write_jsonl(out, (dict(r, score=s) for r, s in zip(records, scores)))
@@ -247,9 +254,11 @@ def _positive_int(text: str) -> int:
 
 
 def add_cli(sub) -> None:
-    p = sub.add_parser("score", help="score (prompt, response, principles) lines with a trained reward model")
-    p.add_argument("--reward-model", required=True, help="the reward model folder written by stage 04 (<run>/rm)")
-    p.add_argument("--input", required=True, help='JSONL: {"prompt": str, "response": str, "principles": [str, ...]}')
+    p = sub.add_parser("score", help="score (prompt, response, principles) lines with stage 04's reward (either kind)")
+    p.add_argument("--reward-model", required=True,
+                   help="the reward folder written by stage 04 (<run>/rm): a trained model or a contrastive spec")
+    p.add_argument("--input", required=True, help='JSONL: {"prompt": str, "response": str, "principles": [str, ...]} '
+                   'and optionally "finished": false for a response cut at a token limit')
     p.add_argument("--output", required=True,
                    help="JSONL: each input line plus \"score\" (written atomically; not the input file)")
     p.add_argument("--batch-size", type=_positive_int, default=16, help="sequences per forward pass")

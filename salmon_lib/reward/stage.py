@@ -9,14 +9,15 @@ is saved under `<run>/figures/`.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from .config import RewardConfig
 
 
 def run(cfg: RewardConfig) -> dict:
-    """Train, evaluate and draw the per-principle figures; returns {"training": reward_stats.json,
-    "evaluation": rm_eval.json}."""
+    """Train, evaluate, audit and draw the per-principle figures; returns {"training":
+    reward_stats.json, "evaluation": rm_eval.json, "audit": reward_audit.json}."""
     import matplotlib.pyplot as plt
 
     stats = fit(cfg)
@@ -24,10 +25,11 @@ def run(cfg: RewardConfig) -> dict:
     if cfg.kind == "trained":
         training_figure(cfg, stats)
     result = evaluate(cfg, rm)
+    audited = audit(cfg, rm)
     _, responses, principles = principle_figures(cfg, rm)
     prompt_figure(cfg, rm, responses, principles)
     plt.close("all")
-    return {"training": stats, "evaluation": result}
+    return {"training": stats, "evaluation": result, "audit": audited}
 
 
 def fit(cfg: RewardConfig) -> dict:
@@ -66,6 +68,63 @@ def evaluate(cfg: RewardConfig, rm) -> dict:
     from .evaluate import evaluate_reward_model
 
     return evaluate_reward_model(rm, cfg)
+
+
+def audit(cfg: RewardConfig, rm, progress: bool = True) -> dict:
+    """The reward audit on SFT's own answers (reward/audit.py) -> `<run>/reward_audit.json` and
+    figures/reward_audit.png; {"skipped": why} when `audit_shorter` is empty."""
+    import random
+
+    from ..io import atomic_write_json
+    from ..principles import load_principles
+    from ..rl.prompts import read_pool
+    from . import audit as ra
+    from .plots import save_figure
+
+    run = Path(cfg.run_dir)
+    if not cfg.audit_shorter:
+        result = {"skipped": "audit_shorter is empty"}
+        atomic_write_json(run / "reward_audit.json", result)
+        return result
+    sets = []
+    for name in ("audit_shorter", "audit_longer"):
+        pset = load_principles(cfg.file(name))
+        rm.learn_principles(pset)
+        sets.append((pset.name, [iv.text for iv in pset.interventions] + [p.definition for p in pset.principles]))
+    pool = read_pool(run)
+    prompts = [r["prompt"] for r in random.Random(cfg.seed).sample(pool, min(cfg.audit_prompts, len(pool)))]
+    with _sft_generator(cfg, rm) as (gen, render, stop):
+        answers = ra.sample_answers(gen, render, prompts, cfg.audit_samples, cfg.audit_max_new_tokens,
+                                    cfg.audit_temperature, cfg.seed, stop)
+    result = ra.length_audit(rm, answers, sets[0], sets[1], cfg.score_batch_size, progress)
+    result["sampling"] = {"max_new_tokens": cfg.audit_max_new_tokens, "temperature": cfg.audit_temperature}
+    atomic_write_json(run / "reward_audit.json", result)
+    save_figure(ra.plot_length_audit(result), run, "reward_audit")
+    return result
+
+
+@contextlib.contextmanager
+def _sft_generator(cfg: RewardConfig, rm):
+    """(generator, render, stop strings) of the SFT policy: the contrastive reward's own generator
+    when it runs on stage 02's adapter, else a generator of its own (the base model, no adapter,
+    when the run has no sft/)."""
+    from ..chat import get_format
+    from ..engrave.format import chat_spec_for
+    from ..generation import make_generator
+    from ..models import ModelConfig
+
+    sft = Path(cfg.run_dir) / "sft"
+    has_sft = (sft / "adapter_config.json").is_file()
+    spec = chat_spec_for(sft) if has_sft else None
+    render = spec.prompt if spec else (lambda p: get_format(cfg.chat_format).prompt(p.strip()))
+    stop = (spec.format if spec else get_format(cfg.chat_format)).stop
+    own = getattr(rm, "gen", None)
+    if own is not None and (not has_sft or rm.spec.get("adapter")):
+        yield own, render, stop
+        return
+    model = ModelConfig(spec=cfg.model, adapter=str(sft) if has_sft else None)
+    with make_generator(model, "hf", processes=cfg.generation_processes, progress=False) as gen:
+        yield gen, render, stop
 
 
 def principle_figures(cfg: RewardConfig, rm):

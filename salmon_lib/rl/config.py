@@ -47,6 +47,9 @@ class RLConfig(StageConfig):
     # -- reward shaping (each term can be switched off and is logged on its own)
     rm_weight: float = 1.0  # weight of the reward model's score (0: off, e.g. a length-only control)
     normalise_rm: bool = True  # RM term as (score - SFT mean) / SFT std of its prompt type, measured at the start
+    # group methods: RM term standardised within each prompt's answers instead, so the principle score
+    # ranks a group in SD units whatever its raw scale (the unfinished and length terms stay as they are)
+    group_normalise_rm: bool = False
     baseline_prompts: int = 32  # training prompts the SFT policy answers once to measure that mean and std
     unfinished_penalty: float = -6.0  # added when an answer ends without its end-of-turn token (0: off; SALMON -6)
     length_coef: float = 5.0  # SALMON's length term coef·min(tokens/length_tokens·m, length_cap) (0: off)
@@ -123,5 +126,8 @@ class RLConfig(StageConfig):
                 raise ConfigError(f"{name}: must be in [0, 1], got {getattr(self, name)}")
         if not 0 <= self.warmup_ratio < 1:
             raise ConfigError(f"warmup_ratio: must be in [0, 1), got {self.warmup_ratio}")
+        if self.group_normalise_rm and self.method not in GROUP_METHODS:
+            raise ConfigError(f"group_normalise_rm: needs several answers per prompt ({', '.join(GROUP_METHODS)}); "
+                              f"method {self.method!r} samples one")
         if self.unfinished_penalty > 0:
             raise ConfigError(f"unfinished_penalty: a penalty is <= 0, got {self.unfinished_penalty}")

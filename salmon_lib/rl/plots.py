@@ -125,6 +125,30 @@ def plot_rollout_table(rollouts: list[dict]):
     return fig
 
 
+def plot_term_shares(rollouts: list[dict]):
+    """Share of the shaped score's spread carried by each term, across answers and within a prompt's
+    group: a principle score that carries little of it is not what the policy is trained on."""
+    import matplotlib.pyplot as plt
+
+    from .shaping import TERMS, term_shares
+
+    shares = term_shares(rollouts)
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    views = [(k, shares[k]) for k in ("across", "within_prompt") if shares[k] is not None]
+    width = 0.8 / max(len(views), 1)
+    for j, (name, values) in enumerate(views):
+        ax.bar([i + j * width for i in range(len(TERMS))], [values[t] for t in TERMS], width,
+               label=name.replace("_", " "))
+    ax.set_xticks([i + width * (len(views) - 1) / 2 for i in range(len(TERMS))], TERMS)
+    ax.axhline(0, color="grey", lw=0.6)
+    ax.set_ylabel("Cov(term, score) / Var(score)")
+    ax.set_title(f"What the shaped reward is made of ({shares['answers']} answers)", fontsize=10)
+    if views:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def save_all(run_dir: str | Path, arm: str | None = None) -> list[Path]:
     import matplotlib.pyplot as plt
 
@@ -132,7 +156,8 @@ def save_all(run_dir: str | Path, arm: str | None = None) -> list[Path]:
     metrics, rollouts = _rows(paths.metrics), _rows(paths.rollouts)
     out = []
     for name, fig in (("reward", plot_reward_terms(metrics)), ("length_kl", plot_length_kl(metrics)),
-                      ("principles", plot_principles(rollouts)), ("rollouts", plot_rollout_table(rollouts))):
+                      ("principles", plot_principles(rollouts)), ("rollouts", plot_rollout_table(rollouts)),
+                      ("term_shares", plot_term_shares(rollouts))):
         out.append(_save(fig, paths, name))
         plt.close(fig)
     return out

@@ -190,8 +190,10 @@ def _train_method(ctx: Context, model, tok, sampler, progress: bool) -> dict:
 
 
 def _metric_summary(ctx: Context) -> dict:
-    """First and last step's reward, KL, length and finished share; mean seconds per phase."""
+    """First and last step's reward, KL, length and finished share; mean seconds per phase; the
+    share of the shaped score's spread that each term carries (`shaping.term_shares`)."""
     from ..io import read_jsonl
+    from .shaping import term_shares
 
     rows = read_jsonl(ctx.paths.metrics) if ctx.paths.metrics.is_file() else []
     if not rows:
@@ -199,7 +201,9 @@ def _metric_summary(ctx: Context) -> dict:
     keep = ("reward", "rm", "kl", "length", "finished")
     phases = {k: [r[k] for r in rows if isinstance(r.get(k), (int, float))]
               for k in ("time_generate", "time_score", "time_train")}
+    rollouts = read_jsonl(ctx.paths.rollouts) if ctx.paths.rollouts.is_file() else []
     return {"first_step": {k: rows[0].get(k) for k in keep}, "last_step": {k: rows[-1].get(k) for k in keep},
+            "term_shares": term_shares(rollouts),
             "seconds_per_step": {k.removeprefix("time_"): (sum(v) / len(v) if v else None) for k, v in phases.items()}}
 
 

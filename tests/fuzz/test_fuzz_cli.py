@@ -212,7 +212,7 @@ CASES = [
     Case("score: adapter without a score head", score_cmd("{run}/score_in/in.jsonl", rm="{data}/rm_no_head"), 2,
          r"rm_no_head: the adapter holds no trained score head", setup=score_lines(GOOD_LINE)),
     Case("score: no reward model there", score_cmd("{run}/score_in/in.jsonl", rm="{data}/nothing"), 2,
-         r"nothing: not found; expected the reward model folder", setup=score_lines(GOOD_LINE)),
+         r"nothing: not found; expected the reward folder", setup=score_lines(GOOD_LINE)),
     Case("score: base model that is nothing", score_cmd("{run}/score_in/in.jsonl", rm="{run}/rm_bad"), 2,
          r"model spec 'nowhere' is neither",
          setup=lambda c: (score_lines(GOOD_LINE)(c), rm_variant(

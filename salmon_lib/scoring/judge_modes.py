@@ -25,8 +25,9 @@ Values of one response under a criterion (`text`, and its negation `opposite`):
   the values themselves (`ensemble_scales`), then summed: what a principle asks for plus general
   quality.
 
-The answer is scored with the chat format's end of turn, so a criterion that changes how long the
-model would write (concise, thorough) changes the probability of stopping where the answer stops.
+A finished answer is scored with the chat format's end of turn, so a criterion that changes how long
+the model would write (concise, thorough) changes the probability of stopping where the answer
+stops; an answer cut at the token limit is scored without it (`render.scored_answer`).
 """
 
 from __future__ import annotations
@@ -37,13 +38,13 @@ from collections import defaultdict
 from typing import Iterable, Sequence
 
 from ..chat import ChatFormat
+from .render import principle_prompt, scored_answer
 
 MODES = ("pairwise", "contrastive", "likelihood", "pmi", "pointwise", "ensemble")
 LIKELIHOOD_MODES = MODES[1:]
 LAYOUTS = ("system", "suffix")
 ENSEMBLE_PARTS = ("contrastive", "likelihood")
 
-PRINCIPLE_SYSTEM = "You are an AI assistant. Write your reply so that it fits this description: {text}"
 DESCRIBE_TURN = "Describe the reply you just gave in one sentence."
 POINTWISE_TURN = ("### Request\n{request}\n\n### Answer\n{answer}\n\n### Principle\n{text}\n\n"
                   "Does the answer follow this principle? Reply Yes or No.")
@@ -69,14 +70,6 @@ def criteria_of(principle_set, names: Iterable[str] | None = None) -> list[Crite
     return [Criterion(p.name, p.definition, p.negative_definition) for p in ps]
 
 
-def _system_prompt(fmt: ChatFormat, request: str, text: str | None) -> str:
-    return fmt.prompt(request.strip(), system=PRINCIPLE_SYSTEM.format(text=" ".join(text.split())) if text else None)
-
-
-def _answer(fmt: ChatFormat, response: str) -> str:
-    return response.strip() + fmt.end
-
-
 def _describe_prompt(fmt: ChatFormat, request: str, response: str) -> str:
     return fmt.render([{"role": "user", "content": request.strip()}, {"role": "assistant", "content": response.strip()},
                        {"role": "user", "content": DESCRIBE_TURN}])
@@ -89,8 +82,9 @@ def _pointwise_prompt(fmt: ChatFormat, request: str, response: str, text: str) -
 
 def response_values(gen, fmt: ChatFormat, items: Sequence[tuple[str, str, Criterion]], modes: Sequence[str],
                     layout: str = "system", adapter: str | None = None) -> dict[str, list[float]]:
-    """{mode: [value of each (request, response, criterion)]} for every likelihood mode asked for
-    ("ensemble" gives its two parts, unscaled, under their own names).
+    """{mode: [value of each (request, response, criterion[, finished])]} for every likelihood mode
+    asked for ("ensemble" gives its two parts, unscaled, under their own names). `finished` (default
+    true) says whether the response ended with its end-of-turn token (`render.scored_answer`).
 
     All rows go to the backend in one `sequence_logprobs` call (and one `score_options` call for
     pointwise), each distinct row once: a response's conditioned passes batch together, and the
@@ -107,26 +101,27 @@ def response_values(gen, fmt: ChatFormat, items: Sequence[tuple[str, str, Criter
     def row(prompt: str, continuation: str) -> int:
         return rows.setdefault((prompt, continuation), len(rows))
 
-    plan = []  # per item: {quantity: row index}
-    for request, response, c in items:
+    plan, answers = [], []  # per item: {quantity: row index}; the continuation scored
+    for request, response, c, *finished in items:
         need = {}
-        answer = _answer(fmt, response)
+        answer = scored_answer(fmt, response, *finished)
+        answers.append(answer)
         if modes & {"likelihood", "pmi"} or ("contrastive" in modes and layout == "system"):
-            need["text"] = row(_system_prompt(fmt, request, c.text), answer)
+            need["text"] = row(principle_prompt(fmt, request, c.text), answer)
         if "pmi" in modes:
-            need["none"] = row(_system_prompt(fmt, request, None), answer)
+            need["none"] = row(principle_prompt(fmt, request, None), answer)
         if "contrastive" in modes:
             if c.opposite is None:
                 raise ValueError(f"contrastive mode needs a negation of principle {c.name!r}")
             if layout == "system":
-                need["opposite"] = row(_system_prompt(fmt, request, c.opposite), answer)
+                need["opposite"] = row(principle_prompt(fmt, request, c.opposite), answer)
             else:
                 describe = _describe_prompt(fmt, request, response)
                 need["says_text"] = row(describe, " ".join(c.text.split()))
                 need["says_opposite"] = row(describe, " ".join(c.opposite.split()))
         plan.append(need)
     lp = gen.sequence_logprobs([p for p, _ in rows], [c for _, c in rows], adapter=adapter) if rows else []
-    lengths = [len(ids) for ids in gen.encode_pieces([_answer(fmt, r) for _, r, _ in items])]
+    lengths = [len(ids) for ids in gen.encode_pieces(answers)]
     out: dict[str, list[float]] = {}
     if "likelihood" in modes:
         out["likelihood"] = [lp[n["text"]] / k for n, k in zip(plan, lengths)]
@@ -138,7 +133,7 @@ def response_values(gen, fmt: ChatFormat, items: Sequence[tuple[str, str, Criter
         else:
             out["contrastive"] = [lp[n["says_text"]] - lp[n["says_opposite"]] for n in plan]
     if "pointwise" in modes:
-        scores = gen.score_options([_pointwise_prompt(fmt, q, r, c.text) for q, r, c in items],
+        scores = gen.score_options([_pointwise_prompt(fmt, q, r, c.text) for q, r, c, *_ in items],
                                    list(POINTWISE_OPTIONS), adapter=adapter)
         out["pointwise"] = [y - n for y, n in scores]
     return out
@@ -215,7 +210,8 @@ def judge_pairs_likelihood(gen, fmt: ChatFormat, pairs: Sequence[dict], criteria
     out: list[dict] = []
     for start in tqdm(range(0, len(todo), batch_pairs), desc=f"judging ({mode})", unit="batch", disable=not progress):
         batch = todo[start:start + batch_pairs]
-        items = [(p["prompt"], p[key], c) for p in batch for c in criteria for key in ("response_1", "response_2")]
+        items = [(p["prompt"], p[key], c, not cut) for p in batch for c in criteria
+                 for key, cut in zip(("response_1", "response_2"), p.get("truncated", (False, False)))]
         values = response_values(gen, fmt, items, [mode], layout=layout, adapter=adapter)
         records = []
         for i, (p, c) in enumerate((p, c) for p in batch for c in criteria):
