@@ -92,6 +92,25 @@ def test_controllability_statistics_find_the_built_in_effects(written):
     lengths = {row: m["mean"] for row, m in preview["measure"].items()}
     assert lengths["best-of-2 under concise"] < lengths["best-of-2 under comprehensive"]
     assert any("excludes zero" in v for v in rep["controllability"]["verdict"])
+    # the preview's picks win under their own set by construction: no diagonal test, an audit instead
+    # (concise prefers the 6-word candidate, comprehensive the 30-word one: -1 on every prompt)
+    assert "diagonal" not in preview
+    (audit,) = preview["audit"]
+    assert (audit["a"], audit["b"], audit["prompts"]) == ("concise", "comprehensive", 10)
+    assert audit["spearman"] == pytest.approx(-1.0)
+    assert not any("Preview" in v and "reward under" in v and "minus best-of" in v
+                   for v in rep["controllability"]["verdict"])
+
+
+def test_candidate_audit_reads_the_reward_against_the_measure():
+    from salmon_lib.evaluate.controllability import candidate_audit
+
+    follows = candidate_audit([[3.0, 2.0, 1.0]], [[0.0, 0.0, 0.0]], [[10, 20, 30]], "concise", "comprehensive")
+    assert follows["spearman"] == pytest.approx(-1.0) and follows["prompts"] == 1
+    reversed_ = candidate_audit([[1.0, 2.0, 3.0]], [[0.0, 0.0, 0.0]], [[10, 20, 30]], "concise", "comprehensive")
+    assert reversed_["spearman"] == pytest.approx(1.0)
+    flat = candidate_audit([[1.0, 2.0]], [[0.0, 0.0]], [[10, 10]], "a", "b")
+    assert flat["spearman"] is None and flat["prompts"] == 0 and flat["per_prompt"] == [None]
 
 
 def test_a_null_effect_is_reported_as_not_distinguishable(written):

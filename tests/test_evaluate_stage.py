@@ -101,7 +101,9 @@ def test_controllability_reads_existing_arms_and_the_preview(evaluated):
     assert (diff["row_a"], diff["row_b"]) == ("arm:concise", "arm:comprehensive")
     assert diff["difference"]["n"] == report["prompts"]["n"]
     assert ctl["preview"]["n"] == 3 and ctl["preview"]["candidates_per_prompt"] == 2
-    assert all(("not distinguishable" in v) != ("excludes zero" in v) for v in ctl["verdict"])
+    assert "diagonal" not in ctl["preview"] and len(ctl["preview"]["audit"]) == 1
+    tested = [v for v in ctl["verdict"] if "rank correlation" not in v]
+    assert all(("not distinguishable" in v) != ("excludes zero" in v) for v in tested)
 
 
 @pytest.mark.slow
@@ -223,12 +225,12 @@ def test_steer_prints_candidates_best_first_as_json(tiny_run):
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout)
     assert set(result) == {"best", "candidates"} and len(result["candidates"]) == 3
-    assert all(set(c) == {"response", "score"} for c in result["candidates"])
+    assert all(set(c) == {"response", "finished", "score"} for c in result["candidates"])
     assert result["best"] == result["candidates"][0]
     scores = [c["score"] for c in result["candidates"]]
     assert scores == sorted(scores, reverse=True)
     rescored = load_reward(tiny_run / "rm").score(
-        [("Why is the sky blue?", c["response"], [principle]) for c in result["candidates"]])
+        [("Why is the sky blue?", c["response"], [principle], c["finished"]) for c in result["candidates"]])
     assert rescored == pytest.approx(scores, abs=1e-5)
     bad = _cli("steer", "--run", str(tiny_run), "--principles", "missing.yaml", "--prompt", "Hi")
     assert bad.returncode == 2 and "missing.yaml" in bad.stderr

@@ -68,10 +68,12 @@ class ChatSpec:
         """The generation prompt for `user`; later stages use the first (concise) variant by default."""
         return self.format.render(self.messages(user, variant or self.system_variants[0]))
 
-    def example(self, index: int, user: str, response: str) -> dict:
-        """One prompt-completion training record; the variant alternates with the index."""
+    def example(self, index: int, user: str, response: str, finished: bool = True) -> dict:
+        """One prompt-completion training record; the variant alternates with the index. An answer
+        cut at a token limit (`finished` false) gets no turn end: it never decided to stop there."""
         variant = self.system_variants[index % len(self.system_variants)]
-        return {"prompt": self.prompt(user, variant), "completion": response + self.completion_end}
+        end = self.completion_end if finished else ""
+        return {"prompt": self.prompt(user, variant), "completion": response + end}
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

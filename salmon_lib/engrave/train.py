@@ -66,11 +66,28 @@ def assistant_identity(cfg: EngraveConfig) -> tuple[str, str]:
     return name, creator
 
 
-def build_dataset(records: list[dict], spec: ChatSpec):
+def build_dataset(records: list[dict], spec: ChatSpec, tokenizer=None):
+    """Prompt-completion rows for TRL's SFTTrainer. A record with `finished: false` (an RL answer
+    cut at its token limit, best_of_n's winners) is trained without an end of turn; TRL appends the
+    EOS to every text completion, so such a dataset is tokenized here instead (`input_ids` and
+    `completion_mask`, the EOS added to finished answers only)."""
     from datasets import Dataset
 
-    rows = [spec.example(i, r["prompt"], r["response"]) for i, r in enumerate(records)]
-    return Dataset.from_list(rows)
+    done = [r.get("finished", True) for r in records]
+    rows = [spec.example(i, r["prompt"], r["response"], f) for i, (r, f) in enumerate(zip(records, done))]
+    if all(done):
+        return Dataset.from_list(rows)
+    if tokenizer is None:
+        raise ValueError("unfinished answers are tokenized here (TRL would append an EOS): pass the tokenizer")
+    eos = tokenizer.eos_token_id
+    out = []
+    for row, finished in zip(rows, done):
+        prompt = tokenizer(row["prompt"])["input_ids"]
+        completion = tokenizer(row["completion"], add_special_tokens=False)["input_ids"]
+        if finished and (not completion or completion[-1] != eos):
+            completion.append(eos)
+        out.append({"input_ids": prompt + completion, "completion_mask": [0] * len(prompt) + [1] * len(completion)})
+    return Dataset.from_list(out)
 
 
 def model_config(cfg: EngraveConfig) -> ModelConfig:
@@ -143,7 +160,7 @@ def make_trainer(cfg: EngraveConfig, train_records: list[dict], callbacks: list 
     trainer = SFTTrainer(
         model=model,
         args=args,
-        train_dataset=build_dataset(train_records, spec),
+        train_dataset=build_dataset(train_records, spec, tok),
         processing_class=tok,
         peft_config=None if cfg.method == "full" or loaded is not None else _lora_config(cfg),
         callbacks=callbacks,

@@ -2,11 +2,14 @@
 
 For each principle set an RL arm is trained by stage 05's own code (`train_arm`: same seed, budget
 and prompts, only the principles differ), and a no-training preview picks SFT's best of N answers
-under each set with the reward model. Both are read the same two ways:
-- the policy x set matrix of mean reward: each arm should score highest under its own set (the
-  diagonal), tested per set as a paired difference against every other arm;
-- the behaviour the sets target (e.g. length for concise vs comprehensive): the paired difference
-  between the arms' answers to the same prompts, with its interval and effect size.
+under each set with the reward model.
+- The behaviour the sets target (e.g. length for concise vs comprehensive), for both: the paired
+  difference between the rows' answers to the same prompts, with its interval and effect size.
+- The arms' policy x set matrix of mean reward: each arm should score highest under its own set
+  (the diagonal), tested per set as a paired difference against every other arm. The preview has
+  no such test: each pick is the best under its own set by construction, so its diagonal cannot
+  come out negative. Its reward is audited instead (`candidate_audit`): over all of SFT's
+  candidates, does the reward's preference for one set over the other follow the targeted measure?
 """
 
 from __future__ import annotations
@@ -108,6 +111,21 @@ def diagonal_tests(table: Mapping[str, Mapping[str, Sequence[float]]], row_of: M
         out.append({"scored_under": s, "row": row_of[s], "against": row_of[t],
                     "difference": paired_difference(own, other, **ci), "win_rate": win_rate(own, other, **ci)})
     return out
+
+
+def candidate_audit(scores_a: Sequence[Sequence[float]], scores_b: Sequence[Sequence[float]],
+                    measures: Sequence[Sequence[float | None]], a: str, b: str) -> dict:
+    """Per prompt, the rank correlation across its candidates between score(a) - score(b) and the
+    targeted measure, and its mean over the prompts where both vary (`reward.audit.spearman`)."""
+    from ..reward.audit import spearman
+
+    per_prompt = []
+    for sa, sb, ms in zip(scores_a, scores_b, measures):
+        keep = [i for i, m in enumerate(ms) if m is not None]
+        per_prompt.append(spearman([sa[i] - sb[i] for i in keep], [ms[i] for i in keep]))
+    rs = [r for r in per_prompt if r is not None]
+    return {"a": a, "b": b, "spearman": float(np.mean(rs)) if rs else None, "prompts": len(rs),
+            "per_prompt": per_prompt}
 
 
 def measure_differences(values: Mapping[str, Sequence[float | None]], row_of: Mapping[str, str], sets: Sequence[str],

@@ -88,7 +88,8 @@ def controllability(report: dict, folder: Path) -> Path | None:
     fig, axes = _figure(12, 3.6 * len(blocks), rows=len(blocks), cols=2)
     for (kind, block), (left, right) in zip(blocks, axes):
         what = "RL arms" if kind == "arms" else f"preview: SFT's best of {block['candidates_per_prompt']}"
-        _heatmap(left, block["reward_matrix"], f"{what}: reward under each set (diagonal should win)")
+        note = "diagonal should win" if kind == "arms" else "each pick is the best under its own set by construction"
+        _heatmap(left, block["reward_matrix"], f"{what}: reward under each set\n({note})")
         rows = list(block["measure"])
         _errorbars(right, rows, [block["measure"][r] for r in rows], "mean")
         right.set_title(f"{what}: {ctl['measure']} (mean, CI)", fontsize=10)

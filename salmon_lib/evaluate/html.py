@@ -76,7 +76,8 @@ def controllability(rep: dict, figs: Mapping[str, Path]) -> str:
             rows = [[r, *(fmt(v[c], digits) for c in cols), _interval(block["measure"].get(r))]
                     for r, v in block["reward_matrix"].items()]
             title = "RL arms" if kind == "arms" else \
-                f"Preview: SFT's best of {block['candidates_per_prompt']} (n={block['n']} prompts)"
+                (f"Preview: SFT's best of {block['candidates_per_prompt']} (n={block['n']} prompts; each pick is "
+                 "the best under its own set by construction, so its reward under that set is no evidence)")
             parts.append(f"<h3>{escape(title)}</h3>")
             parts.append(_table(["policy", *(f"reward under {c}" for c in cols), f"{ctl['measure']} [CI]"], rows))
     return "".join(parts)

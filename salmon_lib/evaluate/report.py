@@ -8,13 +8,22 @@ in plain sentences (the HTML page shows them first).
 from __future__ import annotations
 
 import datetime
+import itertools
 from pathlib import Path
 
 import numpy as np
 
 from ..io import atomic_write_json, write_jsonl
 from .behaviour import answer_measures, measure_column, summarise
-from .controllability import ARM_PREFIX, SET_PREFIX, best_of_n, diagonal_tests, measure_differences, reward_matrix
+from .controllability import (
+    ARM_PREFIX,
+    SET_PREFIX,
+    best_of_n,
+    candidate_audit,
+    diagonal_tests,
+    measure_differences,
+    reward_matrix,
+)
 from .rewards import RL_DRAW
 from .stats import describe_difference, describe_win_rate, mean_ci, paired_difference, win_rate
 
@@ -56,15 +65,31 @@ def controllability_section(cfg, ev) -> dict:
         table = {rows[s]: {SET_PREFIX + t: [ev.preview_scores[t][i][k] for i, k in enumerate(picks[s])] for t in sets}
                  for s in sets}
         prompts = ev.prompts[:len(ev.candidates)]
-        values = {rows[s]: [answer_measures(q.prompt, c[k]["text"], c[k]["num_tokens"], c[k]["finished"])[key]
-                            for q, c, k in zip(prompts, ev.candidates, picks[s])] for s in sets}
-        diag = diagonal_tests(table, rows, sets, **ci)
+        measured = [[answer_measures(q.prompt, a["text"], a["num_tokens"], a["finished"])[key] for a in c]
+                    for q, c in zip(prompts, ev.candidates)]
+        values = {rows[s]: [m[k] for m, k in zip(measured, picks[s])] for s in sets}
         diffs = measure_differences(values, rows, sets, **ci)
+        audits = [candidate_audit(ev.preview_scores[a], ev.preview_scores[b], measured, a, b)
+                  for a, b in itertools.combinations(sets, 2)]
+        # Each row's pick is the best under its own set by construction, so its "diagonal" cannot lose:
+        # the matrix is shown for reading, the evidence is the measure and the audit over all candidates.
         out["preview"] = {"n": len(prompts), "candidates_per_prompt": cfg.preview_n,
-                          "reward_matrix": reward_matrix(table, list(rows.values()), sets), "diagonal": diag,
-                          "measure": {r: mean_ci(v, **ci) for r, v in values.items()}, "differences": diffs}
-        out["verdict"] += _verdicts(f"Preview (SFT's best of {cfg.preview_n}, no training)", diag, diffs, label)
+                          "reward_matrix": reward_matrix(table, list(rows.values()), sets),
+                          "measure": {r: mean_ci(v, **ci) for r, v in values.items()}, "differences": diffs,
+                          "audit": audits}
+        what = f"Preview (SFT's best of {cfg.preview_n}, no training)"
+        out["verdict"] += _verdicts(what, [], diffs, label)
+        out["verdict"] += [_audit_verdict(what, a, label) for a in audits]
     return out
+
+
+def _audit_verdict(what: str, audit: dict, label: str) -> str:
+    r = audit["spearman"]
+    return (f"{what}: within-prompt rank correlation between the reward under {audit['a']} minus under "
+            f"{audit['b']} and {label}, over all candidates: "
+            + ("not measurable (no prompt's candidates differ in both)" if r is None else
+               f"{r:+.2f} on average over {audit['prompts']} prompts (a reward that separates the sets by "
+               f"{label} moves this away from 0)"))
 
 
 def _verdicts(what: str, diag: list[dict], diffs: list[dict], label: str) -> list[str]:

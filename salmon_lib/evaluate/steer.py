@@ -43,7 +43,8 @@ def principle_texts(values: Sequence[str]) -> tuple[list[str], list]:
 def steer(run_dir: str | Path, principles: Sequence[str], prompt: str, n: int = 4, reward: str | None = None,
           model: str | None = None, temperature: float = 0.7, max_new_tokens: int = 256, seed: int = 0,
           backend: str = "hf", principle_files: Sequence = ()) -> list[dict]:
-    """SFT's `n` answers to `prompt`, each `{response, score}` under `principles`, best first.
+    """SFT's `n` answers to `prompt`, each `{response, finished, score}` under `principles`, best
+    first (an answer cut at `max_new_tokens` is scored as unfinished).
     `principle_files`: loaded principle files the texts come from (a contrastive reward learns
     their negations from them)."""
     from ..generation import make_generator
@@ -58,13 +59,13 @@ def steer(run_dir: str | Path, principles: Sequence[str], prompt: str, n: int = 
         comps = gen.generate([sft.prompt(prompt)], n=n, temperature=temperature, top_p=1.0,
                              max_new_tokens=max_new_tokens, stop=sft.spec.format.stop, seed=seed,
                              adapter=sft.adapter)[0]
-    answers = [c.text.strip() for c in comps]
+    answers = [(c.text.strip(), c.finish_reason == "stop") for c in comps]
     rm = load_reward(reward or run / "rm")
     for pset in principle_files:
         rm.learn_principles(pset)
-    scores = rm.score([(prompt, a, list(principles)) for a in answers])
+    scores = rm.score([(prompt, a, list(principles), done) for a, done in answers])
     ranked = sorted(zip(answers, scores), key=lambda x: -x[1])
-    return [{"response": a, "score": float(s)} for a, s in ranked]
+    return [{"response": a, "finished": done, "score": float(s)} for (a, done), s in ranked]
 
 
 def _run_cli(args) -> int:
@@ -84,7 +85,8 @@ def _run_cli(args) -> int:
         return 0
     print("Principles:\n" + "\n".join(f"- {p}" for p in principles))
     for i, c in enumerate(ranked, 1):
-        print(f"\n#{i}  score {c['score']:+.3f}{'  (best)' if i == 1 else ''}\n{c['response']}")
+        cut = "" if c["finished"] else "  (cut at --max-new-tokens)"
+        print(f"\n#{i}  score {c['score']:+.3f}{'  (best)' if i == 1 else ''}{cut}\n{c['response']}")
     return 0
 
 
@@ -96,7 +98,8 @@ def add_cli(sub) -> None:
     p.add_argument("--prompt", required=True, help="the user's message")
     p.add_argument("--n", type=int, default=4, help="candidate answers from the SFT model")
     p.add_argument("--json", action="store_true",
-                   help='print one JSON object {"best": {...}, "candidates": [{"response", "score"}, ...]}, best first')
+                   help='print one JSON object {"best": {...}, "candidates": '
+                        '[{"response", "finished", "score"}, ...]}, best first')
     p.add_argument("--reward", default=None, help="reward model folder (default: RUN/rm)")
     p.add_argument("--model", default=None, help="base model spec (default: the run's, from run.yaml or sft/)")
     p.add_argument("--temperature", type=float, default=0.7)

@@ -1,7 +1,9 @@
 """best_of_n: ALMoST's RM-guided self-play in its simplest honest form. Each round samples
 `group_size` answers per prompt from the current policy, keeps the one the reward function scores
 highest under the prompt's drawn principles, and fine-tunes the policy on the winners with the
-stage-02 trainer (`engrave.train.make_trainer`: the same chat spec and completion-only loss)."""
+stage-02 trainer (`engrave.train.make_trainer`: the same chat spec and completion-only loss). A
+winner cut at the token limit is trained without an end of turn, so the policy is not taught to
+stop wherever the limit fell."""
 
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ def winners(groups: list[list], term_groups: list[list[dict]]) -> tuple[list[dic
     for samples, terms in zip(groups, term_groups):
         best = max(range(len(terms)), key=lambda i: terms[i]["score"])
         s = samples[best]
-        records.append({"id": s.prompt_id, "prompt": s.instruction, "response": s.response, "kept": True})
+        records.append({"id": s.prompt_id, "prompt": s.instruction, "response": s.response, "kept": True,
+                        "finished": s.finished})
         roles += ["best" if i == best else None for i in range(len(samples))]
     return records, roles
 

@@ -18,7 +18,8 @@ log = logging.getLogger(__name__)
 def preference_pairs(rendered: list[str], groups: list[list], term_groups: list[list[dict]], completion_end: str):
     """(pairs, roles): best vs worst answer per prompt by score; prompts whose answers tie or
     repeat one text give no pair. A finished answer keeps its end-of-turn marker, so DPO also
-    learns where to stop (TRL adds the EOS after it, as SFT did)."""
+    learns where to stop; an answer cut at the token limit keeps none (`chosen_finished`,
+    `rejected_finished` say which, for `CutAwareDPO`)."""
     pairs, roles = [], []
     for prompt, samples, terms in zip(rendered, groups, term_groups):
         scores = [t["score"] for t in terms]
@@ -27,10 +28,36 @@ def preference_pairs(rendered: list[str], groups: list[list], term_groups: list[
         group_roles = [None] * len(samples)
         if scores[best] > scores[worst] and samples[best].response != samples[worst].response:
             text = [s.response + (completion_end if s.finished else "") for s in samples]
-            pairs.append({"prompt": prompt, "chosen": text[best], "rejected": text[worst]})
+            pairs.append({"prompt": prompt, "chosen": text[best], "rejected": text[worst],
+                          "chosen_finished": samples[best].finished, "rejected_finished": samples[worst].finished})
             group_roles[best], group_roles[worst] = "chosen", "rejected"
         roles += group_roles
     return pairs, roles
+
+
+def cut_aware(trainer_cls):
+    """`trainer_cls` (TRL's DPOTrainer) tokenizing the pairs itself: TRL appends the EOS to every
+    text completion, which would teach the policy that an answer cut at the token limit stopped
+    there. Finished answers get the EOS (after the format's end when that is not the EOS)."""
+
+    class CutAwareDPO(trainer_cls):
+        def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+            tok = getattr(processing_class, "tokenizer", processing_class)
+            eos = tok.eos_token_id
+
+            def tokenize(row):
+                out = {"prompt_ids": tok(row["prompt"])["input_ids"]}
+                for side in ("chosen", "rejected"):
+                    ids = tok(row[side], add_special_tokens=False)["input_ids"]
+                    if row[f"{side}_finished"] and (not ids or ids[-1] != eos):
+                        ids = ids + [eos]
+                    out[f"{side}_ids"] = ids
+                return out
+
+            return dataset.map(tokenize, remove_columns=dataset.column_names)
+
+    CutAwareDPO.__name__ = trainer_cls.__name__
+    return CutAwareDPO
 
 
 def train_dpo(ctx: Context, model, tokenizer, sampler, progress: bool = True) -> dict:
@@ -54,7 +81,7 @@ def train_dpo(ctx: Context, model, tokenizer, sampler, progress: bool = True) ->
             max_length=max_length, gradient_checkpointing=cfg.gradient_checkpointing,
             bf16=cuda and torch.cuda.is_bf16_supported(), logging_steps=1, save_strategy="no", report_to=[],
             disable_tqdm=not progress)
-        trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(pairs),
+        trainer = cut_aware(DPOTrainer)(model=model, args=args, train_dataset=Dataset.from_list(pairs),
                              processing_class=tokenizer)
         trainer.train()
         model.delete_adapter("ref")
