@@ -9,7 +9,7 @@ from salmon_lib.io import DataError
 from salmon_lib.principles import load_principles
 from salmon_lib.reward import ContrastiveReward, load_reward
 from salmon_lib.reward.contrastive import SPEC_FILE, write_spec
-from salmon_lib.scoring.render import NEUTRAL_SYSTEM, PRINCIPLE_SYSTEM
+from salmon_lib.scoring.render import AVOID_SENTENCE, NEUTRAL_SYSTEM, PRINCIPLE_SYSTEM
 
 FMT = get_format("chatml")
 JUDGE = load_principles("principles/judge.yaml")
@@ -124,6 +124,21 @@ def test_contrast_absent_and_aggregate_sum(reward):
     assert total == pytest.approx(mean * tokens(gen), abs=1e-4)
     with pytest.raises(ValueError, match="aggregate must be one of mean, sum"):
         ContrastiveReward(gen, FMT, {}, aggregate="median")
+
+
+def test_contrast_avoid_asks_to_avoid_a_principle_without_known_negation(reward):
+    gen = reward.gen
+    avoid = ContrastiveReward(gen, FMT, dict(reward.opposites), contrast="avoid")
+    (free,), (known,) = (avoid.score([(*ITEM, ["Answer like a pirate."])]),
+                         avoid.score([(*ITEM, [CONCISE.definition, "Answer like a pirate."])]))
+    system = NEUTRAL_SYSTEM + " " + AVOID_SENTENCE.format(text="Answer like a pirate.")
+    against = logprob(gen, FMT.prompt(ITEM[0], system=system), ITEM[1] + FMT.end)
+    assert free == pytest.approx((under(gen, "Answer like a pirate.") - against) / tokens(gen), abs=1e-5)
+    both = " ".join([" ".join(CONCISE.definition.split()), "Answer like a pirate."])
+    system = (PRINCIPLE_SYSTEM.format(text=" ".join(CONCISE.negative_definition.split())) + " "
+              + AVOID_SENTENCE.format(text="Answer like a pirate."))
+    against = logprob(gen, FMT.prompt(ITEM[0], system=system), ITEM[1] + FMT.end)
+    assert known == pytest.approx((under(gen, both) - against) / tokens(gen), abs=1e-5)
 
 
 def test_an_unfinished_answer_is_scored_without_the_end_of_turn(reward):

@@ -63,9 +63,10 @@ class RewardConfig(LoraOptions, TrainingOptions, StageConfig):
     chat_format: str = "chatml"  # contrastive kind: the chat format it prompts the model with
     # contrastive kind: the principle contrast alone, or plus the answer's likelihood (scores without principles too)
     contrastive_mode: Literal["contrastive", "ensemble"] = "contrastive"
-    # contrastive kind: what each principle is contrasted with: its known negation (other texts with
-    # their absence), or its absence always (reward/contrastive.py)
-    contrastive_contrast: Literal["negation", "absent"] = "negation"
+    # contrastive kind: what each principle is contrasted with: its known negation, else a request to
+    # avoid it (avoid; free-text flips 0.46 against 0.17 for negation on the default model, RESULTS.md)
+    # or its absence (negation); or its absence always (absent) (reward/contrastive.py)
+    contrastive_contrast: Literal["negation", "absent", "avoid"] = "avoid"
     # contrastive kind: the answer's log-likelihood ratio summed over its tokens, or their mean (the
     # mean divides a principle about length down to one token; the reward audit measures both)
     contrastive_aggregate: Literal["mean", "sum"] = "mean"

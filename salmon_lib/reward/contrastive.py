@@ -10,7 +10,9 @@ The contrast prompt (`contrast`):
 - `negation`: each principle whose negation the reward knows (from the principle files it was built
   with, the files stage 05/06 draw from, or `learn_opposites`) is replaced by that negation, and any
   other principle text is left out, i.e. contrasted with its absence;
-- `absent`: every principle is left out (the system prompt keeps its frame, `NEUTRAL_SYSTEM`).
+- `absent`: every principle is left out (the system prompt keeps its frame, `NEUTRAL_SYSTEM`);
+- `avoid`: as `negation`, but a principle without a known negation is asked to be avoided in the
+  contrast prompt (`scoring.render.AVOID_SENTENCE`) instead of being left out.
 Either way any principle text is scored: a text in the user's own words needs no file. An
 intervention (a principle file's `interventions`) stays in both prompts, so it conditions the answer
 but adds no contrast.
@@ -47,7 +49,7 @@ from ..io import DataError, atomic_write_json, read_json, replace_folder
 
 SPEC_FILE = "reward_spec.json"
 MODES = ("contrastive", "ensemble")
-CONTRASTS = ("negation", "absent")
+CONTRASTS = ("negation", "absent", "avoid")
 AGGREGATES = ("mean", "sum")
 
 
@@ -130,12 +132,12 @@ class ContrastiveReward:
         for a, b in pairs:
             self.opposites[_norm(a)], self.opposites[_norm(b)] = _norm(b), _norm(a)
 
-    def system_texts(self, principles: Sequence[str]) -> tuple[str | None, str | None]:
-        """The principle text of the system prompt as given, and of the contrast prompt (`contrast`:
-        known negations in place of their principles and other texts left out, or every principle
-        left out; interventions kept in both). (None, None) without principles; a contrast of None
-        beside a given text means the neutral system prompt."""
-        given, against = [], []
+    def system_texts(self, principles: Sequence[str]) -> tuple[str | None, str | None, str | None]:
+        """The principle text of the system prompt as given, and of the contrast prompt: what it asks
+        for (known negations in place of their principles under `negation` and `avoid`,
+        interventions always) and what it asks to avoid (`avoid`: the principles without a known
+        negation; the other contrasts leave them out). (None, None, None) without principles."""
+        given, against, avoided = [], [], []
         for t in principles:
             t = _norm(t)
             if not t:
@@ -143,9 +145,11 @@ class ContrastiveReward:
             given.append(t)
             if t in self.interventions:
                 against.append(t)
-            elif self.contrast == "negation" and t in self.opposites:
+            elif self.contrast != "absent" and t in self.opposites:
                 against.append(self.opposites[t])
-        return (" ".join(given) or None, " ".join(against) or None)
+            elif self.contrast == "avoid":
+                avoided.append(t)
+        return (" ".join(given) or None, " ".join(against) or None, " ".join(avoided) or None)
 
     def score(self, items: Sequence[tuple], batch_size: int = 16, progress: bool = False) -> list[float]:
         """One float per (bare prompt, response, principle texts[, finished]), in input order; higher =
@@ -160,7 +164,7 @@ class ContrastiveReward:
               progress: bool = False) -> tuple[list[float], list[float]]:
         """Per item, unscaled: the contrastive score (aggregated as `aggregate`) and the response's mean
         per-token log-probability under the principles as given."""
-        from ..scoring.render import neutral_prompt, principle_prompt, scored_answer
+        from ..scoring.render import contrast_system, principle_prompt, scored_answer
 
         if not items:
             return [], []
@@ -169,9 +173,9 @@ class ContrastiveReward:
         for prompt, response, principles, *finished in items:
             answer = scored_answer(self.fmt, response, *finished)
             answers.append(answer)
-            given, against = self.system_texts(principles)
-            contrast_prompt = (neutral_prompt(self.fmt, prompt) if given and not against
-                               else principle_prompt(self.fmt, prompt, against))
+            given, against, avoided = self.system_texts(principles)
+            contrast_prompt = (self.fmt.prompt(prompt.strip(), system=contrast_system(against, avoided)) if given
+                               else principle_prompt(self.fmt, prompt, None))
             plan.append([rows.setdefault((principle_prompt(self.fmt, prompt, given), answer), len(rows)),
                          rows.setdefault((contrast_prompt, answer), len(rows))])
         # Rows with the same rendered prompt (principles, instruction) go into one call: the backend

@@ -16,6 +16,8 @@ PRINCIPLE_SYSTEM = "You are an AI assistant. Write your reply so that it fits th
 # The principle prompt without a principle: the contrast "principle against none" then differs
 # from the principle prompt in the principle text alone, not in having a system turn at all.
 NEUTRAL_SYSTEM = "You are an AI assistant."
+# The contrast for a principle whose negation nobody wrote: the same text, asked to be avoided.
+AVOID_SENTENCE = "Write your reply so that it does not fit this description: {text}"
 
 
 def principle_system(text: str | None) -> str | None:
@@ -31,6 +33,15 @@ def principle_prompt(fmt: ChatFormat, request: str, text: str | None) -> str:
 def neutral_prompt(fmt: ChatFormat, request: str) -> str:
     """The request under the principle prompt's frame with no principle in it."""
     return fmt.prompt(request.strip(), system=NEUTRAL_SYSTEM)
+
+
+def contrast_system(kept: str | None, avoided: str | None) -> str:
+    """The contrast prompt's system text: `kept` (known negations, interventions) asked for as in
+    `principle_system`, then `avoided` (principles without a known negation) asked to be avoided."""
+    parts = [principle_system(kept) or NEUTRAL_SYSTEM]
+    if avoided and avoided.strip():
+        parts.append(AVOID_SENTENCE.format(text=" ".join(avoided.split())))
+    return " ".join(parts)
 
 
 def scored_answer(fmt: ChatFormat, response: str, finished: bool = True) -> str:
