@@ -21,6 +21,9 @@ class Stage:
     config: str  # "module:ConfigClass", a StageConfig subclass importable without torch
     inputs: list[str] = dataclasses.field(default_factory=list)  # artifacts read from the run dir; "name?" = optional
     outputs: list[str] = dataclasses.field(default_factory=list)  # artifacts written to the run dir; "name?" = optional
+    # headless runs: seconds one cell may run before the stage fails (the runner's `cell_timeout_s`,
+    # which presets and -p can change); about ten times the demo preset's whole stage on a 2-core CPU
+    cell_timeout_s: float = 3600.0
 
     def notebook_path(self) -> Path:
         path = Path(self.notebook)
@@ -58,5 +61,5 @@ STAGES: list[Stage] = [
                    "rl_stats.json"]),
     Stage("evaluate", "notebooks/06_evaluate.ipynb", config="salmon_lib.evaluate.config:EvaluateConfig",
           inputs=["prompts.jsonl", "sft/", "rm/?", "rl_prompts.json?", "policy/?"],
-          outputs=["report.json", "report.html", "samples.jsonl"]),
+          outputs=["report.json", "report.html", "samples.jsonl"], cell_timeout_s=3 * 3600.0),
 ]

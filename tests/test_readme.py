@@ -39,6 +39,7 @@ def test_make_dry_run_resolves(target):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3900)  # the demo itself has an hour (below); the suite's 1200 s is for every other test
 def test_make_demo_runs():
     out = subprocess.run(["make", "demo"], cwd=ROOT, capture_output=True, text=True, timeout=3600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]

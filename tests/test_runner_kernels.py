@@ -4,8 +4,6 @@ kernel the runner started is gone when it is done."""
 
 import time
 
-from jupyter_client import BlockingKernelClient
-
 from salmon_lib.paths import PROJECT_ROOT
 from salmon_lib.runner.kernel import KernelPool, stage_environ, stop_kernel
 from salmon_lib.runner.preload import MODULES
@@ -27,8 +25,9 @@ def _gone(pid: int, timeout: float = 20) -> bool:
 
 
 def _ask(km, expression: str):
-    kc = BlockingKernelClient(connection_file=km.connection_file)
-    kc.load_connection_file()
+    # the manager's client: it asks the manager whether the kernel lives; a bare client asks the
+    # heartbeat, which calls a kernel busy importing on a loaded machine dead after 1 s of silence
+    kc = km.blocking_client()
     kc.start_channels()
     try:
         kc.wait_for_ready(timeout=120)

@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import functools
 import logging
+import math
 import os
 import signal
 import time
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ..stages import PROJECT_ROOT, Stage
+from .deadlines import Deadlines
 
 
 class RunLocked(RuntimeError):
@@ -137,13 +139,21 @@ def stop_orphan_kernel(record: dict | None, run_dir: Path, log: Callable[[str], 
     if kernel.get("run_dir", str(Path(run_dir).resolve())) != str(Path(run_dir).resolve()):
         return
     pid, conn = kernel["pid"], kernel["connection_file"]
-    if conn not in _cmdline(pid):
+    if conn in _cmdline(pid):
+        log(f"stopping the kernel (pid {pid}) left running by an interrupted run")
+        kill_kernel(pid, conn)
+
+
+def kill_kernel(pid: int | None, connection_file: str | None, wait_s: float = 30) -> None:
+    """SIGKILL a stage kernel's process group (the kernel leads its own session: its workers go
+    too) if that kernel still runs, and wait up to `wait_s` for it to be gone. It is known by pid
+    *and* its connection file on the command line, so a reused pid is never hit (Linux: /proc)."""
+    if not pid or not connection_file or connection_file not in _cmdline(pid):
         return
-    log(f"stopping the kernel (pid {pid}) left running by an interrupted run")
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)  # the kernel leads its own session: its workers go too
-    deadline = time.time() + 30
-    while conn in _cmdline(pid) and time.time() < deadline:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+    deadline = time.time() + wait_s
+    while connection_file in _cmdline(pid) and time.time() < deadline:
         time.sleep(0.05)
 
 
@@ -173,13 +183,22 @@ def start_kernel(env: dict[str, str]):
 
 
 def stop_kernel(km) -> None:
-    """Shut a kernel down that no stage will use (a stage's own kernel is shut down by papermill)."""
+    """Shut a kernel down that no stage will use (a stage's own kernel is shut down by papermill);
+    if it is still there after that, its process group is killed."""
     from jupyter_core.utils import run_sync
 
+    pid, conn = getattr(km.provisioner, "pid", None), km.connection_file
     with contextlib.suppress(Exception):
         run_sync(km.shutdown_kernel)(now=True)
     with contextlib.suppress(Exception):
         run_sync(km.cleanup_resources)()
+    kill_kernel(pid, conn)
+
+
+def kernel_alive(km) -> bool:
+    from jupyter_core.utils import run_sync
+
+    return km.has_kernel and run_sync(km.is_alive)()
 
 
 class KernelPool:
@@ -198,7 +217,7 @@ class KernelPool:
 
     def take(self, name: str, env: dict[str, str]):
         prepared, km = self._kernels.pop(name, (None, None))
-        if km is not None and prepared == env and km.has_kernel:
+        if km is not None and prepared == env and kernel_alive(km):
             return km
         if km is not None:
             stop_kernel(km)
@@ -211,9 +230,11 @@ class KernelPool:
 
 
 def execute_stage(stage: Stage, params: dict, run_dir: Path, km, progress: bool = True,
-                  on_kernel_start: Callable[[int, str], None] | None = None) -> None:
-    """Run the stage notebook in `km`'s fresh kernel (`start_kernel`); the executed copy lands in
-    run_dir/notebooks/, and the kernel is shut down when the notebook is done.
+                  on_kernel_start: Callable[[int, str], None] | None = None,
+                  deadlines: Deadlines | None = None) -> None:
+    """Run the stage notebook in `km`'s fresh kernel (`start_kernel`) under `deadlines` (a passed
+    one raises `KernelDeadline`); the executed copy lands in run_dir/notebooks/, and the kernel is
+    shut down when the notebook is done, or killed if it does not go.
 
     While it runs the copy is `NN_stage.partial.ipynb` (open it to watch progress); it is moved
     into place when the kernel is done, failed or not, so the finished name is always a whole run.
@@ -221,8 +242,10 @@ def execute_stage(stage: Stage, params: dict, run_dir: Path, km, progress: bool 
     import papermill
 
     _register_engine()
+    deadlines = deadlines or Deadlines()
+    pid, conn = km.provisioner.pid, km.connection_file
     if on_kernel_start is not None:
-        on_kernel_start(km.provisioner.pid, km.connection_file)
+        on_kernel_start(pid, conn)
     out = executed_notebook(stage, run_dir)
     partial = out.with_name(f"{out.stem}.partial.ipynb")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -231,11 +254,13 @@ def execute_stage(stage: Stage, params: dict, run_dir: Path, km, progress: bool 
         # interpreter, so headless runs use the runner's venv whatever the notebook was saved with
         papermill.execute_notebook(
             str(stage.notebook_path()), str(partial), parameters=params, kernel_name="python3",
-            cwd=str(PROJECT_ROOT), progress_bar=progress, start_timeout=180, engine_name=_ENGINE, km=km,
+            cwd=str(PROJECT_ROOT), progress_bar=progress, engine_name=_ENGINE, km=km,
+            start_timeout=math.ceil(deadlines.kernel_start_timeout_s), stage_name=stage.name, deadlines=deadlines,
         )
     finally:
         if km.has_kernel:  # papermill stopped before its client took the kernel over
             stop_kernel(km)
+        kill_kernel(pid, conn)  # whatever happened above, no kernel of this stage outlives it
         if partial.exists():
             os.replace(partial, out)
 
@@ -246,17 +271,19 @@ _ENGINE = "salmon-started-kernel"
 @functools.cache
 def _register_engine() -> None:
     """papermill's nbclient engine, on a kernel started beforehand (`km=`) that it still shuts down
-    and cleans up afterwards, as it does the kernels it starts itself."""
-    from papermill.clientwrap import PapermillNotebookClient
+    and cleans up afterwards, as it does the kernels it starts itself, with a deadline on every wait
+    (`watch.WatchedNotebookClient`)."""
     from papermill.engines import NBClientEngine, papermill_engines
     from papermill.utils import remove_args
+
+    from .watch import WatchedNotebookClient
 
     class StartedKernelEngine(NBClientEngine):
         @classmethod
         def execute_managed_notebook(cls, nb_man, kernel_name, log_output=False, stdout_file=None,
                                      stderr_file=None, start_timeout=60, execution_timeout=None, **kwargs):
             kwargs = remove_args(["input_path", "timeout", "startup_timeout"], **kwargs)
-            client = PapermillNotebookClient(
+            client = WatchedNotebookClient(
                 nb_man, timeout=execution_timeout, startup_timeout=start_timeout, kernel_name=kernel_name,
                 log=logging.getLogger("papermill"), log_output=log_output, stdout_file=stdout_file,
                 stderr_file=stderr_file, **kwargs)

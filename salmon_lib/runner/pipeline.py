@@ -4,12 +4,14 @@ Every parameter, stage name, notebook, model spec, input and the run folder itse
 before any kernel starts; `plan` decides what runs (the same plan the dry run prints and `status`
 shows). Once a stage runs, every later selected stage runs too. A stage that fails is recorded as
 failed with its error, its previous good outputs are put back (`outputs`), later stages do not run
-and nothing finished is touched.
+and nothing finished is touched. A stage whose kernel misses a deadline (`deadlines`), dies or
+freezes fails the same way, with one line saying which cell and how long the runner waited.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import time
@@ -23,6 +25,7 @@ from ..generation import usage
 from ..io import atomic_write_text, clean_temp_files
 from ..stages import STAGES, Stage
 from . import metrics
+from .deadlines import Deadlines, KernelDeadline
 from .kernel import (
     KernelPool,
     execute_stage,
@@ -36,7 +39,7 @@ from .manifest import RUN_YAML, Manifest, hash_artifacts, missing_artifacts, now
 from .notebooks import fatal_problems
 from .outputs import drop_previous, keep_previous, output_changes, restore_previous, set_aside_changed
 from .plan import check_inputs, jsonable, kernel_run_dir, notebook_digest, plan, select
-from .presets import Preset, load_preset, parse_overrides, resolve
+from .presets import Preset, load_preset, parse_overrides, resolve, resolve_deadlines
 
 
 class StageFailed(RuntimeError):
@@ -45,6 +48,8 @@ class StageFailed(RuntimeError):
 
 def _error_text(err: BaseException) -> str:
     """One line: the exception and the first line of its message (what the stage failed on)."""
+    if isinstance(err, KernelDeadline):
+        return str(err)  # already the line: stage, cell, how long the runner waited
     ename, evalue = getattr(err, "ename", None), getattr(err, "evalue", None)
     if ename:
         first = (str(evalue).strip().splitlines() or [""])[0]
@@ -77,7 +82,9 @@ def run_pipeline(
     problem = run_dir_problem(run_dir, write=not dry_run)
     if problem:
         raise ConfigError(problem)
-    configs, warnings = resolve(preset, stages, parse_overrides(list(overrides)), kernel_run_dir(run_dir))
+    parsed = parse_overrides(list(overrides))
+    configs, warnings = resolve(preset, stages, parsed, kernel_run_dir(run_dir))
+    deadlines = resolve_deadlines(preset, stages, parsed)
     for w in warnings:
         log(f"warning: {w}")
     for stage in selected:
@@ -114,7 +121,7 @@ def run_pipeline(
             keep_previous(stage, record, run_dir)
             later = selected[selected.index(stage) + 1:]
             wall = _run_one(stage, params[stage.name], run_dir, manifest, progress, log, kernels,
-                            later[0] if later else None)
+                            later[0] if later else None, deadlines[stage.name])
             summary.append((stage.name, "ran", wall))
     return summary
 
@@ -155,7 +162,8 @@ def _stage_env(stage: Stage, run_dir: Path) -> dict[str, str]:
 
 
 def _run_one(stage: Stage, params: dict, run_dir: Path, manifest: Manifest, progress: bool,
-             log: Callable[[str], None], kernels: KernelPool, following: Stage | None) -> float:
+             log: Callable[[str], None], kernels: KernelPool, following: Stage | None,
+             deadlines: Deadlines) -> float:
     """Run one stage; `following` is the stage that runs after it (every later selected stage runs
     once one has), whose kernel starts now and preloads while this one works."""
     record = {
@@ -163,6 +171,7 @@ def _run_one(stage: Stage, params: dict, run_dir: Path, manifest: Manifest, prog
         "executed": str(executed_notebook(stage, run_dir).relative_to(run_dir)), "params": params,
         "inputs": hash_artifacts(run_dir, stage.inputs), "outputs": {}, "started": now(), "ended": None,
         "wall_s": None, "error": None, "pid": os.getpid(), "versions": package_versions(),
+        "deadlines": dataclasses.asdict(deadlines),
     }
     manifest.put(stage.name, record)
     usage_file = metrics.usage_path(run_dir, stage.name)
@@ -193,7 +202,7 @@ def _run_one(stage: Stage, params: dict, run_dir: Path, manifest: Manifest, prog
         km = kernels.take(stage.name, _stage_env(stage, run_dir))
         if following is not None:
             kernels.prepare(following.name, _stage_env(following, run_dir))
-        execute_stage(stage, params, run_dir, km, progress, on_kernel_start=kernel_started)
+        execute_stage(stage, params, run_dir, km, progress, on_kernel_start=kernel_started, deadlines=deadlines)
     except KeyboardInterrupt:
         close("interrupted", "KeyboardInterrupt")
         raise

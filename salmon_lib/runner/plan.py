@@ -101,6 +101,8 @@ def stale_reasons(stage: Stage, record: dict | None, params: dict | None, run_di
         return ["never ran"]
     if record.get("status") == "running":
         return ["last run did not finish"]
+    if record.get("status") == "failed" and record.get("error"):
+        return [f"last run failed: {record['error']}"]
     if record.get("status") != "finished":
         return [f"last run {record.get('status')}"]
     reasons = []

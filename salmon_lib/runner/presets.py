@@ -4,7 +4,8 @@ A preset has two sections: `common` (keys handed to every stage whose config dec
 model, seed, chat_format, ...) and `stages` (one mapping of parameters per stage). Precedence is
 common < the stage's own section < `-p` overrides (`-p common.key=v` overrides a common key).
 Every stage is validated before any kernel starts, and an error names the preset file and line,
-or the `-p` argument, it came from.
+or the `-p` argument, it came from. The runner's own keys (`deadlines.DEADLINE_KEYS`: how long it
+waits on a stage's kernel) go in the same places but reach no notebook (`resolve_deadlines`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import yaml
 from ..config import ConfigError, StageConfig, check_renamed
 from ..io import read_text
 from ..stages import PROJECT_ROOT, Stage
+from .deadlines import DEADLINE_KEYS, Deadlines
 
 PRESET_DIR = PROJECT_ROOT / "configs"
 SECTIONS = ("common", "stages")
@@ -167,7 +169,7 @@ def resolve(
                 raise ConfigError(f"{items[key][1]}: {key} is set by the runner (use --run)")
 
     classes = {s.name: s.config_class() for s in stages}
-    declared = set().union(*map(_fields, classes.values())) if classes else set()
+    declared = (set().union(*map(_fields, classes.values())) if classes else set()) | set(DEADLINE_KEYS)
     warnings = [
         f"{preset.at(f'common.{key}')}: common key {key!r} is not a parameter of any registered stage"
         for key in preset.common if key not in declared
@@ -182,21 +184,21 @@ def resolve(
         cls, fields = classes[stage.name], _fields(classes[stage.name])
         section = preset.stages.get(stage.name, {})
         for key in section:
-            if key not in fields:
+            if key not in fields and key not in DEADLINE_KEYS:
                 check_renamed(cls, [key], f"{preset.at(f'stages.{stage.name}.{key}')}: stages.{stage.name}")
                 raise ConfigError(f"{preset.at(f'stages.{stage.name}.{key}')}: stages.{stage.name}.{key}: unknown "
                                   f"parameter for {cls.__name__}; known: {', '.join(sorted(fields))}")
         data = {k: v for k, v in preset.common.items() if k in fields}
-        data.update(section)
+        data.update({k: v for k, v in section.items() if k not in DEADLINE_KEYS})
         data["run_dir"] = run_dir
         key_where = {k: f"{preset.at(f'common.{k}')}: common.{k}" for k in preset.common}
         key_where.update({k: f"{preset.at(f'stages.{stage.name}.{k}')}: stages.{stage.name}.{k}" for k in section})
         _validate(cls, data, f"{preset.at(f'stages.{stage.name}')} stages.{stage.name}", key_where)
         mine = overrides.get(stage.name, {})
         extra = {k: v for k, v in common_over.items() if k in fields}
-        extra.update(mine)
+        extra.update({k: v for k, v in mine.items() if k not in DEADLINE_KEYS})
         for key, (_, arg) in mine.items():
-            if key not in fields:
+            if key not in fields and key not in DEADLINE_KEYS:
                 check_renamed(cls, [key], arg)
                 raise ConfigError(
                     f"{arg}: unknown parameter {key!r} for {cls.__name__}; known: {', '.join(sorted(fields))}"
@@ -206,3 +208,26 @@ def resolve(
             cls, data, f"-p overrides of stage {stage.name}", {k: arg for k, (_, arg) in extra.items()}
         )
     return configs, warnings
+
+
+def resolve_deadlines(
+    preset: Preset, stages: list[Stage], overrides: Mapping[str, Mapping[str, tuple[Any, str]]] | None = None,
+) -> dict[str, Deadlines]:
+    """{stage: Deadlines}, with the precedence of stage parameters on top of the stage's own
+    `cell_timeout_s`; call after `resolve`, which refuses unknown stages and keys."""
+    overrides = dict(overrides or {})
+    out = {}
+    for stage in stages:
+        data: dict[str, Any] = {"cell_timeout_s": stage.cell_timeout_s}
+        key_where: dict[str, str] = {}
+        for section, params in (("common", preset.common), (f"stages.{stage.name}", preset.stages.get(stage.name, {}))):
+            for key in DEADLINE_KEYS:
+                if key in params:
+                    data[key] = params[key]
+                    key_where[key] = f"{preset.at(f'{section}.{key}')}: {section}.{key}"
+        for name in ("common", stage.name):
+            for key, (value, arg) in overrides.get(name, {}).items():
+                if key in DEADLINE_KEYS:
+                    data[key], key_where[key] = value, arg
+        out[stage.name] = _validate(Deadlines, data, f"deadlines of stage {stage.name}", key_where)
+    return out
