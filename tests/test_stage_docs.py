@@ -76,3 +76,17 @@ def test_the_readme_is_short_and_names_no_tracker_items():
     for path in MARKDOWN:
         body = path.read_text(encoding="utf-8")
         assert not re.search(r"\bissue \d+|the issue's|(?:^|\s)#\d+\b", body, re.I | re.M), path
+
+
+@pytest.mark.parametrize("stage", STAGES, ids=lambda s: s.name)
+def test_the_readme_pipeline_map_names_what_each_stage_reads_and_writes(stage):
+    number = page_path(stage).stem.split("_")[0]
+    row = next((line for line in (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+                if line.startswith(f"| [{number} {stage.name}]")), None)
+    assert row, f"README.md's pipeline map has no row for stage {number} {stage.name}"
+    _, _, reads, writes = row.split(" | ")
+    for name in stage.outputs:
+        assert f"`{name.rstrip('?')}`" in writes, f"{stage.name} writes {name}; the map's row does not say so"
+    for name in stage.inputs:
+        required = not name.endswith("?")
+        assert not required or f"`{name}`" in reads, f"{stage.name} reads {name}; the map's row does not say so"
