@@ -1,5 +1,5 @@
-"""`python -m salmon_lib COMMAND`: each command lives in its own module, which provides
-`add_cli(subparsers)` registering a parser whose `func(args) -> int` runs it."""
+"""`salmon COMMAND` (or `python -m salmon_lib COMMAND`): each command lives in its own module, which
+provides `add_cli(subparsers)` registering a parser whose `func(args) -> int` runs it."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import argparse
 import importlib
 import logging
 import sys
+from pathlib import Path
 
 # Modules that contribute a subcommand; a new command is one line here.
 COMMAND_MODULES = [
@@ -19,13 +20,25 @@ COMMAND_MODULES = [
 ]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m salmon_lib", description=__doc__.splitlines()[0])
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    """Every command's parser; parsing a command line with it checks its flags without running it."""
+    parser = argparse.ArgumentParser(
+        prog=prog or _prog(), description="SALMON Workbench: the pipeline's runner and the tools around a run.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(name).add_cli(sub)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _prog() -> str:
+    """`salmon` when started as the console command, `python -m salmon_lib` otherwise."""
+    name = Path(sys.argv[0]).name
+    return name if name and name not in ("__main__.py", "-c", "-m") else "python -m salmon_lib"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )

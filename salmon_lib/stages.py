@@ -42,7 +42,7 @@ class Stage:
         return cls
 
 
-# Stage authors: one line per stage, in pipeline order; the steps are in salmon_lib/runner/__init__.py.
+# Stage authors: one line per stage, in pipeline order; the steps are in docs/adding_a_stage.md.
 STAGES: list[Stage] = [
     Stage("prompts", "notebooks/00_prompts.ipynb", config="salmon_lib.prompts.config:PromptsConfig",
           outputs=["prompts.jsonl", "prompts_stats.json"]),

@@ -93,8 +93,9 @@ def test_checkpoints_of_other_settings_are_not_resumed(tmp_path):
 
 
 def test_checkpoints_trained_on_other_data_are_not_resumed(tmp_path):
-    """Issue 13, defect 3: the fingerprint covered the config only, so after stage 01 changed,
-    training resumed at the old step on the old data (or re-saved the old adapter)."""
+    """The checkpoint fingerprint covers the training data and the assistant's identity, not only
+    the config: after stage 01 changed, training must start afresh rather than resume at the old
+    step on the old data (or re-save the old adapter)."""
     from salmon_lib.engrave.train import reset_stale_checkpoints
 
     write_self_align(tmp_path)

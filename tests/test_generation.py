@@ -304,7 +304,7 @@ def test_auto_falls_back_to_hf_when_the_engine_fails_to_start(caplog, monkeypatc
 
 
 def test_auto_serves_lora_on_a_cpu_with_hf(caplog, monkeypatch, tmp_path):
-    """vLLM's CPU LoRA path is slower than HF (README, Generation): auto does not start an engine
+    """vLLM's CPU LoRA path is slower than HF (RESULTS.md): auto does not start an engine
     for adapters on a CPU, and says so; vLLM asked for by name still gets them."""
     import salmon_lib.generation.factory as factory
     import salmon_lib.generation.vllm_backend as vb

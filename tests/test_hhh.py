@@ -77,8 +77,8 @@ class JudgeRecorder:
 
 
 def test_judge_and_reward_model_read_the_same_bare_requests_in_one_type_order():
-    """Issue 13, defect 6: stage 04 kept "Human: ..." in the request (stage 03 and the training data
-    have the bare request) and ordered the types its own way."""
+    """Stage 03's judge and stage 04's reward model read the same bare HHH request (no "Human: ..."
+    prefix, as in the training data) and report the types in the same order."""
     from salmon_lib.preferences.hhh import accuracy, judge_hhh
     from salmon_lib.reward.evaluate import hhh_accuracy
 

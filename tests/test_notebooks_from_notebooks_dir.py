@@ -1,6 +1,6 @@
 """Every stage notebook opened in JupyterLab, whose kernel starts in notebooks/: its cells up to
-the first heavy step must run there as they do from the project root (defect 9 of issue 13:
-notebook 01 failed at its fourth cell with "principles/self_align.yaml: file not found")."""
+the first heavy step must run there as they do from the project root (a relative file parameter
+such as "principles/self_align.yaml" must be found from notebooks/ too, not only from the root)."""
 
 import json
 

@@ -1,6 +1,6 @@
 """Stage 03's steps with a scripted model: it prompts as stage 02 trained, regenerates exactly what
 changed, judges only distinct answers, and a resumed run on the tiny model writes what an
-uninterrupted one writes (issue 13, defects 1, 2 and 8)."""
+uninterrupted one writes."""
 
 import dataclasses
 import hashlib
@@ -73,7 +73,8 @@ def sample_judge_aggregate(cfg):
 
 
 def test_prompts_as_the_sft_model_was_trained_and_a_mismatch_names_both_formats(tmp_path):
-    """Defect 1: stage 03 rendered its own chat format without the trained system prompt."""
+    """Stage 03 prompts the SFT model in the chat format and with the system prompt it was trained
+    on (sft/chat_format.json), and refuses another format, naming both."""
     cfg = setup_run(tmp_path, trained_format="plain")
     gen = ScriptedModel()
     stage.sample(cfg, gen)
@@ -89,7 +90,7 @@ def test_prompts_as_the_sft_model_was_trained_and_a_mismatch_names_both_formats(
 
 
 def test_identical_answers_are_dropped_before_judging(tmp_path):
-    """Defect 8: a pair of identical answers was counted but judged and aggregated."""
+    """A pair of identical answers is counted as dropped and never judged or aggregated."""
     cfg = setup_run(tmp_path)
     gen = sample_judge_aggregate(cfg)
     stats = json.loads((tmp_path / "preferences_stats.json").read_text())
@@ -100,8 +101,8 @@ def test_identical_answers_are_dropped_before_judging(tmp_path):
 
 
 def test_exactly_the_records_whose_inputs_changed_are_made_again(tmp_path):
-    """Defect 2: pairs and judgements were reused after a change of sft/, sampling settings or a
-    principle's wording; max_prompts bounded generation but not aggregation."""
+    """Pairs and judgements are made again after a change of sft/, the sampling settings or a
+    principle's wording, and only those; max_prompts bounds aggregation as well as generation."""
     cfg = setup_run(tmp_path)
     n_principles = 11
     sample_judge_aggregate(cfg)
@@ -151,7 +152,7 @@ class Interrupted:
 
 
 def test_interrupted_and_resumed_sampling_writes_the_pairs_of_an_uninterrupted_run(tmp_path):
-    """Defect 8 (seeds), tiny preset on the tiny model: the interrupted run loses the last line of
+    """Tiny preset on the tiny model: the interrupted run loses the last line of
     its first batch and resumes in batches of another size; each answer's seed derives from its pair
     id, so every pair is what the uninterrupted run sampled. In float64: in fp32 batches of another
     shape round the near-flat logits of the random model differently, and a draw can flip."""

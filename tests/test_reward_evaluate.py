@@ -33,8 +33,8 @@ def write_preferences(path, n_prompts=40, noise_every=3):
 
 
 def test_held_out_accuracy_leaves_out_the_labels_flipped_on_purpose(tmp_path):
-    """Issue 13, defect 4: a reward model that ranks every pair right scored below 1 because the
-    labels stage 03 flipped on purpose (label_noise) were counted as its errors."""
+    """A reward model that ranks every pair right scores 1: the labels stage 03 flipped on purpose
+    (label_noise) are left out of held-out accuracy, not counted as its errors."""
     write_preferences(tmp_path / "preferences.jsonl")
     assert sum(p.label_noise for p in read_preferences(tmp_path / "preferences.jsonl")) == 14
     cfg = RewardConfig(run_dir=str(tmp_path), eval_fraction=0.5, hhh_eval="", flip_principles="")
@@ -47,8 +47,8 @@ def test_held_out_accuracy_leaves_out_the_labels_flipped_on_purpose(tmp_path):
 
 
 def test_flip_rate_counts_only_reversals_the_right_way_round():
-    """Issue 13, defect 5: the obeying reply must win under the principle AND the violating one
-    under its negation; a reversal the wrong way round is no flip (it used to count as one)."""
+    """The obeying reply must win under the principle AND the violating one under its negation; a
+    reversal the wrong way round is no flip."""
     kinds = {"concise": {"principle": "Be brief.", "negation": "Be long-winded.",
                          "probes": [{"prompt": "Why is the sky blue?", "obeys": "Scattering.",
                                      "violates": "Well, it is a long story about light and air and more."}]}}

@@ -16,8 +16,7 @@ def artifact_names(stage) -> set[str]:
 @pytest.mark.parametrize("stage", STAGES, ids=lambda s: s.name)
 def test_no_parameter_renames_an_artifact(stage):
     """The manifest hashes the declared artifacts by their names: a parameter pointing the stage at
-    another file or folder of the run would make it read what the manifest never hashed (issue 13,
-    defect 10)."""
+    another file or folder of the run would make it read what the manifest never hashed."""
     names = artifact_names(stage)
     for f in dataclasses.fields(stage.config_class()):
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default

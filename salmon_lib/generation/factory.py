@@ -31,7 +31,7 @@ def vllm_support(model_cfg: ModelConfig, adapters: Sequence[str] = ()) -> tuple[
 def auto_picks_vllm(model_cfg: ModelConfig, adapters: Sequence[str] = ()) -> tuple[bool, str]:
     """`auto`'s choice before trying to start an engine, and why: vLLM where it serves the model and
     adapters, except LoRA on a CPU, where vLLM's LoRA path generates slower than the HF backend
-    (25 against 37 tokens/s on the default model, one thread each: README, Generation)."""
+    (25 against 37 tokens/s on the default model, one thread each: RESULTS.md)."""
     ok, reason = vllm_support(model_cfg, adapters)
     if ok and any(a for a in (model_cfg.adapter, *adapters)):
         from .vllm_backend import uses_cuda

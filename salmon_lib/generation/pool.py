@@ -2,7 +2,7 @@
 
 On a CPU, torch runs each process on `OMP_NUM_THREADS` threads (1 in the demo and in CI), so one
 engine leaves the other cores idle; N engines in N processes each take a contiguous share of a
-call's rows and run at once (vLLM on the default model: see the README's demo table). Each worker
+call's rows and run at once (the demo's stages in RESULTS.md). Each worker
 makes its generator with `make_generator` exactly as a single process would, so backends, `auto`'s
 fall-back and adapters behave the same.
 

@@ -81,6 +81,7 @@ def _notebooks(args) -> int:
     import logging
 
     from .notebooks import notebook_problems, write_parameters
+    from .stage_docs import page_drift, page_path, write_page
 
     logging.getLogger("papermill").setLevel(logging.WARNING)  # one line per notebook is enough
 
@@ -90,9 +91,11 @@ def _notebooks(args) -> int:
             for stage in stages:
                 changed = write_parameters(stage)
                 print(f"{stage.notebook_path()}: {'parameters cell rewritten' if changed else 'up to date'}")
+                if write_page(stage):
+                    print(f"{page_path(stage)}: parameter table rewritten")
         bad = 0
         for stage in stages:
-            problems = notebook_problems(stage)
+            problems = notebook_problems(stage) + [p for p in [page_drift(stage)] if p]
             for problem in problems:
                 print(problem, file=sys.stderr)
             bad += bool(problems)
@@ -125,9 +128,11 @@ def add_cli(sub) -> None:
     p.add_argument("--json", action="store_true",
                    help="one JSON object per stage: status, wall/CPU seconds, tokens generated, examples, examples/min")
     p.set_defaults(func=_status)
-    p = sub.add_parser("notebooks", help="check or rewrite each stage notebook's parameters cell from its config")
+    p = sub.add_parser("notebooks", help="check or rewrite each stage notebook's parameters cell (and the parameter "
+                                         "table of its page under docs/stages/) from its config")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--check", action="store_true", help="say what differs, exit 1 if anything does (default)")
-    mode.add_argument("--write", action="store_true", help="rewrite every parameters cell from its config class")
+    mode.add_argument("--write", action="store_true",
+                      help="rewrite every parameters cell and docs table from its config class")
     p.add_argument("--registry", default="salmon_lib.stages:STAGES", help="stage list as module:attribute")
     p.set_defaults(func=_notebooks)

@@ -56,13 +56,6 @@ class FilterSettings(Config):
             raise ConfigError(f"leak_threshold: must be in (0, 1], got {self.leak_threshold}")
 
 
-@dataclasses.dataclass
-class Parsed:
-    thoughts: str
-    answer: str | None  # None: the completion never reached the answer label
-    cited_rules: list[int]
-
-
 def split_completion(text: str, name: str) -> tuple[str, str | None]:
     """(thoughts, answer) of a completion that starts right after "<name> (internal thoughts):"."""
     thoughts, sep, answer = text.partition(f"\n{answer_label(name)}")

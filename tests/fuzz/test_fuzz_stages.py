@@ -193,7 +193,7 @@ def test_a_finished_kernel_is_shut_down_without_an_interrupt(monkeypatch):
 
 def test_engraving_that_fails_keeps_the_checkpoints_of_earlier_settings(tmp_path):
     """Stage 02 starts afresh when its settings changed; if that fresh start fails (here peft finds
-    no module to put LoRA on; in the issue, a 4-bit base on a machine without its dependencies),
+    no module to put LoRA on; any failure of the fresh start is handled alike),
     the earlier checkpoints are back in place."""
     from salmon_lib.engrave.stage import run as engrave
     from tests.test_engrave import tiny_cfg, write_self_align
