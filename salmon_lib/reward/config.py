@@ -67,9 +67,10 @@ class RewardConfig(LoraOptions, TrainingOptions, StageConfig):
     # avoid it (avoid; free-text flips 0.46 against 0.17 for negation on the default model, RESULTS.md)
     # or its absence (negation); or its absence always (absent) (reward/contrastive.py)
     contrastive_contrast: Literal["negation", "absent", "avoid"] = "avoid"
-    # contrastive kind: the answer's log-likelihood ratio summed over its tokens, or their mean (the
-    # mean divides a principle about length down to one token; the reward audit measures both)
-    contrastive_aggregate: Literal["mean", "sum"] = "mean"
+    # contrastive kind: the answer's log-likelihood ratio summed over its tokens, or their mean (the mean
+    # divides a principle about length down to one token: on the default model's own answers the audit
+    # read 0.46 for sum against 0.26 for mean, known-negation flips 0.67 against 0.79; RESULTS.md)
+    contrastive_aggregate: Literal["mean", "sum"] = "sum"
     # contrastive kind: score with stage 02's sft/ adapter on `model`; false: the base model alone
     contrastive_use_sft: bool = True
     # contrastive kind: files whose principles (and negations) it knows
