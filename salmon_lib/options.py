@@ -14,7 +14,7 @@ import importlib.util
 from typing import Literal
 
 from .config import Config, ConfigError
-from .runner.launch import Distributed
+from .launch import Distributed
 
 
 def _at_least_one(cfg: Config, *names: str) -> None:

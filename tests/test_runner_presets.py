@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from salmon_lib.config import ConfigError, StageConfig
-from salmon_lib.runner.launch import Distributed
+from salmon_lib.launch import Distributed
 from salmon_lib.runner.notebooks import field_comments, notebook_problems, parameters_source, write_parameters
 from salmon_lib.runner.plan import select
 from salmon_lib.runner.presets import PRESET_DIR, load_preset, parse_overrides, resolve

@@ -33,7 +33,7 @@ def run(cfg: RewardConfig) -> dict:
 def fit(cfg: RewardConfig) -> dict:
     """Train and save `<run>/rm/` and `<run>/reward_stats.json` (`kind: contrastive`: write the
     reward folder, nothing trained); returns the statistics."""
-    from ..runner.launch import launch
+    from ..launch import launch
 
     if cfg.kind == "contrastive":
         from .contrastive import build_from_config

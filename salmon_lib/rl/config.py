@@ -13,7 +13,7 @@ import dataclasses
 from typing import Literal
 
 from ..config import ConfigError, StageConfig
-from ..runner.launch import Distributed
+from ..launch import Distributed
 
 METHODS = ("ppo", "grpo", "rloo", "dpo", "best_of_n")
 GROUP_METHODS = ("grpo", "rloo", "dpo", "best_of_n")

@@ -43,7 +43,7 @@ def prepare_prompts(cfg: RLConfig) -> dict:
 
 
 def input_digests(run_dir: Path) -> dict:
-    from ..runner.manifest import hash_artifacts
+    from ..provenance import hash_artifacts
 
     return {name: (h or {}).get("sha256") for name, h in hash_artifacts(run_dir, list(INPUTS)).items()}
 
@@ -204,14 +204,14 @@ def _metric_summary(ctx: Context) -> dict:
 
 
 def train_entry(config: dict) -> dict:
-    """Entry point for `salmon_lib.runner.launch` (one call per process on several GPUs)."""
+    """Entry point for `salmon_lib.launch` (one call per process on several GPUs)."""
     arm, principles = config.pop("_arm", None), config.pop("_principles", None)
     return train(RLConfig.from_dict(config), arm=arm, principles=principles)
 
 
 def train_or_launch(cfg: RLConfig, arm: str | None = None, principles: str | list[str] | None = None) -> dict:
     """`train` in this process, or for grpo/rloo/dpo/best_of_n on several GPUs one process per GPU."""
-    from ..runner.launch import launch, visible_gpus
+    from ..launch import launch, visible_gpus
 
     if cfg.method == "ppo" or visible_gpus() <= 1:
         return train(cfg, arm=arm, principles=principles)
