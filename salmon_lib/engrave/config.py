@@ -15,7 +15,7 @@ class EngraveConfig(LoraOptions, TrainingOptions, StageConfig):
     renamed = {"method=qlora": "write method: lora with quantization: 4bit"}
 
     model: str = "default"  # base model spec to fine-tune (the same base that wrote self_align.jsonl)
-    # salmon_lib.chat format the model is trained on; later stages read it from sft/chat_format.json
+    # the chat format (salmon_lib.chat_format) the model is trained on; later stages read it from sft/chat_format.json
     chat_format: str = "chatml"
     assistant_name: str | None = None  # the assistant's name in the system prompt (None: the one stage 01 used)
     assistant_creator: str | None = None  # who the system prompt says built it (None: the one stage 01 used)

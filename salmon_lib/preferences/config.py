@@ -70,7 +70,7 @@ class PreferencesConfig(AggregateOptions, GenerationOptions, StageConfig):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.chat_format is not None:
-            from ..chat import get_format
+            from ..chat_format import get_format
 
             try:
                 get_format(self.chat_format)

@@ -36,7 +36,7 @@ import math
 from collections import defaultdict
 from typing import Iterable, Sequence
 
-from ..chat import ChatFormat
+from ..chat_format import ChatFormat
 
 MODES = ("pairwise", "contrastive", "likelihood", "pmi", "pointwise", "ensemble")
 LIKELIHOOD_MODES = MODES[1:]

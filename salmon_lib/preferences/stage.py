@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable
 
-from ..chat import ChatFormat
+from ..chat_format import ChatFormat
 from ..io import DataError, RecordLog, atomic_write_json, iter_jsonl, read_json, write_jsonl
 from .aggregate import AggregateOptions
 from .config import PreferencesConfig
@@ -38,7 +38,7 @@ class Prompting:
 def prompting(cfg: PreferencesConfig) -> Prompting:
     """The SFT model exactly as stage 02 trained it (sft/chat_format.json: chat format, system
     prompt); with use_sft: false, the base model in `chat_format` (chatml when unset)."""
-    from ..chat import get_format
+    from ..chat_format import get_format
     from ..engrave.format import chat_spec_for
     from ..provenance import content_hash
 
@@ -299,7 +299,7 @@ def evaluate_judge(cfg: PreferencesConfig, gen) -> dict:
     figures; skipped parts say why."""
     from ..reward.evaluate import read_flip_probes, with_judge_wording
     from . import plots
-    from .hhh import evaluate, principles_for_types
+    from .judge_accuracy import evaluate, principles_for_types
     from .judge_modes import criteria_of
     from .signal import COMPARED, flip_sensitivity, hhh_accuracy, table
 
@@ -335,7 +335,7 @@ def evaluate_judge(cfg: PreferencesConfig, gen) -> dict:
 
 def hhh_items(cfg: PreferencesConfig) -> list[dict] | str:
     """The (seeded sample of) HHH pairs, or why there are none."""
-    from ..hhh import hhh_source, load_hhh, sample_hhh
+    from ..hhh_data import hhh_source, load_hhh, sample_hhh
 
     source, skipped = hhh_source(cfg.hhh_path)
     return skipped if source is None else sample_hhh(load_hhh(source), cfg.hhh_max_pairs, cfg.seed)

@@ -15,7 +15,7 @@ class SelfAlignConfig(FilterSettings, GenerationOptions, StageConfig):
     file_checks = {"principles": "salmon_lib.principles:load_self_align"}
 
     model: str = "default"  # base model spec that writes the answers (and is engraved in stage 02)
-    chat_format: str = "chatml"  # salmon_lib.chat format of the prompt; its stop strings end each answer
+    chat_format: str = "chatml"  # the prompt's chat format (salmon_lib.chat_format); its stop strings end each answer
     principles: str = "principles/self_align.yaml"  # rules + exemplars file (a user's own set works too)
     assistant_name: str | None = None  # the assistant's name in prompt and identity data (None: the file's default)
     assistant_creator: str = "the SALMON Workbench team"  # who the identity answers say built the assistant
