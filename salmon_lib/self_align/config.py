@@ -11,6 +11,8 @@ from .parse import FilterSettings
 
 @dataclasses.dataclass
 class SelfAlignConfig(FilterSettings, GenerationOptions, StageConfig):
+    """Generation comes from salmon_lib.options' group; its batch_size is also how often results are saved."""
+
     file_params = ("principles",)
     file_checks = {"principles": "salmon_lib.principles:load_self_align"}
 
@@ -24,7 +26,6 @@ class SelfAlignConfig(FilterSettings, GenerationOptions, StageConfig):
     max_prompts: int | None = None  # answer only the first N prompts of prompts.jsonl (None: all)
     thoughts_max_tokens: int = 128  # token limit of the internal thoughts (see trim_truncated for longer ones)
     max_new_tokens: int = 512  # token limit of the answer (the original: 512 for thoughts + answer)
-    batch_size: int = 16  # prompts per generate call; also how often results are saved
     identity_examples: int = 24  # "who are you"-style examples answered under assistant_name (0: none)
 
     def check(self) -> None:
