@@ -1,5 +1,5 @@
-"""Stage 03 as library calls: `run(cfg)` is the whole stage; the notebook runs the same steps one
-by one, showing tables and figures between them.
+"""Stage 03 as library calls: `run(cfg)` is the whole stage, for the runner, the tests and the
+notebook alike (which then shows `tables` of preferences_stats.json and the saved figures).
 
 SALMON path: `sample` -> `judge` (in `judge_mode`) -> `aggregate`. RLCD path: `rlcd` -> `aggregate`;
 `salmon+rlcd` runs both into one file. Both end with `evaluate_judge`: the judge's signal on the HHH

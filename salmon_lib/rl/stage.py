@@ -1,9 +1,10 @@
-"""Stage 05 as library calls: `run(cfg)` for the runner and tests; the notebook calls the steps.
+"""Stage 05 as library calls: `run(cfg)` is the whole stage, for the runner, the tests and the notebook
+(which then shows `tables` and the saved figures); its steps:
 
     prepare_prompts(cfg)            -> rl_prompts.json (train / held-out split, disjoint from stages 01, 03)
     train_or_launch(cfg)            -> rl_baseline.json, policy/, rollouts.jsonl, rl_metrics.jsonl, rl_stats.json
     plots.save_all(cfg.run_dir)     -> figures/rl_*.png
-    train_arm(cfg, arm, principles) -> rl_arms/<arm>/...: the same run with other principle text (stage 06)
+    train_arm(cfg, arm, principles) -> rl_arms/<arm>/...: not a step of run; stage 06 trains each arm with it
 
 With several GPUs visible, `run` starts grpo/rloo/dpo/best_of_n under `accelerate launch` (one process
 per GPU); ppo runs in one process on one device.

@@ -30,8 +30,8 @@ How a stage plugs in (stage authors): a stage is its package, its notebook, one 
      fixed names (no parameter renames an artifact: the manifest hashes the declared names). A parameter that is
      renamed or removed goes into `renamed` with what replaced it. This module imports no torch at
      top level (import it inside functions).
-   - `stage.py`: `run(cfg) -> dict` runs the whole stage (what the notebook does, minus display) and
-     returns its statistics; the steps it calls are functions the notebook may call one by one.
+   - `stage.py`: `run(cfg) -> dict` runs the whole stage and returns its statistics; the notebook
+     calls it too (one execution path), then shows tables shaped in `tables.py` and saved figures.
      Append records through `salmon_lib.io.RecordLog` and skip ids already done, so a killed stage
      resumes. Training on several GPUs: declare TrainingOptions (its `distributed` field) and call
      e.g. `launch("salmon_lib.<stage>.train:train", cfg.to_dict(), distributed=cfg.distributed)` in
@@ -39,7 +39,7 @@ How a stage plugs in (stage authors): a stage is its package, its notebook, one 
      one device) and its return value comes back from rank 0.
 2. Notebook `notebooks/NN_<stage>.ipynb`: title + one paragraph; a cell tagged `parameters`
    (generate it: `python -m salmon_lib notebooks --write`); next cell
-   `cfg = XConfig.from_namespace(globals())`; then calls into `<stage>.stage` and displays, no logic.
+   `cfg = XConfig.from_namespace(globals())`; then `<stage>.stage.run(cfg)` and displays, no logic.
 3. One line in `salmon_lib/stages.py` STAGES, in pipeline order:
    `Stage("rl", "notebooks/05_rl.ipynb", config="salmon_lib.rl.config:RLConfig", inputs=["rm/", "sft/"],
    outputs=["policy/", "rollouts.jsonl", "rl_metrics.jsonl"])`. Inputs/outputs are names in the run dir
