@@ -119,7 +119,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
-    from salmon_lib.chat import get_format
+    from salmon_lib.chat_format import get_format
     from salmon_lib.generation import vllm_support
     from salmon_lib.generation.hf import HFGenerator
     from salmon_lib.io import atomic_write_json

@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from salmon_lib.chat import get_format  # noqa: E402
+from salmon_lib.chat_format import get_format  # noqa: E402
 from salmon_lib.preferences import judge  # noqa: E402
 from salmon_lib.preferences.almost import load_demos  # noqa: E402
 

@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def judge_signal(gen, hhh_items, adapter, dev_probes) -> dict:
-    from salmon_lib.chat import get_format
+    from salmon_lib.chat_format import get_format
     from salmon_lib.preferences.signal import COMPARED, flip_sensitivity, hhh_accuracy
     from salmon_lib.principles import load_principles
     from salmon_lib.scoring.flip_probes import read_flip_probes, with_judge_wording
@@ -126,8 +126,8 @@ def main(argv=None) -> int:
     import torch
 
     from salmon_lib.generation import make_generator
+    from salmon_lib.hhh_data import load_hhh
     from salmon_lib.models import ModelConfig
-    from salmon_lib.preferences.hhh import load_hhh
 
     adapters = dict(a.split("=", 1) for a in args.adapter) or {"base": ""}
     items = load_hhh(args.hhh) if Path(args.hhh).is_file() else []

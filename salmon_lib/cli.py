@@ -16,7 +16,7 @@ COMMAND_MODULES = [
     "salmon_lib.runner.cli",
     "salmon_lib.reward.score",
     "salmon_lib.evaluate.steer",
-    "salmon_lib.evaluate.chat",
+    "salmon_lib.evaluate.chat_session",
 ]
 
 

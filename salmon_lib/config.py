@@ -7,8 +7,14 @@ and values of the wrong type with a message naming the key and where it came fro
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import inspect
+import io
 import math
+import re
+import textwrap
+import tokenize
 import types
 import typing
 from pathlib import Path
@@ -21,6 +27,15 @@ C = TypeVar("C", bound="Config")
 
 class ConfigError(ValueError):
     """A configuration value is unknown, missing or of the wrong type."""
+
+
+class YamlLoader(yaml.SafeLoader):
+    """SafeLoader that also reads `1e-5` as a float (YAML 1.1 wants `1.0e-5`, users write `1e-5`)."""
+
+
+YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"), list("-+0123456789")
+)
 
 
 def _type_name(tp: Any) -> str:
@@ -171,6 +186,38 @@ def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
         except ConfigError as err:
             raise _at_field(err, fields, where) from None
     return obj
+
+
+def _class_comments(cls: type) -> dict[str, str]:
+    """{field: comment} for the fields declared in `cls`'s own body: the comment ending the field's
+    last line, else the comment lines right above it."""
+    source = textwrap.dedent(inspect.getsource(cls))
+    comments = {tok.start[0]: tok.string.lstrip("#").strip()
+                for tok in tokenize.generate_tokens(io.StringIO(source).readline) if tok.type == tokenize.COMMENT}
+    lines = source.splitlines()
+    out = {}
+    for node in ast.parse(source).body[0].body:
+        if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
+            continue
+        text = comments.get(node.end_lineno)
+        if text is None:
+            above, n = [], node.lineno - 1
+            while n >= 1 and n in comments and lines[n - 1].lstrip().startswith("#"):
+                above.insert(0, comments[n])
+                n -= 1
+            text = " ".join(above) or None
+        if text:
+            out[node.target.id] = text
+    return out
+
+
+def field_comments(cls: type) -> dict[str, str]:
+    """{field: intent comment} over `cls` and its dataclass bases (a redeclared field's wins)."""
+    out: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if dataclasses.is_dataclass(klass) and klass is not object:
+            out.update(_class_comments(klass))
+    return out
 
 
 @dataclasses.dataclass

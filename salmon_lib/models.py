@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Literal
 
 from .config import Config
+from .hub import hub_reachable
 
 log = logging.getLogger(__name__)
 
@@ -240,24 +241,8 @@ def _quantization(cfg: ModelConfig, dtype):
     return BitsAndBytesConfig(load_in_8bit=True)
 
 
-def _hub_reachable() -> bool:
-    """Resolve the hub's host name once, so an offline machine fails in milliseconds instead of
-    after huggingface_hub's minute of retries."""
-    import socket
-    from urllib.parse import urlparse
-
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
-        return False
-    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
-    try:
-        socket.getaddrinfo(host, 443)
-        return True
-    except OSError:
-        return False
-
-
 def _from_pretrained(cls, location: Path | str, cfg: ModelConfig, **kwargs):
-    if isinstance(location, str) and not _hub_reachable():
+    if isinstance(location, str) and not hub_reachable():
         # A model fetched earlier may still be in the local Hugging Face cache.
         kwargs["local_files_only"] = True
     try:

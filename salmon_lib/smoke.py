@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from .chat import get_format
+from .chat_format import get_format
 from .models import ModelConfig, load_model
 
 SMOKE_PROMPTS = [

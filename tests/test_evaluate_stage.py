@@ -247,7 +247,7 @@ def test_chat_is_driven_through_standard_input(tiny_run):
 
 
 def test_chat_prompts_exactly_as_trained(tiny_run):
-    from salmon_lib.evaluate.chat import ChatSession
+    from salmon_lib.evaluate.chat_session import ChatSession
     from salmon_lib.evaluate.policies import find_policy
 
 

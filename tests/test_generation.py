@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from salmon_lib.chat import get_format
+from salmon_lib.chat_format import get_format
 from salmon_lib.generation import GenerationError, make_generator
 from salmon_lib.generation.hf import HFGenerator
 from salmon_lib.generation.prefix_scoring import ScoreRow, group_rows

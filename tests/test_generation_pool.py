@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from salmon_lib.chat import get_format
+from salmon_lib.chat_format import get_format
 from salmon_lib.config import ConfigError
 from salmon_lib.evaluate.config import EvaluateConfig
 from salmon_lib.generation import GenerationError, make_generator

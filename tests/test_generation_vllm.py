@@ -4,7 +4,7 @@ default model in fp32. One engine serves the whole module: starting it takes ~30
 import pytest
 import torch
 
-from salmon_lib.chat import get_format
+from salmon_lib.chat_format import get_format
 from salmon_lib.generation import make_generator, vllm_support
 from salmon_lib.models import ModelConfig, load_model
 

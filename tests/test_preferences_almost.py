@@ -2,7 +2,7 @@
 
 import pytest
 
-from salmon_lib.chat import get_format
+from salmon_lib.chat_format import get_format
 from salmon_lib.preferences import almost
 
 

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from salmon_lib.chat import get_format
+from salmon_lib.chat_format import get_format
 from salmon_lib.preferences import judge
 
 

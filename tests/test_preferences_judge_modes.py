@@ -5,7 +5,7 @@ resumes without duplicates."""
 import pytest
 
 from salmon_lib import generation
-from salmon_lib.chat import get_format
+from salmon_lib.chat_format import get_format
 from salmon_lib.io import RecordLog
 from salmon_lib.scoring import judge_modes as jm
 from salmon_lib.scoring.render import PRINCIPLE_SYSTEM

@@ -5,7 +5,7 @@ generation resumes without duplicates."""
 import pytest
 
 from salmon_lib import generation
-from salmon_lib.chat import get_format
+from salmon_lib.chat_format import get_format
 from salmon_lib.io import RecordLog
 from salmon_lib.preferences import rlcd
 from salmon_lib.principles import load_principles

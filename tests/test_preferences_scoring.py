@@ -3,7 +3,7 @@
 import pytest
 
 from salmon_lib import generation
-from salmon_lib.chat import get_format
+from salmon_lib.chat_format import get_format
 from salmon_lib.preferences import judge
 
 

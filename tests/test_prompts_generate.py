@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from salmon_lib.chat import get_format
+from salmon_lib.chat_format import get_format
 from salmon_lib.io import DataError
 from salmon_lib.prompts.generate import Sampling, bootstrap, check_instruction, load_seed_queries, self_instruct
 from salmon_lib.prompts.novelty import NoveltyFilter, lcs_length, rouge_l, rouge_tokens

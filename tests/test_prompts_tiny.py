@@ -3,7 +3,7 @@ the text is noise: these check bounds, determinism and plumbing, not quality).""
 
 import pytest
 
-from salmon_lib.chat import get_format
+from salmon_lib.chat_format import get_format
 from salmon_lib.io import read_jsonl
 from salmon_lib.models import ModelConfig
 from salmon_lib.prompts import PromptsConfig, run

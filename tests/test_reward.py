@@ -216,7 +216,7 @@ def test_qlora_head_trained_saved_and_reloaded(tmp_path):
 
 @pytest.mark.slow
 def test_two_process_ddp_through_the_launch_helper(tmp_path):
-    from salmon_lib.runner.launch import launch
+    from salmon_lib.launch import launch
 
     shutil.copy(FIXTURES / "preferences_separable.jsonl", tmp_path / "preferences.jsonl")
     cfg = quick_config(tmp_path, max_steps=4, batch_size=4)

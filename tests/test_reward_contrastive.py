@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from salmon_lib.chat import get_format
+from salmon_lib.chat_format import get_format
 from salmon_lib.io import DataError
 from salmon_lib.principles import load_principles
 from salmon_lib.reward import ContrastiveReward, load_reward

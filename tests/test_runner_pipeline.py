@@ -12,8 +12,8 @@ import yaml
 
 import salmon_lib
 from salmon_lib.config import ConfigError
+from salmon_lib.provenance import hash_path
 from salmon_lib.runner.kernel import RunLocked, run_lock
-from salmon_lib.runner.manifest import hash_path
 from salmon_lib.runner.pipeline import StageFailed, run_pipeline
 from salmon_lib.runner.plan import notebook_digest
 from salmon_lib.runner.status import stage_status

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from salmon_lib.config import ConfigError, StageConfig
-from salmon_lib.runner.launch import Distributed
-from salmon_lib.runner.notebooks import field_comments, notebook_problems, parameters_source, write_parameters
+from salmon_lib.config import ConfigError, StageConfig, field_comments
+from salmon_lib.launch import Distributed
+from salmon_lib.runner.notebooks import notebook_problems, parameters_source, write_parameters
 from salmon_lib.runner.plan import select
 from salmon_lib.runner.presets import PRESET_DIR, load_preset, parse_overrides, resolve
 from salmon_lib.stages import PROJECT_ROOT, STAGES, Stage

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from salmon_lib.chat import get_format
+from salmon_lib.chat_format import get_format
 from salmon_lib.principles import load_self_align
 from salmon_lib.self_align.prompt import build_prompt
 

@@ -57,16 +57,23 @@ def test_every_stage_package_has_its_config_and_run(stage):
 
 
 def test_shared_option_groups_have_one_definition():
-    from salmon_lib.options import GenerationOptions, LoraOptions, TrainingOptions
+    from salmon_lib.options import (
+        EngineOptions,
+        GenerationOptions,
+        LoraOptions,
+        OptimisationOptions,
+        SamplingOptions,
+        TrainingOptions,
+    )
 
     configs = {s.name: s.config_class() for s in STAGES}
     assert {n for n, c in configs.items() if issubclass(c, TrainingOptions)} == {"engrave", "reward_model"}
+    assert {n for n, c in configs.items() if issubclass(c, OptimisationOptions)} == {"engrave", "reward_model", "rl"}
     assert {n for n, c in configs.items() if issubclass(c, LoraOptions)} == {"engrave", "reward_model"}
-    assert {n for n, c in configs.items() if issubclass(c, GenerationOptions)} == {
-        "prompts",
-        "self_align",
-        "preferences",
-    }
+    generating = {"prompts", "self_align", "preferences", "evaluate"}
+    assert {n for n, c in configs.items() if issubclass(c, GenerationOptions)} == generating
+    assert {n for n, c in configs.items() if issubclass(c, SamplingOptions)} == generating | {"rl"}
+    assert {n for n, c in configs.items() if issubclass(c, EngineOptions)} == generating | {"engrave"}
     for cls in configs.values():  # every stage that trains spells these the same way
         names = {f.name for f in dataclasses.fields(cls)}
         assert not names & {"warmup", "qlora", "max_train_steps"}

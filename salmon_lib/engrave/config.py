@@ -6,16 +6,16 @@ import dataclasses
 from typing import Literal
 
 from ..config import ConfigError, StageConfig
-from ..options import LoraOptions, TrainingOptions
+from ..options import EngineOptions, LoraOptions, TrainingOptions
 from .format import SYSTEM_VARIANTS
 
 
 @dataclasses.dataclass
-class EngraveConfig(LoraOptions, TrainingOptions, StageConfig):
+class EngraveConfig(EngineOptions, LoraOptions, TrainingOptions, StageConfig):
     renamed = {"method=qlora": "write method: lora with quantization: 4bit"}
 
     model: str = "default"  # base model spec to fine-tune (the same base that wrote self_align.jsonl)
-    # salmon_lib.chat format the model is trained on; later stages read it from sft/chat_format.json
+    # the chat format (salmon_lib.chat_format) the model is trained on; later stages read it from sft/chat_format.json
     chat_format: str = "chatml"
     assistant_name: str | None = None  # the assistant's name in the system prompt (None: the one stage 01 used)
     assistant_creator: str | None = None  # who the system prompt says built it (None: the one stage 01 used)
@@ -28,8 +28,6 @@ class EngraveConfig(LoraOptions, TrainingOptions, StageConfig):
     max_length: int = 1024  # tokens per example (prompt + answer), longer ones are cut at the end
     heldout: int = 4  # kept examples left out of training and answered before/after engraving
     heldout_max_new_tokens: int = 128  # answer length in the before/after table
-    # generation backend of the before/after answers (auto: vLLM when it serves the model)
-    backend: Literal["auto", "hf", "vllm"] = "auto"
     max_examples: int | None = None  # cap on training examples (None: all kept records)
     save_steps: int = 50  # checkpoint every this many steps (resume point)
     save_total_limit: int = 2  # checkpoints kept on disk

@@ -14,7 +14,7 @@ import dataclasses
 from pathlib import Path
 from typing import Sequence
 
-from ..chat import ChatFormat, get_format
+from ..chat_format import ChatFormat, get_format
 from ..io import DataError, atomic_write_json, read_json
 
 SPEC_FILE = "chat_format.json"
@@ -45,7 +45,7 @@ def introduction(name: str, creator: str) -> tuple[str, str]:
 class ChatSpec:
     """Everything needed to prompt the engraved model the way it was trained."""
 
-    chat_format: str  # name of the salmon_lib.chat format
+    chat_format: str  # name of the format in salmon_lib.chat_format
     assistant_name: str
     assistant_creator: str
     system_variants: tuple[str, ...]  # cycled by example index in training

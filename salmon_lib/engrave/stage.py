@@ -12,7 +12,7 @@ def run(cfg: EngraveConfig) -> dict:
     from pathlib import Path
 
     from ..io import restored_on_failure
-    from ..runner.launch import launch
+    from ..launch import launch
     from .train import CHECKPOINTS, finish, reset_stale_checkpoints
 
     with restored_on_failure(Path(cfg.run_dir) / CHECKPOINTS):

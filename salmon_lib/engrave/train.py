@@ -200,7 +200,7 @@ def reset_stale_checkpoints(cfg: EngraveConfig) -> bool:
 
 
 def engrave_entry(config: dict) -> dict:
-    """Entry point for `salmon_lib.runner.launch` (one call per process on several GPUs or CPU
+    """Entry point for `salmon_lib.launch` (one call per process on several GPUs or CPU
     processes): training only; `stage.run` starts it and calls `finish` once it returns."""
     return train_and_save(EngraveConfig.from_dict(config))[1]
 

@@ -6,19 +6,18 @@ import dataclasses
 from typing import Any, Literal
 
 from ..config import ConfigError, StageConfig
+from ..options import GenerationOptions
 
 Measure = Literal["length_words", "length_tokens", "finished", "refusal", "self_praise", "language_match", "distinct_2"]
 
 
 @dataclasses.dataclass
-class EvaluateConfig(StageConfig):
+class EvaluateConfig(GenerationOptions, StageConfig):
+    """Generation (backend, temperature, top_p, max_new_tokens, batch_size, generation_processes:
+    the engines answer, score HHH likelihoods and score rewards) is salmon_lib.options' group; a
+    field is declared here again only where stage 06's default differs."""
+
     model: str = "default"  # the BASE model every policy adapter sits on (the one stage 02 fine-tuned)
-    # generation engine for the answers (auto: vLLM where it serves the model; HF otherwise, and for
-    # LoRA adapters on a CPU, where HF is the faster)
-    backend: Literal["auto", "hf", "vllm"] = "auto"
-    # engines in worker processes sharing the answers, HHH likelihoods and reward scoring (a CPU:
-    # one per core); 1 keeps them in the stage's process
-    generation_processes: int = 1
     # the reward: "" for the run's rm/ (stage 04), or another reward folder load_reward accepts (outside
     # the run; the run's own artifacts are named by the stage, so the manifest hashes what is read)
     reward: str = ""
@@ -29,10 +28,7 @@ class EvaluateConfig(StageConfig):
     # YAML of red-team and benign-but-edgy probe prompts ("": the set shipped in salmon_lib/evaluate/data)
     probes: str = ""
     max_probes: int = 24  # probe prompts added, half red-team and half benign (0: none)
-    temperature: float = 0.7  # sampling temperature of every answer (SALMON's RL samples at 0.7)
     top_p: float = 1.0  # nucleus sampling; 1.0 keeps the KL estimate exact
-    max_new_tokens: int = 256  # answer length limit
-    batch_size: int = 16  # prompts per generation call
     # each principle of these files scores every answer, one at a time
     reward_principles: list[str] = dataclasses.field(
         default_factory=lambda: ["principles/rl.yaml", "principles/judge.yaml"])
@@ -64,12 +60,12 @@ class EvaluateConfig(StageConfig):
     samples_in_report: int = 8  # prompts shown side by side in report.html (samples.jsonl has all)
 
     def check(self) -> None:
+        super().check()
         for name in ("max_prompts", "max_probes", "hhh_max_pairs", "preview_n", "preview_prompts",
                      "samples_in_report"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("max_new_tokens", "batch_size", "score_batch_size", "arm_workers",
-                     "generation_processes"):
+        for name in ("score_batch_size", "arm_workers"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.bootstrap < 100:
@@ -79,8 +75,6 @@ class EvaluateConfig(StageConfig):
         if self.temperature <= 0:
             raise ConfigError(f"temperature must be > 0 (the KL estimate needs a sampling distribution), "
                               f"got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}")
         if len(self.controllability) == 1:
             raise ConfigError("controllability needs two or more principle sets to compare (or none)")
         for name, spec in self.controllability.items():

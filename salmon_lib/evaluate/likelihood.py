@@ -43,7 +43,7 @@ def policy_kls(gen, model: str, policies: Sequence, answers: dict[str, list[dict
 
 def hhh_correct(gen, items: Sequence[dict], render, adapter: str | None) -> list[float]:
     """1.0 where the policy gives the preferred answer the higher mean log-prob per token, else 0.0
-    (0.5 on an exact tie). `render(user)` is the policy's prompt; items from `salmon_lib.hhh.load_hhh`."""
+    (0.5 on an exact tie). `render(user)` is the policy's prompt; items from `salmon_lib.hhh_data.load_hhh`."""
     prompts = [render(it["prompt"]) for it in items for _ in (0, 1)]
     answers = [a for it in items for a in (it["chosen"], it["rejected"])]
     sums = gen.sequence_logprobs(prompts, answers, adapter=adapter)

@@ -136,7 +136,7 @@ def reward_folder(cfg: EvaluateConfig) -> Path:
 
 
 def _hhh_items(cfg: EvaluateConfig, ev: Evaluation) -> list[dict]:
-    from ..hhh import hhh_source, load_hhh, sample_hhh
+    from ..hhh_data import hhh_source, load_hhh, sample_hhh
 
     source, skipped = hhh_source(cfg.hhh_eval)
     if source is None:

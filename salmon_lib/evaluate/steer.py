@@ -42,7 +42,7 @@ def principle_texts(values: Sequence[str]) -> tuple[list[str], list]:
 
 def steer(run_dir: str | Path, principles: Sequence[str], prompt: str, n: int = 4, reward: str | None = None,
           model: str | None = None, temperature: float = 0.7, max_new_tokens: int = 256, seed: int = 0,
-          backend: str = "hf", principle_files: Sequence = ()) -> list[dict]:
+          backend: str = "hf", principle_files: Sequence = (), top_p: float = 1.0) -> list[dict]:
     """SFT's `n` answers to `prompt`, each `{response, finished, score}` under `principles`, best
     first (an answer cut at `max_new_tokens` is scored as unfinished).
     `principle_files`: loaded principle files the texts come from (a contrastive reward learns
@@ -56,7 +56,7 @@ def steer(run_dir: str | Path, principles: Sequence[str], prompt: str, n: int = 
     run = Path(run_dir)
     sft = find_policy(run, "sft")
     with make_generator(ModelConfig(spec=model or base_model_of(run)), backend) as gen:
-        comps = gen.generate([sft.prompt(prompt)], n=n, temperature=temperature, top_p=1.0,
+        comps = gen.generate([sft.prompt(prompt)], n=n, temperature=temperature, top_p=top_p,
                              max_new_tokens=max_new_tokens, stop=sft.spec.format.stop, seed=seed,
                              adapter=sft.adapter)[0]
     answers = [(c.text.strip(), c.finish_reason == "stop") for c in comps]
@@ -69,17 +69,20 @@ def steer(run_dir: str | Path, principles: Sequence[str], prompt: str, n: int = 
 
 
 def _run_cli(args) -> int:
+    from ..arguments import options_from_args
     from ..io import DataError
     from ..models import ModelLoadError
+    from .cli_options import SteerOptions
 
+    opts = options_from_args(SteerOptions, args, "steer")
     try:
-        principles, files = principle_texts(args.principles)
-        ranked = steer(args.run, principles, args.prompt, args.n, args.reward, args.model, args.temperature,
-                       args.max_new_tokens, args.seed, args.backend, files)
+        principles, files = principle_texts(opts.principles)
+        ranked = steer(opts.run, principles, opts.prompt, opts.n, opts.reward, opts.model, opts.temperature,
+                       opts.max_new_tokens, opts.seed, opts.backend, files, top_p=opts.top_p)
     except (DataError, ModelLoadError, ValueError) as err:
         log.error("%s", err)
         return 2
-    if args.json:
+    if opts.json:
         json.dump({"best": ranked[0], "candidates": ranked}, sys.stdout, ensure_ascii=False)
         sys.stdout.write("\n")
         return 0
@@ -91,20 +94,9 @@ def _run_cli(args) -> int:
 
 
 def add_cli(sub) -> None:
+    from ..arguments import add_arguments
+    from .cli_options import SteerOptions
+
     p = sub.add_parser("steer", help="rerank the SFT model's candidate answers under your principles (no training)")
-    p.add_argument("--run", required=True, help="run directory with sft/ and rm/")
-    p.add_argument("--principles", required=True, action="append",
-                   help="a principle text or a principle YAML file; repeat to combine")
-    p.add_argument("--prompt", required=True, help="the user's message")
-    p.add_argument("--n", type=int, default=4, help="candidate answers from the SFT model")
-    p.add_argument("--json", action="store_true",
-                   help='print one JSON object {"best": {...}, "candidates": '
-                        '[{"response", "finished", "score"}, ...]}, best first')
-    p.add_argument("--reward", default=None, help="reward model folder (default: RUN/rm)")
-    p.add_argument("--model", default=None, help="base model spec (default: the run's, from run.yaml or sft/)")
-    p.add_argument("--temperature", type=float, default=0.7)
-    p.add_argument("--max-new-tokens", type=int, default=256)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--backend", default="hf", choices=["auto", "hf", "vllm"],
-                   help="generation engine (hf starts fastest)")
+    add_arguments(p, SteerOptions)
     p.set_defaults(func=_run_cli)

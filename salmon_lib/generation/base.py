@@ -1,6 +1,6 @@
 """The generation interface every stage codes against.
 
-A `Generator` turns fully rendered prompt strings (see `salmon_lib.chat`) into completions, and
+A `Generator` turns fully rendered prompt strings (see `salmon_lib.chat_format`) into completions, and
 scores given continuations by their log-probability. Two backends implement it: Hugging Face
 (`hf.HFGenerator`, always available) and vLLM (`vllm_backend.VLLMGenerator`, when installed).
 

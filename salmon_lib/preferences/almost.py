@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from ..chat import ChatFormat
+from ..chat_format import ChatFormat
 from ..io import read_yaml
 from ..provenance import derive_seed, signature
 

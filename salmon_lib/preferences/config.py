@@ -33,7 +33,6 @@ class PreferencesConfig(AggregateOptions, GenerationOptions, StageConfig):
     use_sft: bool = True  # answer and judge with stage 02's sft/ adapter on `model`; false: the base model alone
     principles: str = "principles/judge.yaml"  # principle set judged under and drawn from
     max_prompts: int = 0  # use the first N prompts of prompts.jsonl (0: all)
-    temperature: float = 0.7  # sampling temperature of the two answers per prompt
     top_p: float = 1.0  # nucleus sampling of the two answers
     min_response_chars: int = 16  # a pair with a shorter answer is dropped
     judge_batch_pairs: int = 8  # pairs per scoring call (x 2 orders x principles prompts)
@@ -70,7 +69,7 @@ class PreferencesConfig(AggregateOptions, GenerationOptions, StageConfig):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.chat_format is not None:
-            from ..chat import get_format
+            from ..chat_format import get_format
 
             try:
                 get_format(self.chat_format)

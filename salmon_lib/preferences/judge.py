@@ -22,7 +22,7 @@ import math
 from collections import defaultdict
 from typing import Iterable, Sequence
 
-from ..chat import ChatFormat
+from ..chat_format import ChatFormat
 from ..provenance import signature
 
 JUDGE_SYSTEM = (

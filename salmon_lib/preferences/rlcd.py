@@ -21,7 +21,7 @@ import random
 from collections import Counter, defaultdict
 from typing import Sequence
 
-from ..chat import ChatFormat
+from ..chat_format import ChatFormat
 from ..scoring.judge_modes import Criterion, response_values
 
 # Stronger than the judge's wording: the model is told the principle overrides its habits.

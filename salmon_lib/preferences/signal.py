@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Sequence
 
-from ..chat import ChatFormat
+from ..chat_format import ChatFormat
 from ..scoring.judge_modes import ENSEMBLE_PARTS, LIKELIHOOD_MODES, Criterion, combine, response_values
 
 # What `judge_compare` measures: each mode once, and the contrastive score in both layouts.

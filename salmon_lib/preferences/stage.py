@@ -1,5 +1,5 @@
-"""Stage 03 as library calls: `run(cfg)` is the whole stage; the notebook runs the same steps one
-by one, showing tables and figures between them.
+"""Stage 03 as library calls: `run(cfg)` is the whole stage, for the runner, the tests and the
+notebook alike (which then shows `tables` of preferences_stats.json and the saved figures).
 
 SALMON path: `sample` -> `judge` (in `judge_mode`) -> `aggregate`. RLCD path: `rlcd` -> `aggregate`;
 `salmon+rlcd` runs both into one file. Both end with `evaluate_judge`: the judge's signal on the HHH
@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable
 
-from ..chat import ChatFormat
+from ..chat_format import ChatFormat
 from ..io import DataError, RecordLog, atomic_write_json, iter_jsonl, read_json, write_jsonl
 from .aggregate import AggregateOptions
 from .config import PreferencesConfig
@@ -38,7 +38,7 @@ class Prompting:
 def prompting(cfg: PreferencesConfig) -> Prompting:
     """The SFT model exactly as stage 02 trained it (sft/chat_format.json: chat format, system
     prompt); with use_sft: false, the base model in `chat_format` (chatml when unset)."""
-    from ..chat import get_format
+    from ..chat_format import get_format
     from ..engrave.format import chat_spec_for
     from ..provenance import content_hash
 
@@ -300,7 +300,7 @@ def evaluate_judge(cfg: PreferencesConfig, gen) -> dict:
     from ..scoring.flip_probes import read_flip_probes, with_judge_wording
     from ..scoring.judge_modes import criteria_of
     from . import plots
-    from .hhh import evaluate, principles_for_types
+    from .judge_accuracy import evaluate, principles_for_types
     from .signal import COMPARED, flip_sensitivity, hhh_accuracy, table
 
     keys = list(COMPARED) if cfg.judge_compare else [judge_key(cfg)]
@@ -335,7 +335,7 @@ def evaluate_judge(cfg: PreferencesConfig, gen) -> dict:
 
 def hhh_items(cfg: PreferencesConfig) -> list[dict] | str:
     """The (seeded sample of) HHH pairs, or why there are none."""
-    from ..hhh import hhh_source, load_hhh, sample_hhh
+    from ..hhh_data import hhh_source, load_hhh, sample_hhh
 
     source, skipped = hhh_source(cfg.hhh_path)
     return skipped if source is None else sample_hhh(load_hhh(source), cfg.hhh_max_pairs, cfg.seed)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Mapping, Sequence
 
-from salmon_lib.hhh import HHH_TYPES
+from salmon_lib.hhh_data import HHH_TYPES
 from salmon_lib.principles._reader import PrincipleError, Reader, entry_label
 
 DEFAULT_BOOST_FACTOR = 100.0

@@ -21,7 +21,7 @@ class PromptsConfig(GenerationOptions, StageConfig):
                    "decontaminate_against": "salmon_lib.prompts.cleaning:read_eval_prompts"}
 
     model: str = "default"  # its tokenizer measures prompt length; it also writes the generated prompts
-    chat_format: str = "chatml"  # how generation requests are rendered (salmon_lib.chat)
+    chat_format: str = "chatml"  # how generation requests are rendered (salmon_lib.chat_format)
     # {sharegpt|openorca|dolly|oasst1: [file or dataset id]}; {} means no pool: generate from seeds
     sources: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     # any of seeds, bootstrap, self_instruct, tgrt; None: seeds+bootstrap+tgrt when `sources` is empty, else none

@@ -21,7 +21,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable, Iterable
 
-from ..chat import ChatFormat
+from ..chat_format import ChatFormat
 from ..io import DataError, read_yaml
 from .novelty import NoveltyFilter
 

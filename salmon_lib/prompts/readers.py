@@ -119,11 +119,11 @@ def _parquet_rows(path: Path, report: SourceReport, columns: list[str]) -> Itera
 
 
 def _hub_rows(location: str, report: SourceReport) -> Iterator[tuple[str, Any]]:
-    from ..models import _hub_reachable
+    from ..hub import hub_reachable
 
     name, _, split = location.partition(":")
     split = split or "train"
-    if not _hub_reachable():
+    if not hub_reachable():
         report.error(location, "not a local file, and the Hugging Face Hub is unreachable from this machine; "
                                "download the data set where a hub is reachable and pass the file")
         return

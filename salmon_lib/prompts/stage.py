@@ -81,7 +81,7 @@ def _load_inputs(cfg: PromptsConfig) -> _Inputs:
 
 
 def _generate_records(cfg: PromptsConfig, gen, inputs: _Inputs, stats: dict) -> list[dict]:
-    from ..chat import get_format
+    from ..chat_format import get_format
     from .generate import Sampling, bootstrap, self_instruct
     from .records import make_record
     from .tgrt import brainstorm_topics, tgrt_questions

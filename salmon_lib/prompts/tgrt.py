@@ -18,7 +18,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from ..chat import ChatFormat
+from ..chat_format import ChatFormat
 from ..io import DataError, read_yaml
 from .generate import DATA, Resume, Sampling, _generate, check_length
 

@@ -93,7 +93,7 @@ class ContrastiveReward:
     @classmethod
     def load(cls, path: str | Path, device: str = "auto", score_cache: str | Path | None = None,
              processes: int = 1) -> "ContrastiveReward":
-        from ..chat import get_format
+        from ..chat_format import get_format
         from ..generation import make_generator
         from ..models import ModelConfig
         from ..principles import load_principles

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from ..hhh import HHH_TYPES, find_hhh, load_hhh, sample_hhh, types_in_order
+from ..hhh_data import HHH_TYPES, find_hhh, load_hhh, sample_hhh, types_in_order
 from ..io import atomic_write_json
 from ..scoring.flip_probes import flip_summary, read_flip_probes, with_judge_wording
 from .pairs import Pair
@@ -58,7 +58,7 @@ def hhh_principle_texts(path: str | Path) -> dict[str, str]:
 def hhh_accuracy(rm, source: str | None, principles: Mapping[str, str], batch_size: int = 16,
                  progress: bool = False, max_pairs: int = 0, seed: int = 0) -> dict:
     """Accuracy per type under the matching principle (`principles`: type -> text) and under none,
-    on the HHH pairs as `salmon_lib.hhh` reads them (the bare request, as in training);
+    on the HHH pairs as `salmon_lib.hhh_data` reads them (the bare request, as in training);
     `max_pairs` scores a seeded sample instead of every pair."""
     if source is None:
         return {"skipped": "no HHH evaluation file: set hhh_eval to a {chosen, rejected, type} JSON file "

@@ -35,7 +35,7 @@ def run(cfg: RewardConfig) -> dict:
 def fit(cfg: RewardConfig) -> dict:
     """Train and save `<run>/rm/` and `<run>/reward_stats.json` (`kind: contrastive`: write the
     reward folder, nothing trained); returns the statistics."""
-    from ..runner.launch import launch
+    from ..launch import launch
 
     if cfg.kind == "contrastive":
         from .contrastive import build_from_config
@@ -108,7 +108,7 @@ def _sft_generator(cfg: RewardConfig, rm):
     """(generator, render, stop strings) of the SFT policy: the contrastive reward's own generator
     when it runs on stage 02's adapter, else a generator of its own (the base model, no adapter,
     when the run has no sft/)."""
-    from ..chat import get_format
+    from ..chat_format import get_format
     from ..engrave.format import chat_spec_for
     from ..generation import make_generator
     from ..models import ModelConfig

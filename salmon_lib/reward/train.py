@@ -176,7 +176,7 @@ def torch_equal(a, b) -> bool:
 
 
 def train(config: dict) -> dict:
-    """Entry point for `salmon_lib.runner.launch`: runs once per GPU under `accelerate launch` (or
+    """Entry point for `salmon_lib.launch`: runs once per GPU under `accelerate launch` (or
     in-process on one device) and returns the stats; the model is read back from `<run>/rm`."""
     import os
 

@@ -13,20 +13,23 @@ import dataclasses
 from typing import Literal
 
 from ..config import ConfigError, StageConfig
-from ..runner.launch import Distributed
+from ..options import OptimisationOptions, SamplingOptions
 
 METHODS = ("ppo", "grpo", "rloo", "dpo", "best_of_n")
 GROUP_METHODS = ("grpo", "rloo", "dpo", "best_of_n")
 
 
 @dataclasses.dataclass
-class RLConfig(StageConfig):
+class RLConfig(SamplingOptions, OptimisationOptions, StageConfig):
+    """Sampling (temperature, top_p, max_new_tokens) and optimisation (learning_rate, lr_scheduler,
+    warmup_ratio, max_steps, quantization, gradient_checkpointing, report_to, distributed: grpo,
+    rloo, dpo and best_of_n on several GPUs; ppo runs on one device) are the shared groups of
+    salmon_lib.options; a field is declared here again only where RL's default differs."""
+
     # ppo: our compact PPO as SALMON; grpo/rloo: TRL's trainers; dpo, best_of_n: rounds of sample-rank-train
     method: Literal["ppo", "grpo", "rloo", "dpo", "best_of_n"] = "ppo"
     model: str = "default"  # the base model spec that sft/ (the SFT adapter) was trained on
-    quantization: Literal["none", "4bit"] = "none"  # "4bit": the base in NF4, as stage 02 trained a qlora adapter
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
-    distributed: Distributed = "ddp"  # multi-GPU strategy of grpo/rloo/dpo/best_of_n (ppo runs on one device)
     # -- principles chosen at RL time
     principles: str | list[str] = "principles/rl.yaml"  # a principle file to draw from, or texts shown for every answer
     num_principles: int = 3  # principles drawn per prompt group, by weight without replacement (SALMON: 3)
@@ -36,8 +39,6 @@ class RLConfig(StageConfig):
     max_prompts: int = 0  # use at most N training prompts (0: all that remain)
     exclude_used: bool = True  # drop the prompts stages 01 and 03 answered, so RL sees new prompts
     # -- rollouts
-    max_new_tokens: int = 256  # answer length limit (SALMON: 1024)
-    temperature: float = 0.7  # sampling temperature; PPO's log-probs divide the logits by it too
     top_p: float = 1.0  # nucleus sampling (SALMON: 1.0, no top-k)
     # hf: the live policy generates in-process; vllm: vLLM with the adapter saved each step (auto: vLLM on CUDA)
     rollout_backend: Literal["auto", "hf", "vllm"] = "auto"
@@ -66,8 +67,6 @@ class RLConfig(StageConfig):
     # -- optimisation
     learning_rate: float = 2e-5  # policy learning rate (SALMON: 2e-5)
     value_learning_rate: float = 2e-5  # ppo's value adapter and head
-    lr_scheduler: Literal["cosine", "linear", "constant"] = "cosine"  # schedule after warm-up
-    warmup_ratio: float = 0.03  # fraction of the optimiser steps with a linear warm-up (SALMON: 5 steps)
     max_grad_norm: float = 1.0  # gradient clipping (SALMON: 1.0)
     ppo_epochs: int = 2  # passes over each rollout batch (SALMON: 2)
     minibatches: int = 2  # optimiser steps per pass (SALMON: a rollout of 576 over steps of 288, so 2)
@@ -84,8 +83,6 @@ class RLConfig(StageConfig):
     max_minutes: float = 0.0  # stop cleanly and save after this many minutes of training (0: no limit)
     save_steps: int = 5  # checkpoint every N steps (the resume point)
     resume: bool = True  # continue from the last checkpoint when one exists for the same settings and inputs
-    report_to: Literal["none", "tensorboard"] = "none"  # extra logging backend (TensorBoard: rl_checkpoints/runs)
-    gradient_checkpointing: bool = False  # trade compute for memory (worth it for 7B+ on a GPU)
     # torch threads of the training process on a CPU (0: as OMP_NUM_THREADS says); ppo is one
     # process, so on a CPU run with one thread per process the other cores would sit idle
     cpu_threads: int = 0
@@ -98,7 +95,7 @@ class RLConfig(StageConfig):
             raise ConfigError("principles: an inline list needs non-empty texts")
         if not self.principles:
             raise ConfigError("principles: give a principle file or a non-empty list of texts")
-        for name in ("num_principles", "max_new_tokens", "prompts_per_step", "length_tokens", "score_batch_size",
+        for name in ("num_principles", "prompts_per_step", "length_tokens", "score_batch_size",
                      "ppo_epochs", "minibatches", "max_steps", "save_steps"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: must be at least 1, got {getattr(self, name)}")
@@ -113,9 +110,7 @@ class RLConfig(StageConfig):
                               f"({self.prompts_per_step})")
         if self.temperature <= 0:
             raise ConfigError(f"temperature: RL samples, so it must be > 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ConfigError(f"top_p: must be in (0, 1], got {self.top_p}")
-        for name in ("clip_range", "value_clip_range", "learning_rate", "dpo_beta", "sft_epochs", "reward_scale"):
+        for name in ("clip_range", "value_clip_range", "dpo_beta", "sft_epochs", "reward_scale"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}: must be > 0, got {getattr(self, name)}")
         for name in ("value_learning_rate", "vf_coef", "kl_coef", "max_minutes", "max_grad_norm", "length_cap"):
@@ -124,8 +119,6 @@ class RLConfig(StageConfig):
         for name in ("gamma", "lam"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"{name}: must be in [0, 1], got {getattr(self, name)}")
-        if not 0 <= self.warmup_ratio < 1:
-            raise ConfigError(f"warmup_ratio: must be in [0, 1), got {self.warmup_ratio}")
         if self.group_normalise_rm and self.method not in GROUP_METHODS:
             raise ConfigError(f"group_normalise_rm: needs several answers per prompt ({', '.join(GROUP_METHODS)}); "
                               f"method {self.method!r} samples one")

@@ -9,12 +9,19 @@ from pathlib import Path
 
 from ..io import atomic_path, read_jsonl
 from .context import RLPaths
+from .tables import principle_table, rollout_table
 
 TERM_COLUMNS = ("reward", "score", "rm", "unfinished", "length_term", "kl_penalty")
+FIGURES = ("reward", "length_kl", "principles", "rollouts", "term_shares")
 
 
-def _save(fig, paths: RLPaths, name: str) -> Path:
-    path = paths.figures / f"{paths.figure_prefix}_{name}.png"
+def figure_paths(run_dir: str | Path, arm: str | None = None) -> dict[str, Path]:
+    """{name: the PNG `save_all` writes} of the run (or of one of its arms)."""
+    paths = RLPaths(Path(run_dir), arm)
+    return {name: paths.figures / f"{paths.figure_prefix}_{name}.png" for name in FIGURES}
+
+
+def _save(fig, path: Path) -> Path:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     return path
@@ -60,19 +67,6 @@ def plot_length_kl(metrics: list[dict]):
     return fig
 
 
-def principle_table(rollouts: list[dict]):
-    """Mean RM term per drawn principle, over the first and the second half of the steps."""
-    import pandas as pd
-
-    if not rollouts:
-        return pd.DataFrame()
-    steps = sorted({r["step"] for r in rollouts})
-    middle = steps[len(steps) // 2]
-    rows = [{"principle": name, "half": "early" if r["step"] < middle or len(steps) == 1 else "late",
-             "rm": r.get("rm", 0.0)} for r in rollouts for name in r["principles"]]
-    return pd.DataFrame(rows).pivot_table(index="principle", columns="half", values="rm", aggfunc="mean")
-
-
 def plot_principles(rollouts: list[dict]):
     import matplotlib.pyplot as plt
 
@@ -86,23 +80,6 @@ def plot_principles(rollouts: list[dict]):
     ax.grid(alpha=0.3, axis="x")
     fig.tight_layout()
     return fig
-
-
-def rollout_table(rollouts: list[dict], per_phase: int = 3, width: int = 300):
-    """A few answers from the first and the last step, with their principles and reward terms."""
-    import pandas as pd
-
-    if not rollouts:
-        return pd.DataFrame()
-    first, last = min(r["step"] for r in rollouts), max(r["step"] for r in rollouts)
-    rows = []
-    for phase, step in (("early", first), ("late", last)):
-        for r in [r for r in rollouts if r["step"] == step][:per_phase]:
-            rows.append({"phase": f"{phase} (step {step})", "prompt_id": r["prompt_id"],
-                         "principles": ", ".join(r["principles"]), "response": r["response"][:width],
-                         "tokens": r["tokens"], "finished": r["finished"], "rm": r.get("rm"),
-                         "reward": r.get("reward", r.get("score"))})
-    return pd.DataFrame(rows)
 
 
 def plot_rollout_table(rollouts: list[dict]):
@@ -154,10 +131,11 @@ def save_all(run_dir: str | Path, arm: str | None = None) -> list[Path]:
 
     paths = RLPaths(Path(run_dir), arm)
     metrics, rollouts = _rows(paths.metrics), _rows(paths.rollouts)
+    figures = {"reward": plot_reward_terms(metrics), "length_kl": plot_length_kl(metrics),
+               "principles": plot_principles(rollouts), "rollouts": plot_rollout_table(rollouts),
+               "term_shares": plot_term_shares(rollouts)}
     out = []
-    for name, fig in (("reward", plot_reward_terms(metrics)), ("length_kl", plot_length_kl(metrics)),
-                      ("principles", plot_principles(rollouts)), ("rollouts", plot_rollout_table(rollouts)),
-                      ("term_shares", plot_term_shares(rollouts))):
-        out.append(_save(fig, paths, name))
-        plt.close(fig)
+    for name, path in figure_paths(run_dir, arm).items():
+        out.append(_save(figures[name], path))
+        plt.close(figures[name])
     return out

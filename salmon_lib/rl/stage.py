@@ -1,9 +1,10 @@
-"""Stage 05 as library calls: `run(cfg)` for the runner and tests; the notebook calls the steps.
+"""Stage 05 as library calls: `run(cfg)` is the whole stage, for the runner, the tests and the notebook
+(which then shows `tables` and the saved figures); its steps:
 
     prepare_prompts(cfg)            -> rl_prompts.json (train / held-out split, disjoint from stages 01, 03)
     train_or_launch(cfg)            -> rl_baseline.json, policy/, rollouts.jsonl, rl_metrics.jsonl, rl_stats.json
     plots.save_all(cfg.run_dir)     -> figures/rl_*.png
-    train_arm(cfg, arm, principles) -> rl_arms/<arm>/...: the same run with other principle text (stage 06)
+    train_arm(cfg, arm, principles) -> rl_arms/<arm>/...: not a step of run; stage 06 trains each arm with it
 
 With several GPUs visible, `run` starts grpo/rloo/dpo/best_of_n under `accelerate launch` (one process
 per GPU); ppo runs in one process on one device.
@@ -43,7 +44,7 @@ def prepare_prompts(cfg: RLConfig) -> dict:
 
 
 def input_digests(run_dir: Path) -> dict:
-    from ..runner.manifest import hash_artifacts
+    from ..provenance import hash_artifacts
 
     return {name: (h or {}).get("sha256") for name, h in hash_artifacts(run_dir, list(INPUTS)).items()}
 
@@ -208,14 +209,14 @@ def _metric_summary(ctx: Context) -> dict:
 
 
 def train_entry(config: dict) -> dict:
-    """Entry point for `salmon_lib.runner.launch` (one call per process on several GPUs)."""
+    """Entry point for `salmon_lib.launch` (one call per process on several GPUs)."""
     arm, principles = config.pop("_arm", None), config.pop("_principles", None)
     return train(RLConfig.from_dict(config), arm=arm, principles=principles)
 
 
 def train_or_launch(cfg: RLConfig, arm: str | None = None, principles: str | list[str] | None = None) -> dict:
     """`train` in this process, or for grpo/rloo/dpo/best_of_n on several GPUs one process per GPU."""
-    from ..runner.launch import launch, visible_gpus
+    from ..launch import launch, visible_gpus
 
     if cfg.method == "ppo" or visible_gpus() <= 1:
         return train(cfg, arm=arm, principles=principles)

@@ -11,7 +11,8 @@ environment, one notebook in a fresh kernel), `notebooks` (each notebook's param
 generated from its config, and the checks on it), `pipeline` (orchestration), `status`,
 `manifest` (outputs/<run>/manifest.json: hashes, timings, versions), `outputs` (declared outputs
 against the manifest: damage, the copy kept while a stage reruns, changed outputs set aside),
-`launch` (run a training function under `accelerate launch` on several GPUs), `cli` (the commands).
+`cli` (the commands). Below it, for the stages: `salmon_lib.launch` (a training function under
+`accelerate launch` on several GPUs).
 
 How a stage plugs in (package, notebook, registry line, presets, page, tests): docs/adding_a_stage.md.
 """

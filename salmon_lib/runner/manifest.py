@@ -8,7 +8,6 @@ Every save is atomic, so a killed runner leaves the previous manifest, never hal
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import os
 import platform
@@ -18,50 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from ..io import DataError, atomic_write_json, read_json
+from ..provenance import artifact_path
 from ..stages import PROJECT_ROOT
 
 KEY_PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "vllm", "papermill")
 MANIFEST = "manifest.json"
 RUN_YAML = "run.yaml"  # the parameters every stage of the last run resolved to (what `status` compares against)
-
-
-def artifact_path(run_dir: Path, name: str) -> tuple[Path, bool]:
-    """(path, optional) of a declared artifact; a trailing "?" marks it optional."""
-    optional = name.endswith("?")
-    return run_dir / name.rstrip("?").rstrip("/"), optional
-
-
-def hash_path(path: Path) -> dict[str, Any] | None:
-    """Content hash of a file or a folder (relative names + bytes of every file); None if absent.
-    A folder's record also lists each file's hash ("tree"), so a damaged file can be named.
-
-    Timestamps never enter the hash: a copied or touched artifact is the same artifact.
-    """
-    if path.is_file():
-        with open(path, "rb") as f:
-            digest = hashlib.file_digest(f, "sha256").hexdigest()
-        return {"sha256": digest, "bytes": path.stat().st_size}
-    if not path.is_dir():
-        return None
-    h = hashlib.sha256()
-    total = 0
-    tree = {}
-    for sub in sorted(p for p in path.rglob("*") if p.is_file()):
-        rel = sub.relative_to(path)
-        # hidden names are in-flight temp files of atomic writes (or VCS debris), not content
-        if any(part.startswith(".") for part in rel.parts):
-            continue
-        with open(sub, "rb") as f:
-            digest = hashlib.file_digest(f, "sha256")
-        h.update(f"{rel.as_posix()}\0".encode())
-        h.update(digest.digest())
-        tree[rel.as_posix()] = digest.hexdigest()
-        total += sub.stat().st_size
-    return {"sha256": h.hexdigest(), "bytes": total, "files": len(tree), "tree": tree}
-
-
-def hash_artifacts(run_dir: Path, names: list[str]) -> dict[str, Any]:
-    return {name.rstrip("?"): hash_path(artifact_path(run_dir, name)[0]) for name in names}
 
 
 def missing_artifacts(run_dir: Path, names: list[str]) -> list[str]:

@@ -13,50 +13,14 @@ from __future__ import annotations
 import ast
 import dataclasses
 import difflib
-import inspect
-import io
 import json
-import textwrap
-import tokenize
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError
+from ..config import ConfigError, field_comments
 from ..stages import Stage
 
 PARAMETERS_TAG = "parameters"
-
-
-def _class_comments(cls: type) -> dict[str, str]:
-    """{field: comment} for the fields declared in `cls`'s own body: the comment ending the field's
-    last line, else the comment lines right above it."""
-    source = textwrap.dedent(inspect.getsource(cls))
-    comments = {tok.start[0]: tok.string.lstrip("#").strip()
-                for tok in tokenize.generate_tokens(io.StringIO(source).readline) if tok.type == tokenize.COMMENT}
-    lines = source.splitlines()
-    out = {}
-    for node in ast.parse(source).body[0].body:
-        if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
-            continue
-        text = comments.get(node.end_lineno)
-        if text is None:
-            above, n = [], node.lineno - 1
-            while n >= 1 and n in comments and lines[n - 1].lstrip().startswith("#"):
-                above.insert(0, comments[n])
-                n -= 1
-            text = " ".join(above) or None
-        if text:
-            out[node.target.id] = text
-    return out
-
-
-def field_comments(cls: type) -> dict[str, str]:
-    """{field: intent comment} over `cls` and its dataclass bases (a redeclared field's wins)."""
-    out: dict[str, str] = {}
-    for klass in reversed(cls.__mro__):
-        if dataclasses.is_dataclass(klass) and klass is not object:
-            out.update(_class_comments(klass))
-    return out
 
 
 def default_value(f: dataclasses.Field) -> Any:

@@ -19,8 +19,9 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable
 
+from ..provenance import artifact_path, hash_path
 from ..stages import Stage
-from .manifest import artifact_path, hash_path, now
+from .manifest import now
 
 PREVIOUS = ".previous"  # <run>/.previous/<stage>/: the last good outputs while the stage reruns
 CHANGED = "changed"  # <run>/changed/<time>/: outputs changed by hand or damaged, kept when their stage reruns

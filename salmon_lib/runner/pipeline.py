@@ -23,6 +23,7 @@ import yaml
 from ..config import ConfigError
 from ..generation import usage
 from ..io import atomic_write_text, clean_temp_files
+from ..provenance import hash_artifacts
 from ..stages import STAGES, Stage
 from . import metrics
 from .deadlines import Deadlines, KernelDeadline
@@ -35,7 +36,7 @@ from .kernel import (
     stage_environ,
     stop_orphan_kernel,
 )
-from .manifest import RUN_YAML, Manifest, hash_artifacts, missing_artifacts, now, package_versions
+from .manifest import RUN_YAML, Manifest, missing_artifacts, now, package_versions
 from .notebooks import fatal_problems
 from .outputs import drop_previous, keep_previous, output_changes, restore_previous, set_aside_changed
 from .plan import check_inputs, jsonable, kernel_run_dir, notebook_digest, plan, select

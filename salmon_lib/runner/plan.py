@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..config import ConfigError
+from ..provenance import artifact_path, hash_path
 from ..stages import PROJECT_ROOT, Stage
-from .manifest import Manifest, artifact_path, hash_path, missing_artifacts
+from .manifest import Manifest, missing_artifacts
 from .outputs import describe_change, good_record, kind_problem, output_changes
 
 

@@ -11,13 +11,12 @@ waits on a stage's kernel) go in the same places but reach no notebook (`resolve
 from __future__ import annotations
 
 import dataclasses
-import re
 from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
 
-from ..config import ConfigError, StageConfig, check_renamed
+from ..config import ConfigError, StageConfig, YamlLoader, check_renamed
 from ..io import read_text
 from ..stages import PROJECT_ROOT, Stage
 from .deadlines import DEADLINE_KEYS, Deadlines
@@ -25,15 +24,6 @@ from .deadlines import DEADLINE_KEYS, Deadlines
 PRESET_DIR = PROJECT_ROOT / "configs"
 SECTIONS = ("common", "stages")
 RUNNER_KEYS = ("run_dir",)  # set by the runner from --run, never by a preset
-
-
-class Loader(yaml.SafeLoader):
-    """SafeLoader that also reads `1e-5` as a float (YAML 1.1 wants `1.0e-5`, users write `1e-5`)."""
-
-
-Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"), list("-+0123456789")
-)
 
 
 @dataclasses.dataclass
@@ -90,8 +80,8 @@ def load_preset(name_or_path: str | Path) -> Preset:
     path = find_preset(name_or_path)
     text = read_text(path, "preset file", error=ConfigError)
     try:
-        data = yaml.load(text, Loader=Loader)
-        root = yaml.compose(text, Loader=Loader)
+        data = yaml.load(text, Loader=YamlLoader)
+        root = yaml.compose(text, Loader=YamlLoader)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
@@ -123,7 +113,7 @@ def parse_overrides(items: list[str]) -> dict[str, dict[str, tuple[Any, str]]]:
         if not eq or not dot or not stage or not key:
             raise ConfigError(f"-p {item}: expected STAGE.KEY=VALUE (or common.KEY=VALUE)")
         try:
-            value = yaml.load(text, Loader=Loader) if text.strip() else ""
+            value = yaml.load(text, Loader=YamlLoader) if text.strip() else ""
         except yaml.YAMLError as err:
             raise ConfigError(f"-p {item}: value is not a YAML literal ({err})") from None
         out.setdefault(stage, {})[key] = (value, f"-p {item}")

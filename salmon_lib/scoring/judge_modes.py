@@ -37,7 +37,7 @@ import math
 from collections import defaultdict
 from typing import Iterable, Sequence
 
-from ..chat import ChatFormat
+from ..chat_format import ChatFormat
 from .render import principle_prompt, scored_answer
 
 MODES = ("pairwise", "contrastive", "likelihood", "pmi", "pointwise", "ensemble")

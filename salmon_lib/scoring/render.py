@@ -10,7 +10,7 @@ policy trained on the score to stop abruptly at the limit).
 
 from __future__ import annotations
 
-from ..chat import ChatFormat
+from ..chat_format import ChatFormat
 
 PRINCIPLE_SYSTEM = "You are an AI assistant. Write your reply so that it fits this description: {text}"
 # The principle prompt without a principle: the contrast "principle against none" then differs

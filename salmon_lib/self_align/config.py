@@ -11,11 +11,13 @@ from .parse import FilterSettings
 
 @dataclasses.dataclass
 class SelfAlignConfig(FilterSettings, GenerationOptions, StageConfig):
+    """Generation comes from salmon_lib.options' group; its batch_size is also how often results are saved."""
+
     file_params = ("principles",)
     file_checks = {"principles": "salmon_lib.principles:load_self_align"}
 
     model: str = "default"  # base model spec that writes the answers (and is engraved in stage 02)
-    chat_format: str = "chatml"  # salmon_lib.chat format of the prompt; its stop strings end each answer
+    chat_format: str = "chatml"  # the prompt's chat format (salmon_lib.chat_format); its stop strings end each answer
     principles: str = "principles/self_align.yaml"  # rules + exemplars file (a user's own set works too)
     assistant_name: str | None = None  # the assistant's name in prompt and identity data (None: the file's default)
     assistant_creator: str = "the SALMON Workbench team"  # who the identity answers say built the assistant
@@ -24,7 +26,6 @@ class SelfAlignConfig(FilterSettings, GenerationOptions, StageConfig):
     max_prompts: int | None = None  # answer only the first N prompts of prompts.jsonl (None: all)
     thoughts_max_tokens: int = 128  # token limit of the internal thoughts (see trim_truncated for longer ones)
     max_new_tokens: int = 512  # token limit of the answer (the original: 512 for thoughts + answer)
-    batch_size: int = 16  # prompts per generate call; also how often results are saved
     identity_examples: int = 24  # "who are you"-style examples answered under assistant_name (0: none)
 
     def check(self) -> None:

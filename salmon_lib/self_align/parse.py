@@ -16,7 +16,7 @@ import dataclasses
 import re
 from typing import Callable, Iterable, Sequence
 
-from ..chat import ChatFormat
+from ..chat_format import ChatFormat
 from ..config import Config, ConfigError
 from .prompt import answer_label, turn_markers
 

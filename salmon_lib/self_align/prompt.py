@@ -1,6 +1,6 @@
 """The Self-Align prompt, rendered in the project's chat format.
 
-Layout (one conversation in `salmon_lib.chat`'s format):
+Layout (one conversation in `salmon_lib.chat_format`'s format):
 - a system turn: the overview, the numbered rules "N (name). text", and the examples' intro;
 - each exemplar opened by a short system turn marking a fresh conversation, then its user turns and
   assistant turns "<name> (internal thoughts): ...\n\n<name>: <answer>";
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from ..chat import ChatFormat, get_format
+from ..chat_format import ChatFormat, get_format
 
 
 def thoughts_label(name: str) -> str:

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Callable
 
 from salmon_lib.cli import main
-from salmon_lib.runner.manifest import MANIFEST, RUN_YAML, hash_artifacts, now
+from salmon_lib.provenance import hash_artifacts
+from salmon_lib.runner.manifest import MANIFEST, RUN_YAML, now
 from salmon_lib.runner.plan import jsonable, kernel_run_dir, notebook_digest
 from salmon_lib.runner.presets import load_preset, resolve
 from salmon_lib.stages import STAGES

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from salmon_lib.io import DataError
-from salmon_lib.runner.manifest import hash_path
+from salmon_lib.provenance import hash_path
 from salmon_lib.runner.outputs import CHANGED, PREVIOUS
 from salmon_lib.runner.pipeline import StageFailed, run_pipeline
 from salmon_lib.runner.status import stage_status

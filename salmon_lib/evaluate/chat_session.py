@@ -18,9 +18,10 @@ log = logging.getLogger(__name__)
 
 
 class ChatSession:
-    def __init__(self, gen, policy: Policy, temperature: float = 0.7, max_new_tokens: int = 256, seed: int = 0):
+    def __init__(self, gen, policy: Policy, temperature: float = 0.7, max_new_tokens: int = 256, seed: int = 0,
+                 top_p: float = 1.0):
         self.gen, self.policy = gen, policy
-        self.temperature, self.max_new_tokens, self.seed = temperature, max_new_tokens, seed
+        self.temperature, self.top_p, self.max_new_tokens, self.seed = temperature, top_p, max_new_tokens, seed
         self.history: list[dict] = []
 
     def render(self, user: str) -> str:
@@ -29,7 +30,7 @@ class ChatSession:
         return spec.format.render(system + self.history + [{"role": "user", "content": user}])
 
     def send(self, user: str) -> str:
-        comp = self.gen.generate([self.render(user)], n=1, temperature=self.temperature, top_p=1.0,
+        comp = self.gen.generate([self.render(user)], n=1, temperature=self.temperature, top_p=self.top_p,
                                  max_new_tokens=self.max_new_tokens, stop=self.policy.spec.format.stop,
                                  seed=self.seed + len(self.history), adapter=self.policy.adapter)[0][0]
         reply = comp.text.strip()
@@ -87,12 +88,15 @@ def chat_widget(run_dir: str | Path, policy: str | None = None, model: str | Non
 
 
 def _run_cli(args) -> int:
+    from ..arguments import options_from_args
     from ..io import DataError
     from ..models import ModelLoadError
+    from .cli_options import ChatOptions
 
+    opts = options_from_args(ChatOptions, args, "chat")
     try:
-        session = open_session(args.run, args.policy, args.model, args.backend, temperature=args.temperature,
-                               max_new_tokens=args.max_new_tokens, seed=args.seed)
+        session = open_session(opts.run, opts.policy, opts.model, opts.backend, temperature=opts.temperature,
+                               top_p=opts.top_p, max_new_tokens=opts.max_new_tokens, seed=opts.seed)
     except (DataError, ModelLoadError) as err:
         log.error("%s", err)
         return 2
@@ -114,14 +118,9 @@ def _run_cli(args) -> int:
 
 
 def add_cli(sub) -> None:
+    from ..arguments import add_arguments
+    from .cli_options import ChatOptions
+
     p = sub.add_parser("chat", help="chat with a policy of a run in the terminal, prompted as it was trained")
-    p.add_argument("--run", required=True, help="run directory")
-    p.add_argument("--policy", default=None,
-                   help="base, sft, rl, arm:<set>, or an adapter folder (default: rl when the run has one, else sft)")
-    p.add_argument("--model", default=None, help="base model spec (default: the run's, from run.yaml or sft/)")
-    p.add_argument("--temperature", type=float, default=0.7)
-    p.add_argument("--max-new-tokens", type=int, default=256)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--backend", default="hf", choices=["auto", "hf", "vllm"],
-                   help="generation engine (hf starts fastest)")
+    add_arguments(p, ChatOptions)
     p.set_defaults(func=_run_cli)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from salmon_lib import hhh
-from salmon_lib.chat import get_format
+from salmon_lib import hhh_data
+from salmon_lib.chat_format import get_format
 from salmon_lib.io import DataError
 from salmon_lib.paths import find_file
 
@@ -17,7 +17,7 @@ FIXTURE = Path(__file__).parent / "fixtures" / "hhh_like.json"
 
 @pytest.mark.skipif(SHARED is None, reason="../shared/data/hhh_eval.json is absent (the project ships no copy)")
 def test_reads_the_shared_hhh_file():
-    items = hhh.load_hhh(SHARED)
+    items = hhh_data.load_hhh(SHARED)
     assert Counter(it["type"] for it in items) == {"honest": 61, "helpful": 59, "harmless": 58, "other": 43}
     for it in items:
         assert it["prompt"] and it["chosen"] and it["rejected"] and it["chosen"] != it["rejected"]
@@ -32,28 +32,28 @@ def write(tmp_path, data):
 
 def test_multi_turn_context_becomes_the_request(tmp_path):
     ctx = "\n\nHuman: Hi there\n\nAssistant: Hello!\n\nHuman: What is 2+2?\n\nAssistant: "
-    items = hhh.load_hhh(write(tmp_path, [{"chosen": ctx + "4.", "rejected": ctx + "5.", "type": "honest"}]))
+    items = hhh_data.load_hhh(write(tmp_path, [{"chosen": ctx + "4.", "rejected": ctx + "5.", "type": "honest"}]))
     assert items == [{"id": "hhh-0", "type": "honest", "chosen": "4.", "rejected": "5.",
                       "prompt": "User: Hi there\n\nAssistant: Hello!\n\nUser: What is 2+2?"}]
 
 
 def test_malformed_items_name_the_item_and_field(tmp_path):
     with pytest.raises(DataError, match="item 0: missing or non-string field 'type'"):
-        hhh.load_hhh(write(tmp_path, [{"chosen": "x", "rejected": "y"}]))
+        hhh_data.load_hhh(write(tmp_path, [{"chosen": "x", "rejected": "y"}]))
     with pytest.raises(DataError, match="item 0: chosen and rejected must share the context"):
-        hhh.load_hhh(write(tmp_path, [{"chosen": "\n\nHuman: a\n\nAssistant: b",
+        hhh_data.load_hhh(write(tmp_path, [{"chosen": "\n\nHuman: a\n\nAssistant: b",
                                        "rejected": "\n\nHuman: c\n\nAssistant: d", "type": "other"}]))
 
 
 def test_settings_resolve_or_say_why_they_are_skipped(tmp_path):
-    assert hhh.hhh_source("") == (None, "the HHH setting is empty")
-    source, why = hhh.hhh_source(str(tmp_path / "absent.json"))
+    assert hhh_data.hhh_source("") == (None, "the HHH setting is empty")
+    source, why = hhh_data.hhh_source(str(tmp_path / "absent.json"))
     assert source is None and "file not found" in why
-    assert hhh.hhh_source(str(FIXTURE)) == (str(FIXTURE), None)
-    items = hhh.load_hhh(FIXTURE)
-    assert hhh.sample_hhh(items, 2, seed=1) == hhh.sample_hhh(items, 2, seed=1)
-    assert [it["id"] for it in hhh.sample_hhh(items, 0, seed=1)] == ["hhh-0", "hhh-1", "hhh-2"]
-    assert hhh.types_in_order(["other", "honest", "helpful", "harmless", "x"]) == list(hhh.HHH_TYPES) + ["x"]
+    assert hhh_data.hhh_source(str(FIXTURE)) == (str(FIXTURE), None)
+    items = hhh_data.load_hhh(FIXTURE)
+    assert hhh_data.sample_hhh(items, 2, seed=1) == hhh_data.sample_hhh(items, 2, seed=1)
+    assert [it["id"] for it in hhh_data.sample_hhh(items, 0, seed=1)] == ["hhh-0", "hhh-1", "hhh-2"]
+    assert hhh_data.types_in_order(["other", "honest", "helpful", "harmless", "x"]) == list(hhh_data.HHH_TYPES) + ["x"]
 
 
 class Recorder:
@@ -79,14 +79,14 @@ class JudgeRecorder:
 def test_judge_and_reward_model_read_the_same_bare_requests_in_one_type_order():
     """Stage 03's judge and stage 04's reward model read the same bare HHH request (no "Human: ..."
     prefix, as in the training data) and report the types in the same order."""
-    from salmon_lib.preferences.hhh import accuracy, judge_hhh
+    from salmon_lib.preferences.judge_accuracy import accuracy, judge_hhh
     from salmon_lib.reward.evaluate import hhh_accuracy
 
     rm = Recorder()
     result = hhh_accuracy(rm, str(FIXTURE), {"helpful": "Be helpful.", "honest": "Be honest."})
     judge = JudgeRecorder()
-    items = hhh.load_hhh(FIXTURE)
-    principles = {t: ("P", "Be good.") for t in hhh.HHH_TYPES}
+    items = hhh_data.load_hhh(FIXTURE)
+    principles = {t: ("P", "Be good.") for t in hhh_data.HHH_TYPES}
     judged = accuracy(judge_hhh(judge, get_format("chatml"), items, principles))
     bare = {"How do I boil an egg?", "Tell me a fact.",
             "User: Hi\n\nAssistant: Hello! How can I help?\n\nUser: Name a colour."}

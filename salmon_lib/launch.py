@@ -1,6 +1,6 @@
 """Run a training function on every visible GPU under `accelerate launch`, or in-process.
 
-    from salmon_lib.runner.launch import launch
+    from salmon_lib.launch import launch
     result = launch("salmon_lib.engrave:train", cfg.to_dict(), distributed=cfg.distributed)
 
 `fn` is "module:function", called as `fn(config: dict)` in every process; it builds its own
@@ -25,9 +25,9 @@ from typing import Any, Callable, Literal, Mapping
 
 import yaml
 
-from ..io import atomic_write_json
-from ..stages import PROJECT_ROOT
-from .presets import Loader
+from .config import YamlLoader
+from .io import atomic_write_json
+from .stages import PROJECT_ROOT
 
 Distributed = Literal["ddp", "fsdp", "zero2", "zero3"]  # annotate a stage config's `distributed` field with this
 CONFIG_DIR = Path(__file__).resolve().parent / "accelerate_configs"
@@ -54,9 +54,9 @@ def load_config(config: Mapping[str, Any] | str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: launch config not found")
     text = path.read_text(encoding="utf-8")
-    # YAML 1.1 would read JSON's 1e-5 as a string; presets' Loader reads it as the float it is
+    # YAML 1.1 would read JSON's 1e-5 as a string; YamlLoader reads it as the float it is
     try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.load(text, Loader=Loader)
+        data = json.loads(text) if path.suffix == ".json" else yaml.load(text, Loader=YamlLoader)
     except (json.JSONDecodeError, yaml.YAMLError) as err:
         raise ValueError(f"{path}: not valid {path.suffix.lstrip('.').upper() or 'YAML'} ({err})") from None
     if not isinstance(data, dict):
@@ -109,7 +109,7 @@ def launch(
             "--config_file", str(CONFIG_DIR / f"{distributed}.yaml"),
             "--num_processes", str(n), "--num_machines", "1", "--main_process_port", str(_free_port()),
             *(["--mixed_precision", "no"] if cpu else []),
-            "-m", "salmon_lib.runner.launch", fn, str(config_path), str(result_path),
+            "-m", "salmon_lib.launch", fn, str(config_path), str(result_path),
         ]
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT), *filter(None, [env.get("PYTHONPATH")])])

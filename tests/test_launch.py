@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from salmon_lib.runner import launch as launch_module
-from salmon_lib.runner.launch import CONFIG_DIR, Distributed, LaunchError, launch, resolve_function
+from salmon_lib import launch as launch_module
+from salmon_lib.launch import CONFIG_DIR, Distributed, LaunchError, launch, resolve_function
 
 STEP = "tests.notebooks.runner_stages:ddp_step"
 KIND = {"ddp": "MULTI_GPU", "fsdp": "FSDP", "zero2": "DEEPSPEED", "zero3": "DEEPSPEED"}

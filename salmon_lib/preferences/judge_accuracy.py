@@ -1,4 +1,4 @@
-"""How good is the judge? Accuracy on the HHH alignment pairs (`salmon_lib.hhh`, evaluation only).
+"""How good is the judge? Accuracy on the HHH alignment pairs (`salmon_lib.hhh_data`, evaluation only).
 
 Each pair is judged under the principle matching its type (helpful, harmless, honest, other),
 in both orders, with the same judge prompt the stage uses.
@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Sequence
 
-from ..hhh import types_in_order
+from ..hhh_data import types_in_order
 from .judge import content_free_bias, debias, judge_pairs, position_bias
 
 
