@@ -9,9 +9,11 @@ instead of K full passes. Items are sorted by length and padded per batch, never
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Literal, Sequence
 
+from ..config import Config, ConfigError
 from ..io import DataError, iter_jsonl, read_json, write_jsonl
 from .template import RMTemplate
 
@@ -205,11 +207,33 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+@dataclasses.dataclass(kw_only=True)
+class ScoreOptions(Config):
+    """The `score` command's flags (built by `salmon_lib.arguments`, as steer's and chat's are)."""
+
+    # the reward folder written by stage 04 (<run>/rm): a trained model or a contrastive spec
+    reward_model: str
+    # JSONL: {"prompt": str, "response": str, "principles": [str, ...]} and optionally "finished": false
+    # for a response cut at a token limit
+    input: str
+    output: str  # JSONL: each input line plus "score" (written atomically; not the input file)
+    batch_size: int = 16  # sequences per forward pass
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # where the reward runs
+
+    def check(self) -> None:
+        super().check()
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size: must be at least 1, got {self.batch_size}")
+
+
 def _run_cli(args) -> int:
     import sys
 
+    from ..arguments import options_from_args
     from ..models import ModelLoadError
     from . import load_reward
+
+    args = options_from_args(ScoreOptions, args, "score")
 
     def fail(message: str) -> int:
         print(f"error: {message}", file=sys.stderr)
@@ -241,28 +265,11 @@ def _run_cli(args) -> int:
     return 0
 
 
-def _positive_int(text: str) -> int:
-    import argparse
-
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def add_cli(sub) -> None:
+    from ..arguments import add_arguments
+
     p = sub.add_parser("score", help="score (prompt, response, principles) lines with stage 04's reward (either kind)")
-    p.add_argument("--reward-model", required=True,
-                   help="the reward folder written by stage 04 (<run>/rm): a trained model or a contrastive spec")
-    p.add_argument("--input", required=True, help='JSONL: {"prompt": str, "response": str, "principles": [str, ...]} '
-                   'and optionally "finished": false for a response cut at a token limit')
-    p.add_argument("--output", required=True,
-                   help="JSONL: each input line plus \"score\" (written atomically; not the input file)")
-    p.add_argument("--batch-size", type=_positive_int, default=16, help="sequences per forward pass")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    add_arguments(p, ScoreOptions)
     p.set_defaults(func=_run_cli)
 
 

@@ -195,7 +195,7 @@ CASES = [
     Case("score: every line bad", score_cmd("{run}/score_in/in.jsonl"), 1, r"warning: skipped .*in.jsonl:1",
          setup=score_lines("{not json", b"\xff")),
     Case("score: batch size 0", score_cmd("{run}/score_in/in.jsonl", "{out}/s.jsonl", "{run}/rm", "--batch-size", "0"),
-         2, r"argument --batch-size: must be at least 1, got 0", setup=score_lines(GOOD_LINE)),
+         2, r"batch_size: must be at least 1, got 0", setup=score_lines(GOOD_LINE)),
     Case("score: truncated rm_info.json", score_cmd("{run}/score_in/in.jsonl", rm="{run}/rm_bad"), 2,
          r"rm_bad/rm_info.json:\d+: not valid JSON",
          setup=lambda c: (score_lines(GOOD_LINE)(c), rm_variant(truncate("rm_info.json", 40))(c))),
