@@ -72,7 +72,8 @@ def evaluate(cfg: RewardConfig, rm) -> dict:
 
 def audit(cfg: RewardConfig, rm, progress: bool = True) -> dict:
     """The reward audit on SFT's own answers (reward/audit.py) -> `<run>/reward_audit.json` and
-    figures/reward_audit.png; {"skipped": why} when `audit_shorter` is empty."""
+    figures/reward_audit.png; {"skipped": why} when `audit_shorter` is empty or the run has no
+    prompts.jsonl (a stage 04 run on its own preferences)."""
     import random
 
     from ..io import atomic_write_json
@@ -82,8 +83,10 @@ def audit(cfg: RewardConfig, rm, progress: bool = True) -> dict:
     from .plots import save_figure
 
     run = Path(cfg.run_dir)
-    if not cfg.audit_shorter:
-        result = {"skipped": "audit_shorter is empty"}
+    skipped = ("audit_shorter is empty" if not cfg.audit_shorter else
+               None if (run / "prompts.jsonl").is_file() else "the run has no prompts.jsonl to sample from")
+    if skipped:
+        result = {"skipped": skipped}
         atomic_write_json(run / "reward_audit.json", result)
         return result
     sets = []
