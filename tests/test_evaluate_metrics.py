@@ -103,7 +103,7 @@ def test_win_rate_counts_ties_as_half():
     r = win_rate([1, 2, 3, 3, 5], [0, 2, 4, 3, 1], n_boot=500)
     assert (r["wins"], r["ties"], r["losses"], r["n"]) == (2, 2, 1, 5)
     assert r["win_rate"] == pytest.approx((2 + 0.5 * 2) / 5)
-    assert r["cliffs_delta"] == pytest.approx(2 * r["win_rate"] - 1)
+    assert r["sign_statistic"] == pytest.approx(2 * r["win_rate"] - 1)
     all_ties = win_rate([1.0] * 6, [1.0] * 6)
     assert all_ties["win_rate"] == 0.5 and all_ties["ci"] == [0.5, 0.5] and not all_ties["distinguishable"]
     assert "ties counted half" in describe_win_rate("x", r)

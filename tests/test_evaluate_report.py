@@ -14,6 +14,7 @@ import pytest
 
 from salmon_lib.engrave.format import make_chat_spec
 from salmon_lib.evaluate.config import EvaluateConfig
+from salmon_lib.evaluate.experiment import Endpoint, analyse
 from salmon_lib.evaluate.policies import Policy
 from salmon_lib.evaluate.prompts import EvalPrompt
 from salmon_lib.evaluate.report import write
@@ -68,6 +69,15 @@ def synthetic(run_dir: Path) -> tuple[EvaluateConfig, Evaluation]:
     cfg = EvaluateConfig(run_dir=str(run_dir), bootstrap=500, kl=False, preview_n=2, samples_in_report=3,
                          controllability={"concise": ["Be brief."], "comprehensive": ["Be thorough."]})
     measure(cfg, ev)
+    # the registered experiment: two seeds, the concise arm shorter by about 20 tokens in each
+    values = {s: {"concise": list(rng.normal(30, 6, 32)), "comprehensive": list(rng.normal(50, 6, 32))} for s in (0, 1)}
+    ev.experiment = {**analyse(values, "concise", "comprehensive", Endpoint("length_tokens", "lower", 32, 2, 256),
+                               "answer length (tokens)", 500, 0.95, reference=list(rng.normal(40, 6, 32))),
+                     "endpoint": {"measure": "length_tokens", "direction": "lower", "prompts": 32, "samples": 2,
+                                  "max_new_tokens": 256},
+                     "prompts": {"n": 32, "heldout": 16, "not_rl_trained": 16, "asked": 32},
+                     "arms": {"0": {"concise": "concise"}, "1": {"concise": "concise.seed1"}}}
+    ev.arm_stats = {0: {"concise": {"steps": 1}}, 1: {"concise": {"steps": 1}}}
     ev.timings = {"answer": 1.0}
     return cfg, ev
 
@@ -75,6 +85,15 @@ def synthetic(run_dir: Path) -> tuple[EvaluateConfig, Evaluation]:
 @pytest.fixture(scope="module")
 def written(tmp_path_factory):
     cfg, ev = synthetic(tmp_path_factory.mktemp("report"))
+    run = Path(cfg.run_dir)
+    # stage 04's audit, as it writes it: the page shows its figures and its intervals
+    (run / "reward_audit.json").write_text(json.dumps({
+        "shorter": "concise", "longer": "comprehensive", "answers": 48, "prompts": 8, "finished_share": 0.8,
+        "mean_tokens": 120.0, "spearman_difference": 0.46, "spearman_difference_ci": [0.21, 0.71], "picks_differ": 7,
+        "pick_shorter_rate": 6 / 7, "pick_shorter_ci": [0.49, 0.97], "sampling": {"max_new_tokens": 320},
+        "by_prompt": []}))
+    (run / "figures").mkdir()
+    shutil.copy(Path(__file__).parent.parent / "docs" / "report.png", run / "figures" / "reward_audit.png")
     return cfg, write(cfg, ev)
 
 
@@ -100,6 +119,17 @@ def test_controllability_statistics_find_the_built_in_effects(written):
     assert audit["spearman"] == pytest.approx(-1.0)
     assert not any("Preview" in v and "reward under" in v and "minus best-of" in v
                    for v in rep["controllability"]["verdict"])
+
+
+def test_the_registered_experiment_leads_the_section(written):
+    _, rep = written
+    exp = rep["controllability"]["experiment"]
+    assert exp["moved_in_every_seed"] and exp["train"]["1"] == {"concise": {"steps": 1}}
+    assert exp["pooled"]["ci_t"][1] < 0 and -25 < exp["pooled"]["difference"] < -15
+    assert rep["controllability"]["verdict"][:3] == exp["verdict"]
+    assert "figures/eval_experiment.png" in rep["figures"].values()
+    assert rep["controllability"]["reward_audit"]["spearman_difference_ci"] == [0.21, 0.71]
+    assert "figures/reward_audit.png" in rep["figures"].values()
 
 
 def test_candidate_audit_reads_the_reward_against_the_measure():
@@ -139,7 +169,9 @@ def test_page_holds_every_section_in_order_with_embedded_figures(written):
     page = (Path(cfg.run_dir) / "report.html").read_text()
     order = [page.index(f'id="{s}"') for s in ("controllability", "reward", "head-to-head", "behaviour", "samples")]
     assert order == sorted(order)
-    assert page.count('src="data:image/png;base64,') == len(rep["figures"]) == 6
+    assert page.count('src="data:image/png;base64,') == len(rep["figures"]) == 8
+    assert page.index("The registered experiment") < page.index("audited on SFT") < page.index('id="reward"')
+    assert "0.46 [0.21, 0.71]" in page
     assert "not distinguishable from zero" in page and "<script" not in page
     assert "I&#x27;m sorry, but I can&#x27;t help with that." in page, "answers are escaped, not injected"
 

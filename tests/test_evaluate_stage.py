@@ -182,14 +182,24 @@ def test_arms_are_trained_by_stage_05_with_its_recorded_parameters(tmp_path, mon
     monkeypatch.setattr(stages, "STAGES", [s for s in stages.STAGES if s.name != "rl"] + [
         stages.Stage("rl", "notebooks/05_rl.ipynb", config="tests.test_evaluate_stage:FakeRLConfig")])
     report = run(config(run_dir, controllability_arms=True, arm_overrides={"max_steps": 3}, judge="", kl=False,
-                        extra_policies={}, preview_n=0), progress=False)
-    assert [(c.model, c.max_steps, c.run_dir, arm) for c, arm, _ in calls] == [
-        ("tiny", 3, str(run_dir), "concise"), ("tiny", 3, str(run_dir), "comprehensive")]
+                        extra_policies={}, preview_n=0, seeds=[0, 5], endpoint_max_new_tokens=8), progress=False)
+    assert [(c.model, c.max_steps, c.run_dir, c.seed, arm) for c, arm, _ in calls] == [
+        ("tiny", 3, str(run_dir), 0, "concise"), ("tiny", 3, str(run_dir), 0, "comprehensive"),
+        ("tiny", 3, str(run_dir), 5, "concise.seed5"), ("tiny", 3, str(run_dir), 5, "comprehensive.seed5")]
     assert Path(calls[0][2]).resolve() == ROOT / "principles" / "concise.yaml"
     assert calls[1][2] == ["The response is thorough and detailed."]
-    assert report["controllability"]["arms"]["train"] == {"concise": {"arm": "concise"},
-                                                          "comprehensive": {"arm": "comprehensive"}}
-    assert "preview" not in report["controllability"]
+    ctl = report["controllability"]
+    assert ctl["arms"]["train"] == {"concise": {"arm": "concise"}, "comprehensive": {"arm": "comprehensive"}}
+    assert "preview" not in ctl
+    # the registered experiment: both seeds' arms answered the same prompts; only the first seed's
+    # arms join the comparison of every policy
+    exp = ctl["experiment"]
+    assert set(exp["per_seed"]) == {"0", "5"} and exp["arms"]["5"] == {"concise": "concise.seed5",
+                                                                         "comprehensive": "comprehensive.seed5"}
+    assert exp["prompts"]["n"] == len(PROMPTS) and exp["train"]["5"]["concise"] == {"arm": "concise.seed5"}
+    assert all(len(v) == len(PROMPTS) for seed in exp["values"].values() for v in seed.values())
+    assert [p["name"] for p in report["policies"]] == ["base", "sft", "arm:comprehensive", "arm:concise"]
+    assert ctl["verdict"][:3] == exp["verdict"]
     with pytest.raises(Exception, match="unknown stage 05 parameter"):
         run(config(run_dir, controllability_arms=True, arm_overrides={"max_stepz": 3}), progress=False)
 

@@ -39,6 +39,20 @@ def test_a_reward_that_follows_the_sets_scores_one_and_a_reversed_one_minus_one(
     assert good["finished_share"] == pytest.approx(0.75) and good["answers"] == 12 and good["prompts"] == 3
 
 
+def test_intervals_are_over_prompts_and_match_textbook_values():
+    from salmon_lib.reward.audit import t_interval, wilson
+
+    lo, hi = t_interval([0.2, 0.4, 0.6])
+    assert (lo + hi) / 2 == pytest.approx(0.4) and hi - lo == pytest.approx(2 * 4.3026527 * 0.2 / 3 ** 0.5)
+    assert t_interval([0.5]) is None and t_interval([0.3, None, 0.3]) == [0.3, 0.3]
+    # Wilson, 11 of 11: (0.7412, 1.0)
+    assert wilson(11, 11)[0] == pytest.approx(0.7412, abs=1e-3) and wilson(11, 11)[1] == pytest.approx(1.0)
+    assert wilson(0, 0) is None
+    good = length_audit(LengthReward(+1), answers(), SHORT, LONG)
+    assert good["spearman_difference_ci"] == [pytest.approx(1.0), pytest.approx(1.0)]
+    assert good["pick_shorter_ci"] == pytest.approx(wilson(3, 3))
+
+
 def test_unfinished_answers_reach_the_reward_as_unfinished():
     reward = LengthReward(+1)
     length_audit(reward, answers(), SHORT, LONG)

@@ -106,11 +106,9 @@ def test_arms_trained_two_at_once_equal_arms_trained_in_turn(inputs, tmp_path):
     import torch
 
     from salmon_lib.evaluate.controllability import train_arms
-    from salmon_lib.evaluate.rewards import PrincipleSource
 
-    rl = {"num_principles": 1, "interventions": [], "seed": 0}
-    sources = [PrincipleSource.from_spec("concise", ["The response is short and to the point."], rl),
-               PrincipleSource.from_spec("thorough", ["The response is thorough and covers every detail."], rl)]
+    jobs = {"concise": ["The response is short and to the point."],
+            "thorough": ["The response is thorough and covers every detail."]}
     runs = {}
     for workers in (1, 2):
         run = runs[workers] = tmp_path / f"workers{workers}"
@@ -118,7 +116,7 @@ def test_arms_trained_two_at_once_equal_arms_trained_in_turn(inputs, tmp_path):
         cfg = quick(run, method="ppo", max_steps=1, prompts_per_step=2)
         prepare_prompts(cfg)
         train(cfg, progress=False)
-        stats = train_arms(cfg, sources, progress=False, workers=workers)
+        stats = train_arms(cfg, jobs, progress=False, workers=workers)
         assert sorted(stats) == ["concise", "thorough"] and all(s["steps"] == 1 for s in stats.values())
     for arm in ("concise", "thorough"):
         a, b = (load_file(runs[w] / "rl_arms" / arm / "policy" / "adapter_model.safetensors") for w in (1, 2))

@@ -1,7 +1,7 @@
-"""Positive control: with a programmatic reward that prefers shorter answers (and no other term), a
-short CPU run of ppo and of grpo on the default model makes the policy's answers shorter. Every
-step samples the same few prompts (`max_prompts`), so the first and the last steps' mean answer
-lengths compare like with like."""
+"""Positive control for every method: with a programmatic reward that prefers shorter answers (and no
+other term), a short CPU run on the default model makes the policy's answers shorter; a method whose
+reward were reversed, or whose update ignored it, fails here. Every step samples the same few
+prompts (`max_prompts`), so the first and the last steps' mean answer lengths compare like with like."""
 
 import shutil
 
@@ -15,6 +15,10 @@ from salmon_lib.rl.stage import prepare_prompts, train
 SETTINGS = {
     "ppo": dict(prompts_per_step=4, max_prompts=4, ppo_epochs=2, minibatches=1),
     "grpo": dict(prompts_per_step=2, max_prompts=2, group_size=4, minibatches=1),
+    "rloo": dict(prompts_per_step=2, max_prompts=2, group_size=4, minibatches=1),
+    # rounds of sample-rank-train: each round's trainer takes a few optimiser steps on its pairs / winners
+    "dpo": dict(prompts_per_step=2, max_prompts=2, group_size=4, minibatches=1, sft_epochs=2.0),
+    "best_of_n": dict(prompts_per_step=2, max_prompts=2, group_size=4, minibatches=1, sft_epochs=2.0),
 }
 
 
@@ -25,7 +29,7 @@ def inputs(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["ppo", "grpo"])
+@pytest.mark.parametrize("method", list(SETTINGS))
 def test_shorter_is_better_shortens_answers(method, inputs, tmp_path):
     run = tmp_path / method
     shutil.copytree(inputs, run)
@@ -38,3 +42,9 @@ def test_shorter_is_better_shortens_answers(method, inputs, tmp_path):
     lengths = [row["length"] for row in read_jsonl(run / "rl_metrics.jsonl")]
     early, late = sum(lengths[:2]) / 2, sum(lengths[-2:]) / 2
     assert late < 0.75 * early, f"{method}: mean answer tokens per step {lengths}"
+
+
+def test_every_method_has_a_positive_control():
+    from salmon_lib.rl.config import METHODS
+
+    assert set(SETTINGS) == set(METHODS)

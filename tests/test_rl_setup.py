@@ -144,8 +144,6 @@ def test_arms_trained_side_by_side_keep_their_process_threads(tmp_path, monkeypa
 
     import salmon_lib.evaluate.controllability as ctl
     import salmon_lib.rl.stage as rl_stage
-    from salmon_lib.evaluate.rewards import PrincipleSource
-
     class InProcess(concurrent.futures.Executor):
         def __init__(self, *args, **kwargs):
             pass
@@ -158,11 +156,10 @@ def test_arms_trained_side_by_side_keep_their_process_threads(tmp_path, monkeypa
     monkeypatch.setattr(ctl, "ProcessPoolExecutor", InProcess)
     monkeypatch.setattr(rl_stage, "train_arm", lambda cfg, name, principles: cfg.cpu_threads)
     (tmp_path / "rl_prompts.json").write_text("{}")
-    rl = {"num_principles": 1, "interventions": [], "seed": 0}
-    sources = [PrincipleSource.from_spec(n, [f"The response is {n}."], rl) for n in ("short", "long")]
+    jobs = {n: [f"The response is {n}."] for n in ("short", "long")}
     cfg = RLConfig.from_dict({"run_dir": str(tmp_path), "cpu_threads": 2})
-    assert ctl.train_arms(cfg, sources, progress=False, workers=2) == {"short": 0, "long": 0}
-    assert ctl.train_arms(cfg, sources, progress=False, workers=1) == {"short": 2, "long": 2}
+    assert ctl.train_arms(cfg, jobs, progress=False, workers=2) == {"short": 0, "long": 0}
+    assert ctl.train_arms(cfg, jobs, progress=False, workers=1) == {"short": 2, "long": 2}
 
 
 def test_term_shares_say_which_term_the_shaped_score_follows():

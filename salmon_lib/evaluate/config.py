@@ -54,7 +54,14 @@ class EvaluateConfig(GenerationOptions, StageConfig):
     arm_workers: int = 1
     # stage 05 parameters changed for every arm alike (e.g. max_steps)
     arm_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
-    controllability_measure: Measure = "length_words"  # the behaviour the sets are meant to move
+    # -- the experiment's registration, fixed before it runs (evaluate/experiment.py): the primary endpoint
+    controllability_measure: Measure = "length_tokens"  # the behaviour the first two sets are meant to move apart
+    # where the first set's arm should lie against the second's on that measure (concise vs comprehensive: lower)
+    controllability_direction: Literal["lower", "higher"] = "lower"
+    seeds: list[int] = dataclasses.field(default_factory=list)  # arms trained and measured once per seed ([]: seed)
+    endpoint_prompts: int = 32  # prompts no arm trained on (stage 05's held-out slice first), answered by every arm
+    endpoint_samples: int = 2  # answers per prompt and arm, averaged per prompt before the paired comparison
+    endpoint_max_new_tokens: int = 256  # the endpoint answers' cap: long enough that most finish (0: max_new_tokens)
     preview_n: int = 4  # best-of-N preview: SFT candidates per prompt, reranked under each set (0: no preview)
     preview_prompts: int = 16  # prompts the preview uses (the first of the evaluation set)
     samples_in_report: int = 8  # prompts shown side by side in report.html (samples.jsonl has all)
@@ -62,10 +69,10 @@ class EvaluateConfig(GenerationOptions, StageConfig):
     def check(self) -> None:
         super().check()
         for name in ("max_prompts", "max_probes", "hhh_max_pairs", "preview_n", "preview_prompts",
-                     "samples_in_report"):
+                     "samples_in_report", "endpoint_max_new_tokens"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("score_batch_size", "arm_workers"):
+        for name in ("score_batch_size", "arm_workers", "endpoint_samples"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.bootstrap < 100:
@@ -86,8 +93,15 @@ class EvaluateConfig(GenerationOptions, StageConfig):
                                   "principle texts")
             if isinstance(spec, str) and not spec.strip():
                 raise ConfigError(f"controllability.{name}: empty principle file name")
-        if "run_dir" in self.arm_overrides:
-            raise ConfigError("arm_overrides: run_dir is the evaluated run's own; it cannot be overridden")
+        if self.endpoint_prompts < 2:
+            raise ConfigError(f"endpoint_prompts: a paired interval needs at least 2 prompts, got "
+                              f"{self.endpoint_prompts}")
+        if len(set(self.seeds)) != len(self.seeds) or any(s < 0 for s in self.seeds):
+            raise ConfigError(f"seeds: give distinct seeds >= 0, got {self.seeds}")
+        for key in ("run_dir", "seed"):
+            if key in self.arm_overrides:
+                raise ConfigError(f"arm_overrides: {key} is the experiment's own (run_dir, seeds); it cannot be "
+                                  "overridden")
         reserved = {"base", "sft", "rl"}
         for name in self.extra_policies:
             if name in reserved or name.startswith("arm:"):

@@ -25,7 +25,6 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..config import ConfigError
-from .rewards import PrincipleSource
 from .runinfo import recorded_params
 from .stats import paired_difference, win_rate
 
@@ -58,16 +57,15 @@ def arm_config(run_dir: str, overrides: Mapping[str, Any], fallback: Mapping[str
     return cls.from_dict(params, where=f"controllability arms ({where})")
 
 
-def train_arms(rl_cfg, sources: Sequence[PrincipleSource], progress: bool = True, workers: int = 1) -> dict[str, dict]:
-    """One arm per set through stage 05's `train_arm` (skipped there when already trained alike);
-    `workers` > 1 trains that many at once, each in a fresh process (the arms share nothing but
-    the read-only prompt split and baseline, which are written first)."""
+def train_arms(rl_cfg, jobs: Mapping[str, str | list[str]], progress: bool = True, workers: int = 1) -> dict[str, dict]:
+    """One arm per `jobs` entry (arm name -> principles) through stage 05's `train_arm` (skipped
+    there when already trained alike); `workers` > 1 trains that many at once, each in a fresh process
+    (the arms share nothing but the read-only prompt split and baseline, which are written first)."""
     try:
         from ..rl.stage import prepare_prompts, train_arm
     except ImportError as err:
         raise ConfigError(f"controllability_arms: stage 05's code cannot be imported ({err}); set "
                           "controllability_arms: false to run the no-training preview only") from None
-    jobs = {src.name: src.train_arg() for src in sources}
     workers = min(workers, len(jobs))
     if workers <= 1:
         out = {}

@@ -96,6 +96,41 @@ def controllability(report: dict, folder: Path) -> Path | None:
     return _save(fig, folder, "eval_controllability")
 
 
+def experiment(report: dict, folder: Path) -> Path | None:
+    """The registered endpoint: each seed's arms side by side (one point per prompt, SFT's mean as a
+    line) and the effect per seed and pooled with its paired t-interval (filled when it excludes 0)."""
+    exp = report["controllability"].get("experiment")
+    if not exp:
+        return None
+    a, b, seeds = exp["a"], exp["b"], list(exp["values"])
+    measure = exp["endpoint"]["measure"]
+    fig, axes = _figure(12, 3.8, cols=2)
+    left, right = axes[0]
+    rng = np.random.default_rng(0)
+    for k, s in enumerate(seeds):
+        for j, name in enumerate((a, b)):
+            ys = [v for v in exp["values"][s][name] if v is not None]
+            x = 3 * k + j
+            left.scatter(x + rng.uniform(-0.15, 0.15, len(ys)), ys, s=10, alpha=0.6, color=f"C{j}",
+                         label=name if k == 0 else None)
+            left.boxplot([ys], positions=[x], widths=0.5, showfliers=False)
+    if exp.get("sft", {}).get("mean") is not None:
+        left.axhline(exp["sft"]["mean"], color="grey", lw=0.8, ls="--", label="sft (mean)")
+    left.set_xticks([3 * k + 0.5 for k in range(len(seeds))], [f"seed {s}" for s in seeds], fontsize=8)
+    left.set_ylabel(f"{measure}, mean over a prompt's answers")
+    left.set_title(f"each arm, per prompt (n={exp['prompts']['n']})", fontsize=10)
+    left.legend(fontsize=8)
+    rows = [(f"seed {s}", exp["per_seed"][s]) for s in seeds]
+    if len(seeds) > 1:
+        rows.append(("pooled", exp["pooled"]))
+    _errorbars(right, [r[0] for r in rows], [dict(r[1], ci=r[1]["ci_t"]) for r in rows], "difference", null=0.0,
+               horizontal=True)
+    named = "below" if exp["endpoint"]["direction"] == "lower" else "above"
+    right.set_xlabel(f"{a} minus {b}, {measure} (paired t CI)")
+    right.set_title(f"effect per seed (named direction: {named} 0)", fontsize=10)
+    return _save(fig, folder, "eval_experiment")
+
+
 def reward_heatmap(report: dict, folder: Path) -> Path:
     mean = report["reward"]["mean"]
     cols = len(next(iter(mean.values())))
@@ -172,7 +207,8 @@ def hhh(report: dict, folder: Path) -> Path | None:
 def make_all(report: dict, folder: str | Path) -> dict[str, Path]:
     """Every figure the report has data for: {name: path}, in the page's order."""
     folder = Path(folder)
-    made = {"controllability": controllability(report, folder), "reward_heatmap": reward_heatmap(report, folder),
+    made = {"experiment": experiment(report, folder), "controllability": controllability(report, folder),
+            "reward_heatmap": reward_heatmap(report, folder),
             "reward_deltas": reward_deltas(report, folder), "head_to_head": head_to_head(report, folder),
             "behaviour": behaviour(report, folder), "hhh": hhh(report, folder)}
     return {k: v for k, v in made.items() if v is not None}

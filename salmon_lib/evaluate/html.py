@@ -64,6 +64,10 @@ def controllability(rep: dict, figs: Mapping[str, Path]) -> str:
                    for n, s in ctl["sets"].items())
     parts.append(f"<p>Principle sets:</p><ul>{sets}</ul><p>Targeted behaviour: <b>{escape(ctl['measure'])}</b>.</p>")
     parts.append(_verdicts(ctl["verdict"]))
+    if "experiment" in ctl:
+        parts.append(experiment(ctl["experiment"], figs))
+    if "reward_audit" in ctl:
+        parts.append(reward_audit(ctl["reward_audit"], figs))
     if "controllability" in figs:
         parts.append(_img(figs["controllability"], "controllability: reward matrix and targeted behaviour"))
     if "skipped" in ctl["arms"]:
@@ -83,6 +87,59 @@ def controllability(rep: dict, figs: Mapping[str, Path]) -> str:
     return "".join(parts)
 
 
+def experiment(exp: dict, figs: Mapping[str, Path]) -> str:
+    """The registered endpoint first: what was fixed in advance, then every seed and the pooled estimate."""
+    ep, pr = exp["endpoint"], exp["prompts"]
+    named = "lower" if ep["direction"] == "lower" else "higher"
+    parts = ["<h3>The registered experiment</h3>",
+             f"<p>Primary endpoint: <b>{escape(ep['measure'])}</b>, expected {named} for the "
+             f"<b>{escape(exp['a'])}</b> arm than for the <b>{escape(exp['b'])}</b> arm; {pr['n']} prompts no arm "
+             f"trained on ({pr['heldout']} of stage 05's held-out slice, {pr['not_rl_trained']} outside its "
+             f"training list), {ep['samples']} answers per prompt and arm (averaged per prompt), cap "
+             f"{ep['max_new_tokens']} tokens; seeds {', '.join(exp['values'])}. An effect is claimed only where the "
+             "paired t-interval excludes zero.</p>"]
+    rows = []
+    for label, r in [*((f"seed {s}", r) for s, r in exp["per_seed"].items()), ("pooled", exp["pooled"])]:
+        if r["difference"] is None:
+            continue
+        d = decimals(r["difference"], *r["ci_t"])
+        ci = lambda key: f"[{fmt(r[key][0], d)}, {fmt(r[key][1], d)}]" if r.get(key) else "n/a"  # noqa: E731
+        rows.append([label, fmt(r["mean_a"]), fmt(r["mean_b"]), fmt(r["difference"], d), ci("ci_t"), ci("ci_bca"),
+                     ci("ci_percentile"), fmt(r["effect_size_dz"]), fmt(r["sign_statistic"]),
+                     {"named": "named direction", "against": "AGAINST"}.get(r["moved"], "none claimed")])
+    parts.append(_table(["", exp["a"], exp["b"], "difference", "paired t CI", "BCa CI", "percentile CI", "d_z",
+                         "paired sign statistic", "moved"], rows))
+    seeds = exp.get("across_seeds")
+    if seeds:
+        parts.append(f"<p class='muted'>Across seeds (each seed's effect one replicate, t with {seeds['n_seeds'] - 1} "
+                     f"df): {fmt(seeds['mean'])} [{fmt(seeds['ci_t'][0])}, {fmt(seeds['ci_t'][1])}].</p>")
+    if exp.get("sft", {}).get("mean") is not None:
+        parts.append(f"<p class='muted'>SFT on the same prompts: {fmt(exp['sft']['mean'])}.</p>")
+    if "experiment" in figs:
+        parts.append(_img(figs["experiment"], "the registered endpoint per seed"))
+    return "".join(parts)
+
+
+def reward_audit(audit: dict, figs: Mapping[str, Path]) -> str:
+    """Stage 04's audit of the reward the arms train on, on SFT's own answers."""
+    parts = ["<h3>The reward, audited on SFT's answers (stage 04)</h3>"]
+    if "skipped" in audit:
+        return "".join(parts) + _skipped(audit)
+    ci = lambda v: f" [{fmt(v[0])}, {fmt(v[1])}]" if v else ""  # noqa: E731
+    parts.append(f"<p>{audit['answers']} answers to {audit['prompts']} prompts ({fmt(audit['finished_share'])} "
+                 f"finished), each scored under <b>{escape(audit['shorter'])}</b> and "
+                 f"<b>{escape(audit['longer'])}</b>. "
+                 f"Mean within-prompt Spearman correlation of the score difference with shortness: "
+                 f"{fmt(audit['spearman_difference'])}{ci(audit['spearman_difference_ci'])} "
+                 "(t-interval over prompts); "
+                 f"where the two sets' best answers differ ({audit['picks_differ']} prompts), the best under "
+                 f"{escape(audit['shorter'])} is the shorter one in {fmt(audit['pick_shorter_rate'])}"
+                 f"{ci(audit['pick_shorter_ci'])} of them (Wilson interval).</p>")
+    if "reward_audit" in figs:
+        parts.append(_img(figs["reward_audit"], "reward audit: score difference against length"))
+    return "".join(parts)
+
+
 def reward(rep: dict, figs: Mapping[str, Path]) -> str:
     sec = rep["reward"]
     parts = ['<h2 id="reward">Reward per principle</h2>',
@@ -99,9 +156,10 @@ def head_to_head(rep: dict, figs: Mapping[str, Path]) -> str:
     parts = ['<h2 id="head-to-head">Head-to-head against SFT</h2>',
              "<p>Win rate of each policy's answer over SFT's answer to the same prompt; ties count as half a win.</p>",
              _verdicts(sec["verdict"])]
-    rows = [[p, _interval(r, "win_rate"), r["wins"], r["ties"], r["losses"], fmt(r["cliffs_delta"])]
+    rows = [[p, _interval(r, "win_rate"), r["wins"], r["ties"], r["losses"], fmt(r["sign_statistic"])]
             for p, r in sec["reward_model"].items()]
-    parts.append(_table(["policy", "win rate [CI] (reward model)", "wins", "ties", "losses", "Cliff's delta"], rows))
+    parts.append(_table(["policy", "win rate [CI] (reward model)", "wins", "ties", "losses",
+                         "paired sign statistic"], rows))
     if "head_to_head" in figs:
         parts.append(_img(figs["head_to_head"], "win rates against sft"))
     judge = sec.get("judge", {})

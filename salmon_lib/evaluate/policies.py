@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Sequence
 
@@ -23,6 +24,9 @@ from ..io import DataError, RecordLog
 from .prompts import EvalPrompt
 
 log = logging.getLogger(__name__)
+
+# the folder suffix of a controllability arm trained for a seed after the first (experiment.arm_name)
+REPLICATE = re.compile(r"\.seed\d+$")
 
 ANSWERS = "eval/answers.jsonl"
 
@@ -64,12 +68,21 @@ def discover(run_dir: str | Path, include_base: bool = True, extra: dict[str, st
     if (run / "policy").is_dir():
         out.append(_adapter_policy("rl", run / "policy", "rl", spec, "stage 05's policy folder"))
     for folder in sorted((run / "rl_arms").glob("*/policy")):
+        if REPLICATE.search(folder.parent.name):  # another seed's arm: the controllability experiment's alone
+            continue
         out.append(_adapter_policy(f"arm:{folder.parent.name}", folder, "arm", spec, "an RL arm's policy folder"))
     for name, path in (extra or {}).items():
         folder = Path(path).expanduser()
         folder = folder if folder.is_absolute() else run / folder
         out.append(_adapter_policy(name, folder, "extra", spec, f"extra policy {name!r}"))
     return out
+
+
+def arm_policy(run_dir: str | Path, arm: str) -> Policy:
+    """The policy of `rl_arms/<arm>/`, prompted with its own chat spec (else SFT's)."""
+    run = Path(run_dir)
+    return _adapter_policy(f"arm:{arm}", run / "rl_arms" / arm / "policy", "arm", load_chat_spec(run / "sft"),
+                           "an RL arm's policy folder")
 
 
 def open_generator(model: str, backend: str, policies: Sequence[Policy], batch_size: int, progress: bool = True,

@@ -47,15 +47,22 @@ def controllability_section(cfg, ev) -> dict:
     label = MEASURE_LABELS[key]
     out: dict = {"sets": {s.name: s.train_arg() for s in ev.sources}, "measure": key,
                  "verdict": []}
+    if ev.experiment:
+        out["experiment"] = {**ev.experiment, "train": {str(s): st for s, st in ev.arm_stats.items()}}
+        out["verdict"] += ev.experiment["verdict"]
+    audit = reward_audit(cfg.run_dir)
+    if audit:
+        out["reward_audit"] = audit
     arm_rows = {s: ARM_PREFIX + s for s in sets}
     if all(r in ev.scores for r in arm_rows.values()):
         values = {r: measure_column(ev.measures[r], key) for r in [*arm_rows.values(), "sft"]}
         diag = diagonal_tests(ev.scores, arm_rows, sets, **ci)
         diffs = measure_differences(values, arm_rows, sets, **ci)
+        # the arms' measure on the evaluation prompts is secondary: the registered endpoint is the experiment's
         out["arms"] = {"train": ev.arms, "reward_matrix": reward_matrix(ev.scores, ["sft", *arm_rows.values()], sets),
                        "diagonal": diag, "measure": {r: mean_ci(v, **ci) for r, v in values.items()},
                        "differences": diffs}
-        out["verdict"] += _verdicts("RL arms", diag, diffs, label)
+        out["verdict"] += _verdicts("RL arms, reward (secondary)", diag, [], label)
     else:
         out["arms"] = {"skipped": "no RL arm for these sets under rl_arms/ (controllability_arms is off): "
                                   "the result below is the no-training preview only"}
@@ -81,6 +88,24 @@ def controllability_section(cfg, ev) -> dict:
         out["verdict"] += _verdicts(what, [], diffs, label)
         out["verdict"] += [_audit_verdict(what, a, label) for a in audits]
     return out
+
+
+AUDIT_KEYS = ("shorter", "longer", "answers", "prompts", "finished_share", "mean_tokens", "spearman_difference",
+              "spearman_difference_ci", "picks_differ", "pick_shorter_rate", "pick_shorter_ci", "sampling")
+
+
+def reward_audit(run_dir) -> dict | None:
+    """Stage 04's reward audit (reward_audit.json) in brief: does the reward the arms were trained
+    on prefer what the sets name, on SFT's own answers? None when stage 04 wrote none."""
+    from ..io import read_json
+
+    path = Path(run_dir) / "reward_audit.json"
+    if not path.is_file():
+        return None
+    data = read_json(path)
+    if "skipped" in data:
+        return {"skipped": data["skipped"]}
+    return {k: data.get(k) for k in AUDIT_KEYS}
 
 
 def _audit_verdict(what: str, audit: dict, label: str) -> str:
@@ -188,7 +213,8 @@ def build(cfg, ev) -> dict:
                                    f"{cfg.bootstrap} resamples, paired by prompt",
                        "win_rate": "ties count as half a win; 0.5 = no difference",
                        "effect_sizes": "d_z = mean paired difference / SD of the differences; "
-                                       "Cliff's delta = 2 x win rate - 1"},
+                                       "paired sign statistic = 2 x win rate - 1 (not Cliff's delta, "
+                                       "which is unpaired)"},
         "controllability": controllability_section(cfg, ev),
         "reward": reward_section(cfg, ev),
         "head_to_head": head_to_head_section(cfg, ev),
@@ -224,6 +250,8 @@ def write(cfg, ev) -> dict:
     report = build(cfg, ev)
     rows = samples(ev)
     paths = figures.make_all(report, run / "figures")
+    if "reward_audit" in report["controllability"] and (run / "figures" / "reward_audit.png").is_file():
+        paths["reward_audit"] = run / "figures" / "reward_audit.png"  # drawn by stage 04
     report["figures"] = {name: str(path.relative_to(run)) for name, path in paths.items()}
     write_jsonl(run / "samples.jsonl", rows)
     html.write(run / "report.html", report, paths, rows[:cfg.samples_in_report])

@@ -1,7 +1,8 @@
 """Stage 06 as library calls: `run(cfg)` does every step; the notebook shows the results.
 
 Steps: `prepare` (prompts, principle sets) -> `train_controllability_arms` (stage 05's code, one arm
-per set) -> `collect_answers` (every policy answers through the generation interface; SFT's best-of-N
+per set and seed) -> `controllability_experiment` (the registered endpoint, every seed's arms) ->
+`collect_answers` (every policy answers through the generation interface; SFT's best-of-N
 candidates for the preview; HHH likelihoods; KL to SFT; the optional judge) -> `measure` (behaviour)
 -> `score` (reward per principle, RL-time draw, each set) -> `report.write` (report.json,
 samples.jsonl, figures, report.html).
@@ -19,6 +20,7 @@ from ..generation.score_cache import run_score_cache
 from ..io import RecordLog
 from .config import EvaluateConfig
 from .controllability import SET_PREFIX, arm_config, train_arms
+from .experiment import arm_name, run_endpoint, seed_list
 from .policies import ANSWERS, Policy, Sampling, answer, discover, open_generator
 from .prompts import EvalPrompt, eval_prompts
 from .rewards import RL_DRAW, PrincipleSource, draw_settings, fixed, principle_columns, score_table
@@ -35,7 +37,10 @@ class Evaluation:
     rl_draw: PrincipleSource  # stage 05's RL-time draw
     sources: list[PrincipleSource]  # the controllability sets
     notes: list[str] = dataclasses.field(default_factory=list)  # caveats the report must state
-    arms: dict[str, dict] = dataclasses.field(default_factory=dict)  # train_arm's stats per set
+    arms: dict[str, dict] = dataclasses.field(default_factory=dict)  # train_arm's stats per set (the first seed)
+    seed_arms: dict[int, dict[str, str]] = dataclasses.field(default_factory=dict)  # seed -> set -> arm folder name
+    arm_stats: dict[int, dict[str, dict]] = dataclasses.field(default_factory=dict)  # seed -> set -> train_arm's stats
+    experiment: dict = dataclasses.field(default_factory=dict)  # experiment.run_endpoint's result ({}: not run)
     policies: list[Policy] = dataclasses.field(default_factory=list)
     answers: dict[str, list[dict]] = dataclasses.field(default_factory=dict)  # policy -> one sample per prompt
     candidates: list[list[dict]] = dataclasses.field(default_factory=list)  # SFT's preview candidates per prompt
@@ -78,10 +83,28 @@ def prepare(cfg: EvaluateConfig) -> Evaluation:
 
 
 def train_controllability_arms(cfg: EvaluateConfig, ev: Evaluation, progress: bool = True) -> None:
+    """One arm per set and seed (`experiment.arm_name`); `ev.arms` keeps the first seed's, which the
+    other comparisons of the stage use."""
     if not ev.sources or not cfg.controllability_arms:
         return
     rl_cfg = arm_config(cfg.run_dir, cfg.arm_overrides, {"model": cfg.model, "seed": cfg.seed})
-    ev.arms = train_arms(rl_cfg, ev.sources, progress, cfg.arm_workers)
+    seeds = seed_list(cfg)
+    for seed in seeds:
+        names = {src.name: arm_name(src.name, seed, seeds) for src in ev.sources}
+        stats = train_arms(dataclasses.replace(rl_cfg, seed=seed), {names[src.name]: src.train_arg()
+                                                                   for src in ev.sources}, progress, cfg.arm_workers)
+        ev.seed_arms[seed] = names
+        if seed == seeds[0]:
+            ev.arms = {src.name: stats[names[src.name]] for src in ev.sources}
+        ev.arm_stats[seed] = {src.name: stats[names[src.name]] for src in ev.sources}
+
+
+def controllability_experiment(cfg: EvaluateConfig, ev: Evaluation, progress: bool = True) -> None:
+    """The registered experiment: every seed's arms of the first two sets answer the endpoint prompts."""
+    if len(ev.sources) < 2 or not ev.seed_arms:
+        return
+    a, b = ev.sources[0].name, ev.sources[1].name
+    ev.experiment = run_endpoint(cfg, ev.seed_arms, a, b, progress)
 
 
 def collect_answers(cfg: EvaluateConfig, ev: Evaluation, progress: bool = True) -> None:
@@ -204,6 +227,8 @@ def run(cfg: EvaluateConfig, progress: bool = True) -> dict:
     ev = prepare(cfg)
     with _timed(ev.timings, "train_arms"):
         train_controllability_arms(cfg, ev, progress)
+    with _timed(ev.timings, "experiment"):
+        controllability_experiment(cfg, ev, progress)
     with _timed(ev.timings, "answer"):
         collect_answers(cfg, ev, progress)
     with _timed(ev.timings, "measure"):

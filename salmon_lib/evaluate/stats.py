@@ -8,7 +8,12 @@ null lies outside the interval; every summary says which null it was tested agai
 
 Win rates count a tie as half a win, so 0.5 means "no better, no worse" whatever the tie share.
 Effect sizes: d_z (mean paired difference over the standard deviation of the differences) for
-differences; Cliff's delta (2 * win rate - 1, in [-1, 1]) for win rates.
+differences; for win rates the paired sign statistic 2 * win rate - 1 in [-1, 1] (P(a > b) - P(a < b)
+over pairs; Cliff's delta is its unpaired cousin, over all cross pairs, and is not what is computed).
+
+The percentile bootstrap is narrow at small n (about 92% coverage for a nominal 95% at n=16), so the
+controllability experiment's primary interval is the paired t-interval, with scipy's BCa beside it
+(`paired_effect`).
 """
 
 from __future__ import annotations
@@ -85,14 +90,68 @@ def win_rate(a: Sequence[float], b: Sequence[float], n_boot: int = 2000, seed: i
     o = outcomes(a, b, tie_tolerance)
     n = len(o)
     if n == 0:
-        return {"n": 0, "wins": 0, "ties": 0, "losses": 0, "win_rate": None, "ci": None, "cliffs_delta": None,
+        return {"n": 0, "wins": 0, "ties": 0, "losses": 0, "win_rate": None, "ci": None, "sign_statistic": None,
                 "null": 0.5, "distinguishable": False, "ties_count_half": True}
     boot = o[_resamples(n, n_boot, seed)].mean(axis=1)
     rate = float(o.mean())
     ci = _interval(boot, confidence)
     return {"n": n, "wins": int((o == 1).sum()), "ties": int((o == 0.5).sum()), "losses": int((o == 0).sum()),
-            "win_rate": rate, "ci": ci, "confidence": confidence, "cliffs_delta": 2 * rate - 1, "null": 0.5,
+            "win_rate": rate, "ci": ci, "confidence": confidence, "sign_statistic": 2 * rate - 1, "null": 0.5,
             "distinguishable": _excludes(ci, 0.5), "ties_count_half": True}
+
+
+def paired_effect(a: Sequence[float], b: Sequence[float], direction: str = "lower", n_boot: int = 2000,
+                  seed: int = 0, confidence: float = 0.95) -> dict:
+    """mean(a - b) over pairs with three intervals: the paired t-interval (primary: it holds its
+    coverage at a few dozen pairs where the percentile bootstrap does not), scipy's BCa bootstrap and
+    the percentile bootstrap; d_z; the paired sign statistic; and `moved`: "named" when the t-interval
+    excludes 0 on the side `direction` names ("lower": a below b), "against" on the other side, else None."""
+    from scipy import stats
+
+    if direction not in ("lower", "higher"):
+        raise ValueError(f"direction must be 'lower' or 'higher', got {direction!r}")
+    x, y = _paired(a, b)
+    d, n = x - y, len(x)
+    out = {"n": n, "direction": direction, "confidence": confidence, "mean_a": None, "mean_b": None,
+           "difference": None, "ci_t": None, "p_t": None, "ci_bca": None, "ci_percentile": None,
+           "effect_size_dz": None, "sign_statistic": None, "moved": None}
+    if n < 2:
+        return out
+    mean, sd = float(d.mean()), float(d.std(ddof=1))
+    out.update(mean_a=float(x.mean()), mean_b=float(y.mean()), difference=mean,
+               sign_statistic=float(np.mean(np.sign(d))), ci_percentile=_interval(
+                   d[_resamples(n, n_boot, seed)].mean(axis=1), confidence))
+    if sd == 0:  # a constant shift: every interval is the point itself
+        out.update(ci_t=[mean, mean], ci_bca=[mean, mean], p_t=0.0 if mean else 1.0)
+    else:
+        lo, hi = stats.t.interval(confidence, n - 1, loc=mean, scale=sd / math.sqrt(n))
+        boot = stats.bootstrap((d,), np.mean, confidence_level=confidence, n_resamples=n_boot, method="BCa",
+                               random_state=np.random.default_rng(seed))
+        out.update(ci_t=[float(lo), float(hi)], p_t=float(stats.ttest_1samp(d, 0.0).pvalue),
+                   ci_bca=[float(boot.confidence_interval.low), float(boot.confidence_interval.high)],
+                   effect_size_dz=mean / sd)
+    lo, hi = out["ci_t"]
+    if hi < 0 or lo > 0:
+        out["moved"] = "named" if (hi < 0) == (direction == "lower") else "against"
+    return out
+
+
+def describe_effect(what: str, r: dict, unit: str = "") -> str:
+    """One sentence on a `paired_effect`: the estimate, its t and BCa intervals, and the verdict."""
+    if r["difference"] is None:
+        return f"{what}: fewer than 2 pairs, nothing to estimate."
+    ci, bca = r["ci_t"], r["ci_bca"]
+    digits = decimals(r["difference"], *ci)
+    level = f"{round(100 * r['confidence'])}%"
+    text = (f"{what}: {fmt(r['difference'], digits)}{unit} (paired t {level} CI {fmt(ci[0], digits)} to "
+            f"{fmt(ci[1], digits)}; BCa {fmt(bca[0], digits)} to {fmt(bca[1], digits)}; n={r['n']} prompts")
+    text += f", d_z={r['effect_size_dz']:.2f})" if r["effect_size_dz"] is not None else ")"
+    named = "below" if r["direction"] == "lower" else "above"
+    if r["moved"] == "named":
+        return text + f"; moved in the named direction (the interval lies {named} zero)."
+    if r["moved"] == "against":
+        return text + "; moved AGAINST the named direction (the interval excludes zero on the other side)."
+    return text + "; not distinguishable from zero (the interval covers 0): no effect is claimed."
 
 
 def fmt(x: float | None, digits: int = 2) -> str:

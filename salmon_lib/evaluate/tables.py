@@ -12,6 +12,20 @@ def _interval(r: dict | None, key: str = "mean") -> tuple:
     return (r[key], lo, hi)
 
 
+def experiment(report: dict):
+    """The registered endpoint: one row per seed and the pooled estimate, with all three intervals."""
+    import pandas as pd
+
+    exp = report["controllability"]["experiment"]
+    rows = {}
+    for label, r in [*((f"seed {s}", r) for s, r in exp["per_seed"].items()), ("pooled", exp["pooled"])]:
+        t, bca = r["ci_t"] or (None, None), r["ci_bca"] or (None, None)
+        rows[label] = {exp["a"]: r["mean_a"], exp["b"]: r["mean_b"], "difference": r["difference"],
+                       "t_low": t[0], "t_high": t[1], "bca_low": bca[0], "bca_high": bca[1], "d_z": r["effect_size_dz"],
+                       "moved": r["moved"] or "none claimed"}
+    return pd.DataFrame(rows).T
+
+
 def behaviour(report: dict):
     import pandas as pd
 

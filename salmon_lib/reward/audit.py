@@ -13,6 +13,9 @@ reward's preference follows that measure. For a `shorter` set (e.g. concise.yaml
 - `pick_shorter_rate`: over the prompts where the set's best answers differ, how often the best
   under `shorter` has fewer tokens than the best under `longer` (best-of-N under each set).
 
+With a dozen prompts these are estimates with wide intervals: `spearman_difference_ci` is the
+t-interval over the prompts' correlations, `pick_shorter_ci` Wilson's interval for the rate.
+
 Every per-prompt value is kept (`by_prompt`) so a reader can see how much of the mean one prompt
 carries; prompts whose answers all have one length are left out of the correlations.
 """
@@ -96,6 +99,7 @@ def length_audit(reward, answers: Sequence[Answer], shorter: tuple[str, Sequence
         return statistics.fmean(xs) if xs else None
 
     differ = [r for r in rows if r["pick_tokens"][shorter[0]] != r["pick_tokens"][longer[0]]]
+    shorter_picks = sum(r["pick_tokens"][shorter[0]] < r["pick_tokens"][longer[0]] for r in differ)
     return {
         "shorter": shorter[0], "longer": longer[0], "answers": n, "prompts": len(rows),
         "finished_share": sum(a.finished for a in answers) / n if n else None,
@@ -105,12 +109,38 @@ def length_audit(reward, answers: Sequence[Answer], shorter: tuple[str, Sequence
         "spearman_longer": mean_of("spearman_longer"),
         "prompts_with_spread": sum(r["spearman_difference"] is not None for r in rows),
         "picks_differ": len(differ),
-        "pick_shorter_rate": (sum(r["pick_tokens"][shorter[0]] < r["pick_tokens"][longer[0]] for r in differ)
-                              / len(differ)) if differ else None,
+        # over prompts (each prompt's rho one observation): the t-interval of their mean
+        "spearman_difference_ci": t_interval([r["spearman_difference"] for r in rows]),
+        "pick_shorter_rate": shorter_picks / len(differ) if differ else None,
+        "pick_shorter_ci": wilson(shorter_picks, len(differ)),
         "by_prompt": rows,
         "scores": [{"prompt": a.prompt, "response": a.response, "tokens": a.tokens, "finished": a.finished,
                     shorter[0]: s, longer[0]: lo} for a, s, lo in zip(answers, s_short, s_long)],
     }
+
+
+def t_interval(values: Sequence[float | None], confidence: float = 0.95) -> list[float] | None:
+    """The t-interval of the mean of the non-missing values (None with fewer than 2)."""
+    from scipy import stats
+
+    xs = [v for v in values if v is not None]
+    if len(xs) < 2:
+        return None
+    mean, sd = statistics.fmean(xs), statistics.stdev(xs)
+    if sd == 0:
+        return [mean, mean]
+    lo, hi = stats.t.interval(confidence, len(xs) - 1, loc=mean, scale=sd / len(xs) ** 0.5)
+    return [float(lo), float(hi)]
+
+
+def wilson(k: int, n: int, confidence: float = 0.95) -> list[float] | None:
+    """Wilson's interval for k successes in n (it keeps its coverage at the dozen prompts audited)."""
+    from scipy import stats
+
+    if n == 0:
+        return None
+    ci = stats.binomtest(k, n).proportion_ci(confidence, method="wilson")
+    return [float(ci.low), float(ci.high)]
 
 
 def plot_length_audit(result: dict, ax=None):
@@ -135,9 +165,11 @@ def plot_length_audit(result: dict, ax=None):
     ax.axvline(0, color="grey", lw=0.6)
     rho = result["spearman_difference"]
     rate = result["pick_shorter_rate"]
+    ci, pci = result.get("spearman_difference_ci"), result.get("pick_shorter_ci")
     ax.set_title(f"Reward audit: {short} minus {long_} against length\n"
-                 f"mean within-prompt Spearman with shortness {_fmt(rho)}; "
-                 f"best under {short} shorter on {_fmt(rate)} of {result['picks_differ']} prompts", fontsize=9)
+                 f"mean within-prompt Spearman with shortness {_fmt(rho)}{_range(ci)}; "
+                 f"best under {short} shorter on {_fmt(rate)}{_range(pci)} of {result['picks_differ']} prompts",
+                 fontsize=9)
     ax.set_xlabel("answer tokens (minus the prompt's mean)")
     ax.set_ylabel(f"score({short}) - score({long_}) (minus the prompt's mean)")
     return ax
@@ -147,9 +179,13 @@ def audit_table(result: dict):
     """The audit's figures as a one-column DataFrame, for a notebook."""
     import pandas as pd
 
-    keys = ("answers", "prompts", "finished_share", "mean_tokens", "spearman_difference", "spearman_shorter",
-            "spearman_longer", "picks_differ", "pick_shorter_rate")
+    keys = ("answers", "prompts", "finished_share", "mean_tokens", "spearman_difference", "spearman_difference_ci",
+            "spearman_shorter", "spearman_longer", "picks_differ", "pick_shorter_rate", "pick_shorter_ci")
     return pd.DataFrame({"value": [result[k] for k in keys]}, index=list(keys))
+
+
+def _range(ci: list[float] | None) -> str:
+    return f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""
 
 
 def _fmt(x: float | None) -> str:
