@@ -3,6 +3,7 @@ shared reward function and moves the policy; group methods share one principle d
 stage 06's arms reuse the split and the baseline and are skipped when unchanged."""
 
 import collections
+import dataclasses
 import json
 import shutil
 
@@ -81,6 +82,14 @@ def test_arm_reuses_split_and_baseline_and_is_skipped_when_unchanged(inputs, tmp
     assert again == stats  # skipped: read back from rl_stats.json
     with pytest.raises(Exception, match="arm"):
         train_arm(cfg, "../x", concise)
+    # another seed (or cap) needs its own baseline: it goes beside the arms, and stage 05's file,
+    # which the runner hashed, is left as the stage wrote it
+    seed1 = dataclasses.replace(cfg, seed=1)
+    other = train_arm(seed1, "concise.seed1", concise)
+    assert (run / "rl_baseline.json").read_text() == baseline
+    (own,) = (run / "rl_arms").glob("baseline-*.json")
+    assert json.loads(own.read_text())["signature"] != json.loads(baseline)["signature"]
+    assert train_arm(seed1, "concise.seed1", concise) == other
 
 
 def test_a_rerun_under_changed_settings_logs_only_its_own_steps(inputs, tmp_path):

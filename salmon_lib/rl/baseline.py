@@ -3,6 +3,9 @@
 up per prompt type. The RM term of the reward is normalised against it, and every arm of stage 06
 shares it, so their rewards are on one scale. It is measured again only when its signature (SFT
 adapter, reward, principles, prompts and sampling settings) changes.
+
+An arm whose settings differ from stage 05's (another seed, cap or temperature) keeps its baseline
+in `rl_arms/baseline-<digest>.json`: overwriting stage 05's file would make the finished stage stale.
 """
 
 from __future__ import annotations
@@ -17,20 +20,33 @@ BASELINE_FILE = "rl_baseline.json"
 BASELINE_ROUND = -1  # the principle-draw round of the baseline answers (training rounds count from 0)
 
 
-def baseline_signature(cfg, inputs: dict, draw, records: list[dict]) -> dict:
-    return {"inputs": inputs, "principles": draw.signature(), "prompts": [r["id"] for r in records],
-            "settings": {k: getattr(cfg, k) for k in ("seed", "max_new_tokens", "temperature", "top_p", "model",
-                                                      "quantization", "dtype")}}
+def baseline_digest(cfg, inputs: dict, draw, records: list[dict]) -> str:
+    """What the baseline depends on: `inputs` (SFT, reward), the stage's principle draw, the first
+    `baseline_prompts` training prompts and the sampling settings."""
+    return signature_digest({
+        "inputs": inputs, "principles": draw.signature(), "prompts": [r["id"] for r in records[:cfg.baseline_prompts]],
+        "settings": {k: getattr(cfg, k) for k in ("seed", "max_new_tokens", "temperature", "top_p", "model",
+                                                  "quantization", "dtype")}})
 
 
-def load_or_measure(cfg, ctx, sampler, reward, inputs: dict) -> dict:
-    """The baseline for `ctx`'s prompts and principles, from `rl_baseline.json` when it still holds."""
-    path = Path(cfg.run_dir) / BASELINE_FILE
-    records = ctx.records[:cfg.baseline_prompts]
-    digest = signature_digest(baseline_signature(cfg, inputs, ctx.draw, records))
+def _stored(path: Path, digest: str) -> dict | None:
     if path.is_file():
         old = read_json(path)
         if old.get("signature") == digest:
+            return old
+    return None
+
+
+def load_or_measure(cfg, ctx, sampler, reward, inputs: dict, arm: str | None = None) -> dict:
+    """The baseline for `ctx`'s prompts and principles: stage 05's `rl_baseline.json` when it still
+    holds, else (an arm) its own file under rl_arms/, else measured and written there."""
+    run = Path(cfg.run_dir)
+    records = ctx.records[:cfg.baseline_prompts]
+    digest = baseline_digest(cfg, inputs, ctx.draw, records)
+    path = run / BASELINE_FILE if arm is None else run / "rl_arms" / f"baseline-{digest[:12]}.json"
+    for candidate in {run / BASELINE_FILE, path}:
+        old = _stored(candidate, digest)
+        if old is not None:
             return old
     completions = sampler.sample([ctx.spec.prompt(r["prompt"]) for r in records], 1, cfg.max_new_tokens,
                                  cfg.temperature, cfg.top_p, seed=step_seed(cfg.seed, BASELINE_ROUND, "rollout"),

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ..config import ConfigError
 from ..io import atomic_write_json, read_json
-from .baseline import BASELINE_FILE
+from .baseline import baseline_digest
 from .checkpoint import signature_digest
 from .config import RLConfig
 from .context import Context, RLPaths
@@ -67,11 +67,14 @@ def open_context(cfg: RLConfig, arm: str | None = None, reward=None,
     draw = PrincipleDraw(principles or cfg.principles, cfg.num_principles, cfg.interventions, cfg.seed)
     inputs = input_digests(run)
     settings = {k: v for k, v in cfg.to_dict().items() if k not in RESUME_NEUTRAL and k != "principles"}
-    baseline = run / BASELINE_FILE
-    signature = {"settings": settings, "principles": draw.signature(), "inputs": inputs,
-                 "reward": _describe_reward(reward, inputs), "split": split_digest(split), "arm": arm,
-                 "baseline": read_json(baseline).get("signature") if baseline.is_file() else None}
-    return Context(cfg, RLPaths(run, arm), train_records(run, split), draw, load_chat_spec(run / "sft"), signature)
+    records = train_records(run, split)
+    described = _describe_reward(reward, inputs)
+    # the baseline is always the stage's own principles on the SFT policy (open_session)
+    stage_draw = PrincipleDraw(cfg.principles, cfg.num_principles, cfg.interventions, cfg.seed)
+    signature = {"settings": settings, "principles": draw.signature(), "inputs": inputs, "reward": described,
+                 "split": split_digest(split), "arm": arm,
+                 "baseline": baseline_digest(cfg, inputs | {"reward": described}, stage_draw, records)}
+    return Context(cfg, RLPaths(run, arm), records, draw, load_chat_spec(run / "sft"), signature)
 
 
 def _finished_stats(ctx: Context) -> dict | None:
@@ -123,8 +126,7 @@ def open_session(cfg: RLConfig, arm: str | None = None, reward=None,
         if draw.set is not None and learn is not None:
             learn(draw.set)
     baseline = load_or_measure(cfg, baseline_ctx, sampler, reward,
-                               ctx.signature["inputs"] | {"reward": ctx.signature["reward"]})
-    ctx.signature["baseline"] = baseline["signature"]
+                               ctx.signature["inputs"] | {"reward": ctx.signature["reward"]}, arm)
     ctx.reward_fn = RewardFunction(reward, Shaping.from_config(cfg), baseline, cfg.score_batch_size)
     return Session(ctx, tok, model, sampler, baseline)
 
