@@ -37,7 +37,7 @@ def _moved(run, inputs) -> float:
 
 # rloo shares grpo's path through TRL and dpo shares best_of_n's rounds: those two run with the slow tests.
 @pytest.mark.parametrize("method", ["grpo", pytest.param("rloo", marks=pytest.mark.slow),
-                                    pytest.param("dpo", marks=pytest.mark.slow), "best_of_n"])
+                                    pytest.param("dpo", marks=pytest.mark.slow), "best_of_n", "context_distill"])
 def test_method_takes_real_steps_and_moves_the_policy(method, inputs, tmp_path):
     run = tmp_path / method
     shutil.copytree(inputs, run)
@@ -60,6 +60,28 @@ def test_method_takes_real_steps_and_moves_the_policy(method, inputs, tmp_path):
     for r in rollouts:
         draws[r["step"], r["prompt_id"]].add(tuple(r["principles"]))
     assert all(len(d) == 1 for d in draws.values()) and len(draws) == 2 * cfg.prompts_per_step
+
+
+def test_context_distill_samples_under_the_principles_and_trains_without_them(inputs, tmp_path, monkeypatch):
+    from salmon_lib.engrave import train as engrave_train
+    from salmon_lib.rl.rollout import PolicySampler
+
+    seen, trained = [], []
+    sample = PolicySampler.sample
+    monkeypatch.setattr(PolicySampler, "sample", lambda self, prompts, *a, **k: seen.append(prompts) or
+                        sample(self, prompts, *a, **k))
+    make_trainer = engrave_train.make_trainer
+    monkeypatch.setattr(engrave_train, "make_trainer", lambda cfg, records, **k: trained.append(records) or
+                        make_trainer(cfg, records, **k))
+    run = tmp_path / "distill"
+    shutil.copytree(inputs, run)
+    rule = "The response names one colour."
+    cfg = quick(run, method="context_distill", max_steps=1, group_size=1, principles=[rule])
+    prepare_prompts(cfg)
+    train(cfg, progress=False)
+    rounds = seen[-1]
+    assert len(rounds) == cfg.prompts_per_step and all(rule in p for p in rounds)
+    assert len(trained[-1]) == cfg.prompts_per_step and not any(rule in r["prompt"] for r in trained[-1])
 
 
 def test_arm_reuses_split_and_baseline_and_is_skipped_when_unchanged(inputs, tmp_path):

@@ -19,6 +19,9 @@ SETTINGS = {
     # rounds of sample-rank-train: each round's trainer takes a few optimiser steps on its pairs / winners
     "dpo": dict(prompts_per_step=2, max_prompts=2, group_size=4, minibatches=1, sft_epochs=2.0),
     "best_of_n": dict(prompts_per_step=2, max_prompts=2, group_size=4, minibatches=1, sft_epochs=2.0),
+    # sampled with the principle in the system prompt, trained without it (the reward picks 1 of 4)
+    "context_distill": dict(prompts_per_step=2, max_prompts=2, group_size=4, minibatches=1, sft_epochs=2.0,
+                            principles=["The response is one short sentence."]),
 }
 
 

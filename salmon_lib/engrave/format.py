@@ -20,6 +20,8 @@ from ..io import DataError, atomic_write_json, read_json
 SPEC_FILE = "chat_format.json"
 
 SYSTEM_VARIANTS = ("concise", "standard")
+# introduces the principles a guided prompt adds to the system message (principle-context distillation)
+GUIDE_HEADER = "In this conversation, write every reply so that it follows these principles:"
 
 
 def system_overview(name: str, creator: str) -> str:
@@ -67,6 +69,14 @@ class ChatSpec:
     def prompt(self, user: str, variant: str | None = None) -> str:
         """The generation prompt for `user`; later stages use the first (concise) variant by default."""
         return self.format.render(self.messages(user, variant or self.system_variants[0]))
+
+    def guided_prompt(self, user: str, principles: Sequence[str]) -> str:
+        """The generation prompt with `principles` added to the system message: what principle-context
+        distillation samples from before it trains on the answers under the plain prompt."""
+        msgs = self.messages(user, self.system_variants[0])
+        rules = "\n".join(f"- {' '.join(p.split())}" for p in principles)
+        msgs[0] = {**msgs[0], "content": f"{msgs[0]['content']}\n\n{GUIDE_HEADER}\n{rules}"}
+        return self.format.render(msgs)
 
     def example(self, index: int, user: str, response: str, finished: bool = True) -> dict:
         """One prompt-completion training record; the variant alternates with the index. An answer

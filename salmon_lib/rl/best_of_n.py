@@ -3,7 +3,11 @@
 highest under the prompt's drawn principles, and fine-tunes the policy on the winners with the
 stage-02 trainer (`engrave.train.make_trainer`: the same chat spec and completion-only loss). A
 winner cut at the token limit is trained without an end of turn, so the policy is not taught to
-stop wherever the limit fell."""
+stop wherever the limit fell.
+
+`context_distill` is the same loop with the answers sampled under a guided prompt (the prompt's
+drawn principles in the system message) and trained under the plain one: Self-Align's engraving
+of principles, one round at a time; with `group_size` > 1 the reward also picks among them."""
 
 from __future__ import annotations
 
@@ -25,7 +29,7 @@ def winners(groups: list[list], term_groups: list[list[dict]]) -> tuple[list[dic
     return records, roles
 
 
-def train_best_of_n(ctx: Context, model, tokenizer, sampler, progress: bool = True) -> dict:
+def train_best_of_n(ctx: Context, model, tokenizer, sampler, progress: bool = True, guided: bool = False) -> dict:
     from ..engrave.config import EngraveConfig
     from ..engrave.train import make_trainer
 
@@ -49,4 +53,4 @@ def train_best_of_n(ctx: Context, model, tokenizer, sampler, progress: bool = Tr
         return roles, {"winners": len(records), "policy_loss": logged[-1]["loss"] if logged else None,
                        "winner_score": sum(max(t["score"] for t in ts) for ts in term_groups) / len(term_groups)}
 
-    return run_rounds(ctx, model, sampler, train_round, progress)
+    return run_rounds(ctx, model, sampler, train_round, progress, guided=guided)

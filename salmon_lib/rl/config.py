@@ -15,7 +15,7 @@ from typing import Literal
 from ..config import ConfigError, StageConfig
 from ..options import OptimisationOptions, SamplingOptions
 
-METHODS = ("ppo", "grpo", "rloo", "dpo", "best_of_n")
+METHODS = ("ppo", "grpo", "rloo", "dpo", "best_of_n", "context_distill")
 GROUP_METHODS = ("grpo", "rloo", "dpo", "best_of_n")
 
 
@@ -26,8 +26,9 @@ class RLConfig(SamplingOptions, OptimisationOptions, StageConfig):
     rloo, dpo and best_of_n on several GPUs; ppo runs on one device) are the shared groups of
     salmon_lib.options; a field is declared here again only where RL's default differs."""
 
-    # ppo: our compact PPO as SALMON; grpo/rloo: TRL's trainers; dpo, best_of_n: rounds of sample-rank-train
-    method: Literal["ppo", "grpo", "rloo", "dpo", "best_of_n"] = "ppo"
+    # ppo: our compact PPO as SALMON; grpo/rloo: TRL's trainers; dpo, best_of_n: rounds of sample-rank-train;
+    # context_distill: rounds of sampling with the principles in the system prompt, training without them
+    method: Literal["ppo", "grpo", "rloo", "dpo", "best_of_n", "context_distill"] = "ppo"
     model: str = "default"  # the base model spec that sft/ (the SFT adapter) was trained on
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
     # -- principles chosen at RL time
@@ -44,7 +45,9 @@ class RLConfig(SamplingOptions, OptimisationOptions, StageConfig):
     rollout_backend: Literal["auto", "hf", "vllm"] = "auto"
     vllm_gpu_memory_utilization: float = 0.3  # share of GPU memory vLLM may take beside the policy being trained
     prompts_per_step: int = 8  # prompts sampled per step (SALMON: 576 across 48 GPUs)
-    group_size: int = 4  # answers per prompt of grpo/rloo/dpo/best_of_n (ppo samples one, as SALMON)
+    # answers per prompt of grpo/rloo/dpo/best_of_n (ppo samples one, as SALMON); context_distill: 1 trains on
+    # every guided answer, more lets the reward pick the best of them
+    group_size: int = 4
     # -- reward shaping (each term can be switched off and is logged on its own)
     rm_weight: float = 1.0  # weight of the reward model's score (0: off, e.g. a length-only control)
     normalise_rm: bool = True  # RM term as (score - SFT mean) / SFT std of its prompt type, measured at the start
@@ -79,7 +82,7 @@ class RLConfig(SamplingOptions, OptimisationOptions, StageConfig):
     dpo_beta: float = 0.1  # DPO's β
     sft_epochs: float = 1.0  # passes over each round's DPO pairs or best-of-N winners
     # -- budget, checkpoints, logging
-    max_steps: int = 20  # ppo/grpo/rloo: optimiser steps; dpo/best_of_n: rounds of sample-rank-train
+    max_steps: int = 20  # ppo/grpo/rloo: optimiser steps; dpo/best_of_n/context_distill: rounds of sample-train
     max_minutes: float = 0.0  # stop cleanly and save after this many minutes of training (0: no limit)
     save_steps: int = 5  # checkpoint every N steps (the resume point)
     resume: bool = True  # continue from the last checkpoint when one exists for the same settings and inputs

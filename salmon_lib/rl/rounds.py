@@ -25,7 +25,10 @@ def sequence_budget(ctx: Context, tokenizer) -> int:
     return max(len(ids) for ids in tokenizer(prompts)["input_ids"]) + ctx.cfg.max_new_tokens + 8
 
 
-def run_rounds(ctx: Context, model, sampler, train_round: TrainRound, progress: bool = True) -> dict:
+def run_rounds(ctx: Context, model, sampler, train_round: TrainRound, progress: bool = True,
+               guided: bool = False) -> dict:
+    """`guided`: sample each prompt with its drawn principles in the system message (the answers
+    are still scored, and trained on, under the plain prompt)."""
     from peft import get_peft_model_state_dict, set_peft_model_state_dict
     from tqdm.auto import tqdm
 
@@ -44,7 +47,9 @@ def run_rounds(ctx: Context, model, sampler, train_round: TrainRound, progress: 
             t0 = time.perf_counter()
             records = ctx.step_prompts(r, cfg.prompts_per_step)
             rendered = [ctx.spec.prompt(rec["prompt"]) for rec in records]
-            completions = sampler.sample(rendered, cfg.group_size, cfg.max_new_tokens, cfg.temperature, cfg.top_p,
+            sampled = [ctx.spec.guided_prompt(rec["prompt"], ctx.draw.draw(rec["id"], r, rec["question_type"]).texts)
+                       for rec in records] if guided else rendered
+            completions = sampler.sample(sampled, cfg.group_size, cfg.max_new_tokens, cfg.temperature, cfg.top_p,
                                          seed=step_seed(cfg.seed, r, "rollout"), tag=f"round-{r}")
             t1 = time.perf_counter()
             samples = ctx.samples(records, completions, r)

@@ -189,7 +189,7 @@ def _train_method(ctx: Context, model, tok, sampler, progress: bool) -> dict:
         return train_dpo(ctx, model, tok, sampler, progress)
     from .best_of_n import train_best_of_n
 
-    return train_best_of_n(ctx, model, tok, sampler, progress)
+    return train_best_of_n(ctx, model, tok, sampler, progress, guided=method == "context_distill")
 
 
 def _metric_summary(ctx: Context) -> dict:
