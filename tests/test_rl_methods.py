@@ -84,6 +84,21 @@ def test_context_distill_samples_under_the_principles_and_trains_without_them(in
     assert len(trained[-1]) == cfg.prompts_per_step and not any(rule in r["prompt"] for r in trained[-1])
 
 
+def test_a_run_without_normalisation_needs_no_baseline(inputs, tmp_path):
+    """best_of_n ranks a prompt's answers, which the per-type normalisation cannot reorder: the arms of
+    the controllability preset skip the baseline's answers (baseline_prompts 0)."""
+    from salmon_lib.config import ConfigError
+
+    with pytest.raises(ConfigError, match="baseline_prompts"):
+        quick(tmp_path, method="best_of_n", baseline_prompts=0)
+    run = tmp_path / "nobase"
+    shutil.copytree(inputs, run)
+    cfg = quick(run, method="best_of_n", max_steps=1, baseline_prompts=0, normalise_rm=False)
+    prepare_prompts(cfg)
+    stats = train(cfg, progress=False)
+    assert stats["steps"] == 1 and stats["baseline"]["n"] == 0 and not (run / "rl_baseline.json").exists()
+
+
 def test_arm_reuses_split_and_baseline_and_is_skipped_when_unchanged(inputs, tmp_path):
     run = tmp_path / "arms"
     shutil.copytree(inputs, run)

@@ -48,6 +48,9 @@ def load_or_measure(cfg, ctx, sampler, reward, inputs: dict, arm: str | None = N
         old = _stored(candidate, digest)
         if old is not None:
             return old
+    if not records:  # baseline_prompts 0 (allowed without normalise_rm): nothing to normalise against
+        return {"overall": None, "by_type": {}, "n": 0, "mean_tokens": None, "finished": None,
+                "reward": inputs.get("reward"), "principles": ctx.draw.describe(), "signature": digest}
     completions = sampler.sample([ctx.spec.prompt(r["prompt"]) for r in records], 1, cfg.max_new_tokens,
                                  cfg.temperature, cfg.top_p, seed=step_seed(cfg.seed, BASELINE_ROUND, "rollout"),
                                  tag="baseline")

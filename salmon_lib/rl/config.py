@@ -54,7 +54,8 @@ class RLConfig(SamplingOptions, OptimisationOptions, StageConfig):
     # group methods: RM term standardised within each prompt's answers instead, so the principle score
     # ranks a group in SD units whatever its raw scale (the unfinished and length terms stay as they are)
     group_normalise_rm: bool = False
-    baseline_prompts: int = 32  # training prompts the SFT policy answers once to measure that mean and std
+    # training prompts the SFT policy answers once to measure that mean and std (0: none, without normalise_rm)
+    baseline_prompts: int = 32
     unfinished_penalty: float = -6.0  # added when an answer ends without its end-of-turn token (0: off; SALMON -6)
     length_coef: float = 5.0  # SALMON's length term coef·min(tokens/length_tokens·m, length_cap) (0: off)
     length_tokens: int = 1024  # the length term's token scale
@@ -122,6 +123,9 @@ class RLConfig(SamplingOptions, OptimisationOptions, StageConfig):
         for name in ("gamma", "lam"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"{name}: must be in [0, 1], got {getattr(self, name)}")
+        if self.normalise_rm and self.rm_weight and not self.baseline_prompts:
+            raise ConfigError("baseline_prompts: normalise_rm divides by the SFT baseline's spread, so it needs at "
+                              "least 2 baseline prompts (or set normalise_rm: false)")
         if self.group_normalise_rm and self.method not in GROUP_METHODS:
             raise ConfigError(f"group_normalise_rm: needs several answers per prompt ({', '.join(GROUP_METHODS)}); "
                               f"method {self.method!r} samples one")
