@@ -24,36 +24,20 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from salmon_lib.io import atomic_write_json, read_jsonl  # noqa: E402
+from rl_fixtures import POSITIVE_CONTROL  # noqa: E402
 
-# as the positive-control test: ppo one answer for each of 4 prompts, the group methods 4 answers
-# for each of 2 (8 answers a step either way)
-SETTINGS = {
-    "ppo": dict(prompts_per_step=4, max_prompts=4, ppo_epochs=2, minibatches=1),
-    "grpo": dict(prompts_per_step=2, max_prompts=2, group_size=4, minibatches=1),
-    "rloo": dict(prompts_per_step=2, max_prompts=2, group_size=4, minibatches=1),
-    "dpo": dict(prompts_per_step=2, max_prompts=2, group_size=4, minibatches=1, sft_epochs=2.0),
-    "best_of_n": dict(prompts_per_step=2, max_prompts=2, group_size=4, minibatches=1, sft_epochs=2.0),
-    # sampled with the principle in the system prompt, trained without it (the reward picks 1 of 4)
-    "context_distill": dict(prompts_per_step=2, max_prompts=2, group_size=4, minibatches=1, sft_epochs=2.0,
-                            principles=["The response is one short sentence."]),
-}
+from salmon_lib.io import atomic_write_json, read_jsonl  # noqa: E402
 
 
 def measure(inputs: Path, method: str, steps: int, tokens: int) -> dict:
-    from rl_fixtures import ShorterIsBetter
+    from rl_fixtures import ShorterIsBetter, positive_control_config
 
-    from salmon_lib.rl.config import RLConfig
     from salmon_lib.rl.stage import prepare_prompts, train
 
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(tmp) / method
         shutil.copytree(inputs, run)
-        cfg = RLConfig.from_dict(dict(
-            run_dir=str(run), model="default", method=method, max_steps=steps, max_new_tokens=tokens,
-            baseline_prompts=4, heldout_prompts=2, unfinished_penalty=0.0, length_coef=0.0, normalise_rm=False,
-            kl_coef=0.0, learning_rate=2e-3, value_learning_rate=2e-3, warmup_ratio=0.0, save_steps=100, seed=0,
-            **SETTINGS[method]))
+        cfg = positive_control_config(run, method, steps, tokens)
         prepare_prompts(cfg)
         cpu, wall = time.process_time(), time.perf_counter()
         train(cfg, reward=ShorterIsBetter(), progress=False)
@@ -70,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", help="write the figures here")
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--max-new-tokens", type=int, default=32)
-    ap.add_argument("--methods", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    ap.add_argument("--methods", nargs="+", default=list(POSITIVE_CONTROL), choices=list(POSITIVE_CONTROL))
     args = ap.parse_args(argv)
     from rl_fixtures import make_run
 

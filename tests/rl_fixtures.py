@@ -71,3 +71,29 @@ class ShorterIsBetter:
 
     def describe(self) -> dict:
         return {"kind": "programmatic", "name": "shorter is better"}
+
+
+# The positive control's per-method settings (tests/test_rl_positive_control.py, benchmarks/arm_methods.py):
+# ppo one answer for each of 4 prompts, the group methods 4 answers for each of 2 (8 answers a step)
+POSITIVE_CONTROL = {
+    "ppo": dict(prompts_per_step=4, max_prompts=4, ppo_epochs=2, minibatches=1),
+    "grpo": dict(prompts_per_step=2, max_prompts=2, group_size=4, minibatches=1),
+    "rloo": dict(prompts_per_step=2, max_prompts=2, group_size=4, minibatches=1),
+    # rounds of sample-rank-train: each round's trainer takes a few optimiser steps on its pairs / winners
+    "dpo": dict(prompts_per_step=2, max_prompts=2, group_size=4, minibatches=1, sft_epochs=2.0),
+    "best_of_n": dict(prompts_per_step=2, max_prompts=2, group_size=4, minibatches=1, sft_epochs=2.0),
+    # sampled with the principle in the system prompt, trained without it (the reward picks 1 of 4)
+    "context_distill": dict(prompts_per_step=2, max_prompts=2, group_size=4, minibatches=1, sft_epochs=2.0,
+                            principles=["The response is one short sentence."]),
+}
+
+
+def positive_control_config(run_dir, method: str, steps: int = 6, max_new_tokens: int = 32):
+    """Stage 05's config for the positive control: the reward alone (no KL, length or unfinished term)."""
+    from salmon_lib.rl.config import RLConfig
+
+    return RLConfig.from_dict(dict(
+        run_dir=str(run_dir), model="default", method=method, max_steps=steps, max_new_tokens=max_new_tokens,
+        baseline_prompts=4, heldout_prompts=2, unfinished_penalty=0.0, length_coef=0.0, normalise_rm=False,
+        kl_coef=0.0, learning_rate=2e-3, value_learning_rate=2e-3, warmup_ratio=0.0, save_steps=100, seed=0,
+        **POSITIVE_CONTROL[method]))
