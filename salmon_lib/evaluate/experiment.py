@@ -25,7 +25,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ..io import DataError
-from .prompts import EvalPrompt, heldout_ids, read_pool
+from .prompts import EvalPrompt, heldout_ids, pool_by_id
 from .stats import describe_effect, paired_effect
 
 
@@ -59,7 +59,7 @@ def endpoint_prompts(run_dir: str | Path, n: int) -> tuple[list[EvalPrompt], dic
     from ..io import read_json
 
     run = Path(run_dir)
-    pool = read_pool(run / "prompts.jsonl")
+    pool = pool_by_id(run)
     heldout, source = heldout_ids(run, pool)
     trained: set[str] = set()
     split = run / "rl_prompts.json"
@@ -69,7 +69,7 @@ def endpoint_prompts(run_dir: str | Path, n: int) -> tuple[list[EvalPrompt], dic
     ids = (heldout + extra)[:n] if n else heldout + extra
     if len(ids) < 2:
         raise DataError(f"{run}: {len(ids)} prompt(s) left that no arm trained on; the experiment needs at least 2")
-    prompts = [EvalPrompt(i, pool[i]["prompt"], str(pool[i].get("question_type") or "general"), source) for i in ids]
+    prompts = [EvalPrompt(i, pool[i]["prompt"], pool[i]["question_type"], source) for i in ids]
     used = min(len(heldout), len(ids))
     return prompts, {"n": len(ids), "heldout": used, "not_rl_trained": len(ids) - used, "asked": n}
 

@@ -10,7 +10,7 @@ import dataclasses
 from pathlib import Path
 
 from ..io import DataError, iter_jsonl, read_json, read_yaml
-from ..prompts.records import prompt_id
+from ..prompts.records import prompt_id, read_pool
 
 PROBES = Path(__file__).parent / "data" / "probes.yaml"
 # Files of earlier stages whose prompts were trained on (or judged, which shaped the reward model).
@@ -29,8 +29,9 @@ class EvalPrompt:
         return self.question_type == "red_team"
 
 
-def read_pool(path: Path) -> dict[str, dict]:
-    return {str(rec["id"]): rec for _, rec in iter_jsonl(path, {"id": (str, int), "prompt": str})}
+def pool_by_id(run: Path) -> dict[str, dict]:
+    """The run's prompts.jsonl by prompt id (`prompts.records.read_pool`'s records)."""
+    return {rec["id"]: rec for rec in read_pool(run)}
 
 
 def heldout_ids(run: Path, pool: dict[str, dict]) -> tuple[list[str], str]:
@@ -78,11 +79,11 @@ def eval_prompts(run_dir: str | Path, max_prompts: int = 0, probes: str = "",
                  max_probes: int = 0) -> tuple[list[EvalPrompt], str]:
     """(prompts, where the non-probe ones came from: "heldout" or "unused")."""
     run = Path(run_dir)
-    pool = read_pool(run / "prompts.jsonl")
+    pool = pool_by_id(run)
     ids, source = heldout_ids(run, pool)
     if max_prompts:
         ids = ids[:max_prompts]
-    out = [EvalPrompt(i, pool[i]["prompt"], str(pool[i].get("question_type") or "general"), source) for i in ids]
+    out = [EvalPrompt(i, pool[i]["prompt"], pool[i]["question_type"], source) for i in ids]
     seen = {p.id for p in out}
     for p in read_probes(probes or None, max_probes) if max_probes else []:
         if p.id not in seen:

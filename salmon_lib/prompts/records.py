@@ -14,6 +14,9 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
+from pathlib import Path
+
+from ..io import DataError, iter_jsonl
 
 QUESTION_TYPES = ("general", "reasoning", "red_team")
 
@@ -35,3 +38,19 @@ def make_record(prompt: str, source: str, question_type: str = "general", **meta
         raise ValueError(f"question_type must be one of {QUESTION_TYPES}, got {question_type!r}")
     return {"id": prompt_id(prompt), "prompt": prompt, "source": source, "question_type": question_type,
             "meta": meta}
+
+
+def read_pool(run_dir: str | Path) -> list[dict]:
+    """A run's prompts.jsonl as `{id, prompt, question_type}` records in file order (stages 04-06 read
+    it this way); a bad line or a duplicate id names file and line."""
+    path = Path(run_dir) / "prompts.jsonl"
+    pool, seen = [], set()
+    for lineno, rec in iter_jsonl(path, {"id": (str, int), "prompt": str}):
+        pid = str(rec["id"])
+        if pid in seen:
+            raise DataError(f"{path}:{lineno}: duplicate id {pid!r}")
+        seen.add(pid)
+        pool.append({"id": pid, "prompt": rec["prompt"], "question_type": rec.get("question_type") or "general"})
+    if not pool:
+        raise DataError(f"{path}: no prompts")
+    return pool

@@ -78,7 +78,7 @@ def audit(cfg: RewardConfig, rm, progress: bool = True) -> dict:
 
     from ..io import atomic_write_json
     from ..principles import load_principles
-    from ..rl.prompts import read_pool
+    from ..prompts.records import read_pool
     from . import audit as ra
     from .plots import save_figure
 

@@ -13,25 +13,10 @@ import random
 from pathlib import Path
 
 from ..io import DataError, atomic_write_json, iter_jsonl, read_json
-from ..prompts.records import prompt_id
+from ..prompts.records import prompt_id, read_pool
 
 SPLIT_FILE = "rl_prompts.json"
 USED_BY = {"self_align": ("self_align.jsonl",), "preferences": ("preferences.jsonl", "pairs.jsonl")}
-
-
-def read_pool(run_dir: str | Path) -> list[dict]:
-    """prompts.jsonl as `{id, prompt, question_type}`; a bad line names file, line and field."""
-    path = Path(run_dir) / "prompts.jsonl"
-    pool, seen = [], set()
-    for lineno, rec in iter_jsonl(path, {"id": (str, int), "prompt": str}):
-        pid = str(rec["id"])
-        if pid in seen:
-            raise DataError(f"{path}:{lineno}: duplicate id {pid!r}")
-        seen.add(pid)
-        pool.append({"id": pid, "prompt": rec["prompt"], "question_type": rec.get("question_type") or "general"})
-    if not pool:
-        raise DataError(f"{path}: no prompts")
-    return pool
 
 
 def used_ids(run_dir: str | Path) -> dict[str, set[str]]:
