@@ -141,6 +141,42 @@ def test_a_cell_whose_reply_is_lost_is_finished_from_its_outputs(tmp_path, monke
     assert any("no reply from the kernel for cell 4" in r.getMessage() for r in caplog.records)
 
 
+def test_a_reply_whose_wakeup_a_widget_update_consumed_is_still_read():
+    """The cause of issue 30's hang (benchmarks/kernel_wakeup.py reproduces it with stock nbclient):
+    the reply arrives while the event loop is busy, then nbclient's Output widget sends its state on
+    the same socket through a synchronous shadow of it, and zmq hands that send the socket's pending
+    wake-up. A wait with no timeout never ends; the runner's client polls again and reads it."""
+    import asyncio
+
+    import nbformat
+    from papermill.engines import NotebookExecutionManager
+
+    from salmon_lib.runner.watch import WatchedNotebookClient
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import time; time.sleep(1.0)")])
+    cell = nb.cells[0]
+    client = WatchedNotebookClient(NotebookExecutionManager(nb, progress_bar=False), kernel_name="python3",
+                                   stage_name="t", record_timing=False)
+
+    async def execute():
+        async with client.async_setup_kernel():
+            kc = client.kc
+            msg_id = kc.execute(cell.source)
+            outputs = asyncio.ensure_future(client._async_poll_output_msg(msg_id, cell, 0))
+            alive = asyncio.ensure_future(asyncio.sleep(3600))
+            reply = asyncio.ensure_future(client._async_poll_for_reply(msg_id, cell, None, outputs, alive))
+            await asyncio.sleep(0.2)
+            time.sleep(3.0)  # the loop is busy while the kernel finishes and its reply arrives
+            kc.shell_channel.send(kc.session.msg("comm_msg", content={"comm_id": "none", "data": {}}))
+            done, _ = await asyncio.wait([reply], timeout=15)
+            alive.cancel()
+            return reply.result() if done else None
+
+    msg = asyncio.run(execute())
+    assert msg is not None, "the runner waited on a reply that sat on its socket"
+    assert msg["msg_type"] == "execute_reply" and msg["content"]["status"] == "ok"
+
+
 PRESET = """\
 common:
   cell_timeout_s: 100

@@ -1,19 +1,24 @@
 """papermill's notebook client with a deadline on every wait for the stage's kernel (`Deadlines`).
 
 A tiny-preset run once sat forever in stage 04's widget cell with runner and kernel both idle
-(issue 30). nbclient waits for a cell's `execute_reply` in one `get_msg` on the shell socket with
-no timeout (papermill gives none) and takes nothing else as the end of a cell, so a reply that is
-lost, or whose wake-up is missed, stops the run for good. That cell is where the runner itself
-writes to the same socket during the wait: nbclient's stand-in for an `Output` widget sends the
-widget's new state to the kernel (`nbclient/output_widget.py`) for every output drawn inside it,
-and ipykernel 7 dispatches such comm messages concurrently with the running cell; nbclient's issue
-#312 reports the same hang for widget cells. What this client changes:
-- The reply wait is sliced into `POLL_S` polls; each fresh poll reads the socket again, so a missed
-  wake-up costs a second, not the run. Between slices it checks the cell's deadline
-  (`cell_timeout_s`), the kernel process and its heartbeat.
+(issue 30). The cause, reproduced by benchmarks/kernel_wakeup.py and tests/test_runner_deadlines.py:
+nbclient waits for a cell's `execute_reply` in one `get_msg` on the shell socket with no timeout
+(papermill gives none), that is an asyncio wait on the socket's file descriptor. zmq signals that
+descriptor once for pending work and hands the signal to whichever call on the socket comes first.
+In a widget cell nbclient itself calls first: its stand-in for an `Output` widget sends the
+widget's new state to the kernel for every output drawn inside it (`nbclient/output_widget.py`),
+and jupyter_client's `Session.send` does that through a synchronous shadow of the asyncio socket,
+which never tells the event loop. When the reply arrives while the loop is busy with those outputs
+and one more send follows, the reply sits on the socket unread and the wait never ends; stock
+nbclient hung that way on about half the executions of a cell drawing 200 outputs in an `Output`
+(RESULTS.md). What this client changes:
+- The reply wait is sliced into `POLL_S` polls; each fresh poll asks the socket itself whether a
+  message is waiting, so a consumed wake-up costs at most a second, not the run. Between slices it
+  checks the cell's deadline (`cell_timeout_s`), the kernel process and its heartbeat.
 - ipykernel sends a cell's reply before the idle status that ends its iopub messages. Once the idle
-  status has come and the reply still has not after `REPLY_AFTER_IDLE_S`, the reply is lost: the
-  cell is finished from its iopub messages (an error output makes it a failed cell), with a warning.
+  status has come and the reply still has not after `REPLY_AFTER_IDLE_S`, the reply is lost (a
+  guard: no soak run has needed it): the cell is finished from its iopub messages (an error output
+  makes it a failed cell), with a warning.
 - A kernel that froze (SIGSTOP, a hung machine) still has a live process, which is all nbclient
   asks about (`km.is_alive`); its heartbeat stops. ipykernel answers the heartbeat from a zmq
   device in its own thread, without the GIL, so a cell busy in a long C call still answers:
