@@ -37,7 +37,6 @@ class Evaluation:
     rl_draw: PrincipleSource  # stage 05's RL-time draw
     sources: list[PrincipleSource]  # the controllability sets
     notes: list[str] = dataclasses.field(default_factory=list)  # caveats the report must state
-    arms: dict[str, dict] = dataclasses.field(default_factory=dict)  # train_arm's stats per set (the first seed)
     seed_arms: dict[int, dict[str, str]] = dataclasses.field(default_factory=dict)  # seed -> set -> arm folder name
     arm_stats: dict[int, dict[str, dict]] = dataclasses.field(default_factory=dict)  # seed -> set -> train_arm's stats
     experiment: dict = dataclasses.field(default_factory=dict)  # experiment.run_endpoint's result ({}: not run)
@@ -59,6 +58,11 @@ class Evaluation:
 
     def policy(self, name: str) -> Policy:
         return next(p for p in self.policies if p.name == name)
+
+    @property
+    def arms(self) -> dict[str, dict]:
+        """train_arm's stats per set for the first seed, whose arms the stage's other comparisons use."""
+        return next(iter(self.arm_stats.values()), {})
 
 
 @contextlib.contextmanager
@@ -94,8 +98,6 @@ def train_controllability_arms(cfg: EvaluateConfig, ev: Evaluation, progress: bo
         stats = train_arms(dataclasses.replace(rl_cfg, seed=seed), {names[src.name]: src.train_arg()
                                                                    for src in ev.sources}, progress, cfg.arm_workers)
         ev.seed_arms[seed] = names
-        if seed == seeds[0]:
-            ev.arms = {src.name: stats[names[src.name]] for src in ev.sources}
         ev.arm_stats[seed] = {src.name: stats[names[src.name]] for src in ev.sources}
 
 
