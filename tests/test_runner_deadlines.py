@@ -113,6 +113,21 @@ def test_a_kernel_frozen_mid_cell_is_noticed_by_its_heartbeat_and_killed(tmp_pat
                                 rf"\(heartbeat_timeout_s 3\): it is stopped or hung while {LOOP_CELL} ran")
 
 
+def test_a_quick_cell_gets_the_quick_deadline_and_the_rest_the_stage_one(tmp_path):
+    """The make stage's last cell is tagged quick: it may run quick_cell_timeout_s, not the stage's
+    cell_timeout_s; untagged cells keep the stage's deadline, and the rerun resumes the records."""
+    preset = tmp_path / "p.yaml"
+    preset.write_text("stages:\n  make: {n: 2, delay: 3, pause: 60, cell_timeout_s: 600, quick_cell_timeout_s: 2}\n")
+    run_dir = tmp_path / "run"
+    with pytest.raises(StageFailed, match=r"cell 5 \(`time.sleep\(cfg.pause\)`\) was still running after \d+ s "
+                                          r"\(quick_cell_timeout_s 2\)"):
+        run_pipeline(preset, run_dir, stages=STAGES, only=["make"], progress=False)
+    assert _records(run_dir) == 2, "the loop cell (6 s, untagged) ran to the end under cell_timeout_s 600"
+    preset.write_text("stages:\n  make: {n: 2, delay: 3, cell_timeout_s: 600, quick_cell_timeout_s: 2}\n")
+    assert run_pipeline(preset, run_dir, stages=STAGES, only=["make"], progress=False)[0][:2] == ("make", "ran")
+    assert json.loads((run_dir / "make_stats.json").read_text())["resumed_with"] == 2
+
+
 def test_a_cell_whose_reply_is_lost_is_finished_from_its_outputs(tmp_path, monkeypatch, caplog):
     """The hang of issue 30: the kernel finished a cell (its idle status came) but the runner never
     got the reply. nbclient alone waits for it forever; the runner goes on and says so."""

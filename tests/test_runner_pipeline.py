@@ -61,7 +61,8 @@ def test_first_run_writes_artifacts_manifest_and_executed_notebooks(finished):
     manifest = json.loads((run_dir / "manifest.json").read_text())
     make, double = manifest["stages"]["make"], manifest["stages"]["double"]
     assert make["status"] == double["status"] == "finished"
-    assert make["params"] == {"run_dir": str(run_dir), "seed": 1, "n": 4, "delay": 0.0, "fail": False, "model": "small"}
+    assert make["params"] == {"run_dir": str(run_dir), "seed": 1, "n": 4, "delay": 0.0, "fail": False, "pause": 0.0,
+                              "model": "small"}
     assert double["params"]["factor"] == 3 and double["params"]["model"] == "small"
     assert double["inputs"] == {"numbers.jsonl": hash_path(run_dir / "numbers.jsonl")}
     assert (

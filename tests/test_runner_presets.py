@@ -62,7 +62,8 @@ def test_override_values_are_yaml_literals():
         (PRESET.replace("n: 7", "n: seven"), r"p.yaml:6: stages.make.n: expected int, got 'seven'"),
         (
             PRESET.replace("n: 7", "nn: 7"),
-            r"p.yaml:6: stages.make.nn: unknown parameter for MakeConfig; known: delay, fail, model, n, run_dir, seed",
+            r"p.yaml:6: stages.make.nn: unknown parameter for MakeConfig; "
+            r"known: delay, fail, model, n, pause, run_dir, seed",
         ),
         (PRESET + "  shuffle: {}\n", r"p.yaml:10: unknown stage 'shuffle' \(stages: make, double\)"),
         (PRESET.replace("seed: 3", "seed: 3.5"), r"p.yaml:3: common.seed: expected int, got 3.5"),
@@ -78,7 +79,7 @@ def test_preset_errors_name_file_line_and_field(tmp_path, text, match):
 
 
 @pytest.mark.parametrize("override, match", [
-    ("make.nn=1", r"-p make.nn=1: unknown parameter 'nn' for MakeConfig; known: delay, fail, model, n"),
+    ("make.nn=1", r"-p make.nn=1: unknown parameter 'nn' for MakeConfig; known: delay, fail, model, n, pause"),
     ("make.n=1.5", r"-p make.n=1.5: expected int, got 1.5"),
     ("shuffle.n=1", r"-p shuffle.n=1: unknown stage 'shuffle'"),
     ("common.sede=1", r"-p common.sede=1: no registered stage has a parameter 'sede'"),

@@ -14,7 +14,8 @@ nbclient hung that way on about half the executions of a cell drawing 200 output
 (RESULTS.md). What this client changes:
 - The reply wait is sliced into `POLL_S` polls; each fresh poll asks the socket itself whether a
   message is waiting, so a consumed wake-up costs at most a second, not the run. Between slices it
-  checks the cell's deadline (`cell_timeout_s`), the kernel process and its heartbeat.
+  checks the cell's deadline (`cell_timeout_s`, or `quick_cell_timeout_s` for a cell tagged
+  `quick`), the kernel process and its heartbeat.
 - ipykernel sends a cell's reply before the idle status that ends its iopub messages. Once the idle
   status has come and the reply still has not after `REPLY_AFTER_IDLE_S`, the reply is lost (a
   guard: no soak run has needed it): the cell is finished from its iopub messages (an error output
@@ -47,6 +48,7 @@ from papermill.clientwrap import PapermillNotebookClient
 from .deadlines import Deadlines, KernelDeadline
 from .kernel import kill_kernel
 
+QUICK_TAG = "quick"  # a notebook cell's tag: it does no model work, so quick_cell_timeout_s bounds it
 POLL_S = 1.0  # the longest single wait on the shell socket: every check runs at least this often
 # seconds a cell's reply may trail its idle status before it counts as lost (it normally comes first)
 REPLY_AFTER_IDLE_S = 30.0
@@ -76,6 +78,13 @@ class WatchedNotebookClient(PapermillNotebookClient):
             cell.outputs.append(new_output("error", ename="KernelDeadline", evalue=text, traceback=[text]))
             self.nb_man.cell_exception(cell, cell_index=self._cell_index)
         return KernelDeadline(text)
+
+    def _cell_limit(self, cell) -> tuple[float, str]:
+        """(seconds the cell may run, 0 for no limit; the key that set them)."""
+        limit, quick = self.deadlines.cell_timeout_s, self.deadlines.quick_cell_timeout_s
+        if quick and QUICK_TAG in cell.get("metadata", {}).get("tags", []) and (not limit or quick < limit):
+            return quick, "quick_cell_timeout_s"
+        return limit, "cell_timeout_s"
 
     def _cell_name(self, cell) -> str:
         return f"cell {self._cell_index} (`{_source_line(cell)}`)"
@@ -138,10 +147,10 @@ class WatchedNotebookClient(PapermillNotebookClient):
                 waited = time.monotonic() - started
                 if problem:
                     raise self._deadline(f"{problem} while {self._cell_name(cell)} ran, {waited:.0f} s into it", cell)
-                limit = self.deadlines.cell_timeout_s
+                limit, key = self._cell_limit(cell)
                 if limit and waited > limit:
                     raise self._deadline(f"{self._cell_name(cell)} was still running after {waited:.0f} s "
-                                         f"(cell_timeout_s {limit:g})", cell)
+                                         f"({key} {limit:g})", cell)
                 continue
             if msg["parent_header"].get("msg_id") != msg_id:
                 continue

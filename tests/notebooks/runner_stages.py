@@ -18,6 +18,7 @@ class MakeConfig(StageConfig):
     n: int = 5  # how many records to write
     delay: float = 0.0  # seconds to wait before each record, so a test can kill the stage midway
     fail: bool = False  # raise after writing the records, to test failure handling
+    pause: float = 0.0  # seconds the last cell (tagged quick) waits, to hold it past quick_cell_timeout_s
     model: str = "tiny"  # stands in for a common key
 
 
