@@ -451,3 +451,51 @@ def test_rows_that_leave_the_batch_do_not_change_the_others(tiny):
     for i in range(6):
         assert run([i], [seeds[i]])[0].tokens == together[i].tokens
     assert run(range(6), [7] * 6)[0].tokens != together[0].tokens  # the seed does decide the sample
+
+
+def test_guided_greedy_decoding_is_contrast_plus_scale_times_the_difference(tiny):
+    """Classifier-free guidance against two plain full forward passes per token: each step takes the
+    argmax of log p(.|contrast) + s (log p(.|prompt) - log p(.|contrast)); rows of different lengths
+    share a batch with their contrasts, and rows that end leave it with their partners."""
+    prompts = [CHATML.prompt(q) for q in ("Name six colours of the sea, please.", "Hi", "Why is the sky blue?")]
+    contrasts = [CHATML.prompt(q) for q in ("Say nothing at all.", "Tell me a long story about bread.", "Why?")]
+    scale, steps = 3.0, 6
+    got = tiny.generate(prompts, temperature=0, max_new_tokens=steps, contrast_prompts=contrasts,
+                        guidance_scale=scale)
+    for p, c, (comp,) in zip(tiny.encode_prompts(prompts), tiny.encode_prompts(contrasts), got):
+        out = []
+        with torch.no_grad():
+            for _ in range(steps):
+                lp = [torch.log_softmax(tiny.model(input_ids=torch.tensor([x + out])).logits[0, -1].float(), -1)
+                      for x in (p, c)]
+                out.append(int((lp[1] + scale * (lp[0] - lp[1])).argmax()))
+                if out[-1] in tiny.eos_ids:
+                    break
+        assert comp.token_ids == out
+    plain = tiny.generate(prompts, temperature=0, max_new_tokens=steps)
+    assert [g[0].token_ids for g in got] != [g[0].token_ids for g in plain]
+
+
+def test_guided_samples_pair_each_row_with_its_own_contrast(tiny):
+    """With n samples per prompt in a batch of prompts of different lengths, a guided sample is the
+    one that prompt gets alone: each row is paired with its own prompt's contrast. Against the
+    prompt itself, guidance changes nothing. The random tiny model's next-token distribution is
+    nearly uniform over 49k tokens, where a 1e-7 difference between batch shapes can move a draw;
+    its final norm is scaled up here so that the distributions are as peaked as a trained model's."""
+    sharp = HFGenerator(ModelConfig(spec="tiny"), progress=False)
+    with torch.no_grad():
+        sharp.model.model.norm.weight *= 10
+    prompts = [CHATML.prompt(q) for q in ("Tell me a story.", "Hi", "What is two plus two?")]
+    contrasts = [CHATML.prompt(q) for q in ("Be brief.", "Tell me about the sea and its colours.", "Go")]
+    kw = dict(temperature=1.0, top_p=0.9, max_new_tokens=10, guidance_scale=2.5)
+    together = sharp.generate(prompts, n=3, seed=[3, 4, 5], contrast_prompts=contrasts, **kw)
+    assert all(len({tuple(c.token_ids) for c in group}) > 1 for group in together)  # samples, not copies
+    for i in range(3):
+        alone = sharp.generate(prompts[i:i + 1], n=3, seed=[3 + i], contrast_prompts=contrasts[i:i + 1], **kw)
+        assert alone == [together[i]]
+    assert sharp.generate(prompts, n=3, seed=[3, 4, 5], contrast_prompts=prompts[::-1], **kw) != together
+    greedy = dict(temperature=0, max_new_tokens=10)
+    assert tiny.generate(prompts, contrast_prompts=prompts, guidance_scale=4.0, **greedy) == \
+        tiny.generate(prompts, **greedy)
+    with pytest.raises(GenerationError, match="one contrast prompt per prompt"):
+        tiny.generate(prompts, guidance_scale=2.0)

@@ -84,6 +84,45 @@ def test_context_distill_samples_under_the_principles_and_trains_without_them(in
     assert len(trained[-1]) == cfg.prompts_per_step and not any(rule in r["prompt"] for r in trained[-1])
 
 
+def test_guided_context_distill_samples_away_from_each_principles_contrast(inputs, tmp_path, monkeypatch):
+    """guidance_scale: the contrast prompt lists what the contrastive reward scores each principle
+    against (here the principle file's negations); guidance needs that reward and context_distill."""
+    import yaml
+
+    from salmon_lib.config import ConfigError
+    from salmon_lib.models import ModelConfig
+    from salmon_lib.reward.contrastive import ContrastiveReward, write_spec
+    from salmon_lib.rl.rollout import PolicySampler
+
+    seen = []
+    sample = PolicySampler.sample
+    monkeypatch.setattr(PolicySampler, "sample", lambda self, prompts, *a, **k: seen.append((prompts, k)) or
+                        sample(self, prompts, *a, **k))
+    run = tmp_path / "guided"
+    shutil.copytree(inputs, run)
+    principles = yaml.safe_load(open("principles/concise.yaml"))["principles"]
+    texts = [p["definition"] for p in principles]
+    folder = write_spec(run / "contrastive_rm", model=ModelConfig(spec="tiny").to_dict(), adapter=run / "sft",
+                        chat_format="chatml", principle_files=["principles/concise.yaml"], contrast="avoid",
+                        aggregate="sum")
+    cfg = quick(run, method="context_distill", max_steps=1, group_size=1, principles=texts, guidance_scale=3.0)
+    prepare_prompts(cfg)
+    stats = train(cfg, reward=ContrastiveReward.load(folder), progress=False)
+    assert stats["steps"] == 1 and _moved(run, inputs) > 1e-4
+    prompts, kw = seen[-1]
+    assert kw["guidance_scale"] == 3.0 and len(kw["contrast_prompts"]) == len(prompts) == cfg.prompts_per_step
+    squash = " ".join  # the guided prompt lists each text on one line
+    for guided, contrast in zip(prompts, kw["contrast_prompts"]):
+        assert all(squash(t.split()) in guided and squash(t.split()) not in contrast for t in texts)
+        assert all(squash(p["negative_definition"].split()) in contrast for p in principles)
+    with pytest.raises(ConfigError, match="contrastive reward"):
+        train(dataclasses.replace(cfg, seed=1), progress=False)  # the run's own rm/ is a trained reward model
+    with pytest.raises(ConfigError, match="guidance_scale: only context_distill"):
+        quick(run, method="best_of_n", guidance_scale=2.0)
+    with pytest.raises(ConfigError, match="guidance_scale: must be >= 1"):
+        quick(run, method="context_distill", guidance_scale=0.5)
+
+
 def test_a_run_without_normalisation_needs_no_baseline(inputs, tmp_path):
     """best_of_n ranks a prompt's answers, which the per-type normalisation cannot reorder: the arms of
     the controllability preset skip the baseline's answers (baseline_prompts 0)."""

@@ -14,6 +14,11 @@ same alone and in any batch.
 
 Sampling follows exactly the interface's arguments (temperature, top_p, no top-k), as the vLLM
 backend does; a model's generation_config sampling defaults are not applied.
+
+Classifier-free guidance (`guidance_scale` != 1): every row has a partner in the second half of the
+batch, the same request under a contrast prompt. The two run in one forward pass and take the same
+tokens; the row samples from contrast + scale x (row - contrast), in log-probabilities, before
+temperature and top-p (as transformers' `UnbatchedClassifierFreeGuidanceLogitsProcessor`).
 """
 
 from __future__ import annotations
@@ -113,14 +118,27 @@ def to_completion(tokenizer, d: Decoded, stop: tuple[str, ...]):
     return Completion(text, d.tokens, "stop", len(d.tokens))
 
 
+def guide(logits: torch.Tensor, scale: float) -> torch.Tensor:
+    """Rows [conditioned; contrast] (2R x vocab) -> the R guided rows, in log-probabilities: the
+    conditioned distribution pushed away from the contrast by `scale` (1: unchanged)."""
+    half = logits.shape[0] // 2
+    cond, contrast = logits[:half].float().log_softmax(-1), logits[half:].float().log_softmax(-1)
+    return contrast + scale * (cond - contrast)
+
+
 @torch.no_grad()
 def decode(model, ids: torch.Tensor, mask: torch.Tensor, max_new_tokens: int, temperature: float, top_p: float,
-           check: StopCheck, seeds: Sequence[int], past_key_values=None) -> list[Decoded]:
+           check: StopCheck, seeds: Sequence[int], past_key_values=None, guidance_scale: float = 1.0) -> list[Decoded]:
     """Generate after each row of `ids` (rows x width, padding masked out by `mask`); row r samples
     with its own generator seeded `seeds[r]`, so its draws do not depend on the other rows. With
     `past_key_values`, its first `cache length` columns are already in the cache (a shared
-    prefix, expanded to one cache row per row). Rows leave the batch as soon as they end."""
-    if len(seeds) != ids.shape[0]:
+    prefix, expanded to one cache row per row). Rows leave the batch as soon as they end.
+    With `guidance_scale` != 1 the second half of `ids` holds the first half's contrast prompts
+    (see the module's docstring); `seeds` and the results are the first half's."""
+    guided = guidance_scale != 1.0
+    if guided and (ids.shape[0] % 2 or past_key_values is not None):
+        raise ValueError("guidance needs an even number of rows (each row, then its contrast) and no shared prefix")
+    if len(seeds) != ids.shape[0] // (2 if guided else 1):
         raise ValueError(f"{len(seeds)} seeds for {ids.shape[0]} rows")
     device = next(model.parameters()).device
     generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds] if temperature > 0 else []
@@ -130,14 +148,15 @@ def decode(model, ids: torch.Tensor, mask: torch.Tensor, max_new_tokens: int, te
     out = model(input_ids=ids[:, cached:], attention_mask=mask, position_ids=positions[:, cached:],
                 past_key_values=past_key_values, use_cache=True, logits_to_keep=1)
     cache, next_pos = out.past_key_values, positions[:, -1] + 1
-    results = [Decoded([], None) for _ in range(ids.shape[0])]
-    active = list(range(ids.shape[0]))  # result index of each batch row
+    results = [Decoded([], None) for _ in range(len(seeds))]
+    active = list(range(len(seeds)))  # result index of each batch row (of its first half when guided)
     for _ in range(max_new_tokens):
         # One uniform per row and step from the row's own generator: a row's draws do not depend on
         # which rows share its batch or have left it.
         uniform = torch.cat([torch.rand(1, generator=generators[r], device=device) for r in active]) \
             if temperature > 0 else None
-        tokens = sample(out.logits[:, -1, :], temperature, top_p, uniform)
+        logits = guide(out.logits[:, -1, :], guidance_scale) if guided else out.logits[:, -1, :]
+        tokens = sample(logits, temperature, top_p, uniform)
         keep = []
         for b, tok in enumerate(tokens.tolist()):
             r = results[active[b]]
@@ -148,11 +167,14 @@ def decode(model, ids: torch.Tensor, mask: torch.Tensor, max_new_tokens: int, te
         if not keep or len(results[active[0]].tokens) == max_new_tokens:
             break
         if len(keep) < len(active):
-            rows = torch.tensor(keep, device=device)
+            rows = torch.tensor(keep + [b + len(active) for b in keep] if guided else keep, device=device)
             cache.batch_select_indices(rows)
-            tokens, mask, next_pos = tokens[rows], mask[rows], next_pos[rows]
+            mask, next_pos = mask[rows], next_pos[rows]
+            tokens = tokens[rows[:len(keep)]]
             active = [active[b] for b in keep]
-        mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
+        if guided:
+            tokens = tokens.repeat(2)
+        mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
         out = model(input_ids=tokens.unsqueeze(1), attention_mask=mask, position_ids=next_pos.unsqueeze(1),
                     past_key_values=cache, use_cache=True)
         next_pos = next_pos + 1

@@ -97,17 +97,27 @@ class HFGenerator(Generator):
     # -- generation -------------------------------------------------------------------------------
     def generate(self, prompts: list[str], n: int = 1, temperature: float = 0.7, top_p: float = 0.95,
                  max_new_tokens: int = 256, stop: Sequence[str] = (), seed: int | Sequence[int] = 0,
-                 adapter: str | None = None) -> list[list[Completion]]:
+                 adapter: str | None = None, contrast_prompts: Sequence[str] | None = None,
+                 guidance_scale: float = 1.0) -> list[list[Completion]]:
+        """As `Generator.generate`; with `contrast_prompts` (one per prompt) and `guidance_scale`
+        != 1, each prompt's tokens are drawn with classifier-free guidance away from its contrast
+        prompt (`decode`'s docstring), at twice the compute."""
         stop = check_generate_args(prompts, n, temperature, top_p, max_new_tokens, stop)
         if not prompts:
             return []
+        guided = guidance_scale != 1.0
+        if guided and (contrast_prompts is None or len(contrast_prompts) != len(prompts)):
+            got = None if contrast_prompts is None else len(contrast_prompts)
+            raise GenerationError(f"guidance_scale {guidance_scale} needs one contrast prompt per prompt "
+                                  f"({len(prompts)}), got {got}")
         start = time.perf_counter()
         seeds = prompt_seeds(seed, len(prompts))
         encoded = self.encode_prompts(prompts)
+        contrasts = self.encode_prompts(contrast_prompts) if guided else None
         # Longest first: a batch holds prompts of similar length, so little padding, and a batch
         # that does not fit in memory fails at the start rather than at the end.
         order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]), reverse=True)
-        per_batch = max(1, self.batch_size // n)
+        per_batch = max(1, self.batch_size // (n * (2 if guided else 1)))
         results: list[list[Completion] | None] = [None] * len(prompts)
         greedy = temperature == 0
         with self._active(adapter), \
@@ -120,7 +130,8 @@ class HFGenerator(Generator):
                 k = 1 if greedy else n
                 row_seeds = [sample_seed(seeds[i], j) for i in batch for j in range(k)]
                 comps = self._generate_batch([encoded[i] for i in batch], k, max_new_tokens, stop, temperature,
-                                             top_p, row_seeds)
+                                             top_p, row_seeds, guidance_scale,
+                                             [contrasts[i] for i in batch] if guided else None)
                 for i, c in zip(batch, comps):
                     results[i] = c * n if greedy else c
                 bar.update(len(batch))
@@ -129,15 +140,19 @@ class HFGenerator(Generator):
         return results
 
     def _generate_batch(self, encoded: list[list[int]], n: int, max_new_tokens: int, stop: tuple[str, ...],
-                        temperature: float, top_p: float, row_seeds: list[int]) -> list[list[Completion]]:
-        width = max(len(e) for e in encoded)
-        ids = torch.full((len(encoded), width), self.pad_id, dtype=torch.long)
+                        temperature: float, top_p: float, row_seeds: list[int], guidance_scale: float = 1.0,
+                        contrasts: list[list[int]] | None = None) -> list[list[Completion]]:
+        rows = encoded + (contrasts or [])
+        width = max(len(e) for e in rows)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros_like(ids)
-        for r, e in enumerate(encoded):  # left padding: every row's next token goes at the same column
+        for r, e in enumerate(rows):  # left padding: every row's next token goes at the same column
             ids[r, width - len(e):] = torch.tensor(e)
             mask[r, width - len(e):] = 1
+        # guided: [each prompt n times; each contrast n times], the layout `decode` pairs rows by
         rows = decode(self.model, ids.repeat_interleave(n, 0), mask.repeat_interleave(n, 0), max_new_tokens,
-                      temperature, top_p, StopCheck(self.tokenizer, stop, self.eos_ids), seeds=row_seeds)
+                      temperature, top_p, StopCheck(self.tokenizer, stop, self.eos_ids), seeds=row_seeds,
+                      guidance_scale=guidance_scale)
         completions = [to_completion(self.tokenizer, r, stop) for r in rows]
         return [completions[i * n:(i + 1) * n] for i in range(len(encoded))]
 

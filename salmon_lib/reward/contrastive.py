@@ -151,6 +151,22 @@ class ContrastiveReward:
                 avoided.append(t)
         return (" ".join(given) or None, " ".join(against) or None, " ".join(avoided) or None)
 
+    def contrast_texts(self, principles: Sequence[str]) -> list[str]:
+        """The same rule as `system_texts`, one text per principle, for a prompt that lists them
+        (guided sampling's contrast prompt): an intervention as it is, a known negation in place of
+        its principle, under `avoid` the request to avoid the rest; the others are left out."""
+        from ..scoring.render import AVOID_SENTENCE
+
+        out = []
+        for t in map(_norm, principles):
+            if t in self.interventions:
+                out.append(t)
+            elif self.contrast != "absent" and t in self.opposites:
+                out.append(self.opposites[t])
+            elif self.contrast == "avoid" and t:
+                out.append(AVOID_SENTENCE.format(text=t))
+        return out
+
     def score(self, items: Sequence[tuple], batch_size: int = 16, progress: bool = False) -> list[float]:
         """One float per (bare prompt, response, principle texts[, finished]), in input order; higher =
         the response follows the principles more (plus, in ensemble mode, is more likely overall)."""

@@ -48,6 +48,11 @@ class RLConfig(SamplingOptions, OptimisationOptions, StageConfig):
     # answers per prompt of grpo/rloo/dpo/best_of_n (ppo samples one, as SALMON); context_distill: 1 trains on
     # every guided answer, more lets the reward pick the best of them
     group_size: int = 4
+    # context_distill: draw each token from the guided prompt's log-probs pushed away from the contrast
+    # prompt's (each principle replaced by the contrast the reward scores against) by this factor:
+    # classifier-free guidance, the per-token form of the policy that maximises the contrastive reward
+    # at KL coefficient 1/(scale - 1) to the guided prompt. 1: the guided prompt alone. Twice the sampling cost.
+    guidance_scale: float = 1.0
     # -- reward shaping (each term can be switched off and is logged on its own)
     rm_weight: float = 1.0  # weight of the reward model's score (0: off, e.g. a length-only control)
     normalise_rm: bool = True  # RM term as (score - SFT mean) / SFT std of its prompt type, measured at the start
@@ -129,5 +134,13 @@ class RLConfig(SamplingOptions, OptimisationOptions, StageConfig):
         if self.group_normalise_rm and self.method not in GROUP_METHODS:
             raise ConfigError(f"group_normalise_rm: needs several answers per prompt ({', '.join(GROUP_METHODS)}); "
                               f"method {self.method!r} samples one")
+        if self.guidance_scale < 1:
+            raise ConfigError(f"guidance_scale: must be >= 1 (1: no guidance), got {self.guidance_scale}")
+        if self.guidance_scale != 1 and self.method != "context_distill":
+            raise ConfigError(f"guidance_scale: only context_distill samples under a guided prompt; method "
+                              f"{self.method!r} does not (set guidance_scale: 1)")
+        if self.guidance_scale != 1 and self.rollout_backend == "vllm":
+            raise ConfigError("guidance_scale: guided sampling runs in the hf rollout backend; set rollout_backend: "
+                              "hf or auto")
         if self.unfinished_penalty > 0:
             raise ConfigError(f"unfinished_penalty: a penalty is <= 0, got {self.unfinished_penalty}")

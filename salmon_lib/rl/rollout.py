@@ -65,18 +65,24 @@ class PolicySampler:
         return str(path)
 
     def sample(self, prompts: list[str], n: int, max_new_tokens: int, temperature: float, top_p: float,
-               seed: int, tag: str = "policy") -> list[list[Completion]]:
+               seed: int, tag: str = "policy", contrast_prompts: list[str] | None = None,
+               guidance_scale: float = 1.0) -> list[list[Completion]]:
         """`n` answers per rendered prompt; `seed` makes them reproducible (a resumed run samples
-        what the uninterrupted one did)."""
+        what the uninterrupted one did). With `guidance_scale` != 1, guided away from
+        `contrast_prompts` (`HFGenerator.generate`; the hf backend only)."""
         import torch
 
+        guided = {"contrast_prompts": contrast_prompts, "guidance_scale": guidance_scale} if guidance_scale != 1 else {}
+        if guided and self.backend != "hf":
+            raise ValueError(f"guided sampling needs the hf rollout backend, not {self.backend}")
         adapter = self._current_adapter(tag)
         was_training = self.model.training
         self.model.eval()  # generation with gradient checkpointing in train mode would disable the cache
         try:
             with torch.no_grad():
                 return self.gen.generate(prompts, n=n, temperature=temperature, top_p=top_p,
-                                         max_new_tokens=max_new_tokens, stop=self.stop, seed=seed, adapter=adapter)
+                                         max_new_tokens=max_new_tokens, stop=self.stop, seed=seed, adapter=adapter,
+                                         **guided)
         finally:
             self.model.train(was_training)
 

@@ -28,7 +28,8 @@ def sequence_budget(ctx: Context, tokenizer) -> int:
 def run_rounds(ctx: Context, model, sampler, train_round: TrainRound, progress: bool = True,
                guided: bool = False) -> dict:
     """`guided`: sample each prompt with its drawn principles in the system message (the answers
-    are still scored, and trained on, under the plain prompt)."""
+    are still scored, and trained on, under the plain prompt), with `guidance_scale` != 1 guided
+    away from the same message listing the reward's contrast of each principle."""
     from peft import get_peft_model_state_dict, set_peft_model_state_dict
     from tqdm.auto import tqdm
 
@@ -47,10 +48,14 @@ def run_rounds(ctx: Context, model, sampler, train_round: TrainRound, progress: 
             t0 = time.perf_counter()
             records = ctx.step_prompts(r, cfg.prompts_per_step)
             rendered = [ctx.spec.prompt(rec["prompt"]) for rec in records]
-            sampled = [ctx.spec.guided_prompt(rec["prompt"], ctx.draw.draw(rec["id"], r, rec["question_type"]).texts)
-                       for rec in records] if guided else rendered
+            drawn = [ctx.draw.draw(rec["id"], r, rec["question_type"]).texts for rec in records]
+            sampled = [ctx.spec.guided_prompt(rec["prompt"], texts) for rec, texts in zip(records, drawn)] \
+                if guided else rendered
+            contrasts = [ctx.spec.guided_prompt(rec["prompt"], ctx.reward_fn.reward.contrast_texts(texts))
+                         for rec, texts in zip(records, drawn)] if guided and cfg.guidance_scale != 1 else None
             completions = sampler.sample(sampled, cfg.group_size, cfg.max_new_tokens, cfg.temperature, cfg.top_p,
-                                         seed=step_seed(cfg.seed, r, "rollout"), tag=f"round-{r}")
+                                         seed=step_seed(cfg.seed, r, "rollout"), tag=f"round-{r}",
+                                         contrast_prompts=contrasts, guidance_scale=cfg.guidance_scale)
             t1 = time.perf_counter()
             samples = ctx.samples(records, completions, r)
             terms = ctx.reward_fn.terms(samples)

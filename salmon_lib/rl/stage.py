@@ -113,8 +113,13 @@ def open_session(cfg: RLConfig, arm: str | None = None, reward=None,
     run = Path(cfg.run_dir)
     if reward is None:
         reward = load_reward(run / "rm")
+    if cfg.guidance_scale != 1 and not hasattr(reward, "contrast_texts"):
+        raise ConfigError(f"guidance_scale: guided sampling pushes away from each principle's contrast, which "
+                          f"only a contrastive reward (stage 04's kind: contrastive) knows; this one is "
+                          f"{type(reward).__name__}")
     tok, model, _ = load_policy(cfg, run / "sft")
-    sampler = PolicySampler(model, tok, cfg.model, ctx.spec.format.stop, cfg.rollout_backend,
+    backend = "hf" if cfg.guidance_scale != 1 else cfg.rollout_backend  # the check allows no vllm with guidance
+    sampler = PolicySampler(model, tok, cfg.model, ctx.spec.format.stop, backend,
                             work_dir=ctx.paths.checkpoints, gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
                             max_lora_rank=model.peft_config["default"].r)
     # The baseline is always the stage's own principles on the SFT policy: every arm shares its scale.
