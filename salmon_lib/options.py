@@ -58,8 +58,8 @@ class GenerationOptions(EngineOptions, SamplingOptions):
     """How a stage samples text from a model: the engine, the sampling, and how calls are batched."""
 
     batch_size: int = 16  # prompts per generate call
-    # engines in worker processes sharing each call's prompts (a CPU: one per core, each on
-    # OMP_NUM_THREADS threads); 1 keeps the engine in the stage's process
+    # engines in worker processes sharing each call's prompts (a CPU: one per core, each on its
+    # share of the cores); 1 keeps the engine in the stage's process
     generation_processes: int = 1
 
     def check(self) -> None:

@@ -107,3 +107,19 @@ def test_later_seeds_arms_stay_out_of_the_policy_comparison(tmp_path):
 def test_the_registration_is_checked_before_anything_runs(bad, message):
     with pytest.raises(ConfigError, match=message):
         EvaluateConfig.from_dict(bad)
+
+
+def test_arm_workers_share_the_cores_instead_of_taking_one_thread_each(monkeypatch):
+    """Two arm processes on two cores: one torch thread each, whether or not OMP_NUM_THREADS is set
+    (a spawned worker would otherwise take a thread per core); OMP_NUM_THREADS stays a ceiling."""
+    import os
+
+    from salmon_lib.cpu_threads import threads_per_worker
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert threads_per_worker(2) == 1 and threads_per_worker(1) == 2 and threads_per_worker(3) == 1
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert threads_per_worker(2) == 8
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert threads_per_worker(2) == 2

@@ -49,7 +49,7 @@ class EvaluateConfig(GenerationOptions, StageConfig):
     controllability: dict[str, str | list[str]] = dataclasses.field(default_factory=dict)
     # train one RL arm per set with stage 05's code; False: the no-training preview only
     controllability_arms: bool = True
-    # arms trained at once, each in its own process with OMP_NUM_THREADS threads: on a CPU with a
+    # arms trained at once, each in its own process on its share of the cores: on a CPU with a
     # core per arm about that many times faster; on one GPU they would only share it
     arm_workers: int = 1
     # stage 05 parameters changed for every arm alike (e.g. max_steps)

@@ -76,8 +76,9 @@ def train_arms(rl_cfg, jobs: Mapping[str, str | list[str]], progress: bool = Tru
     if not (Path(rl_cfg.run_dir) / "rl_prompts.json").is_file():
         prepare_prompts(rl_cfg)
     log.info("controllability arms %s: training %d at once with stage 05's code", ", ".join(jobs), workers)
-    # each arm on its process's OMP_NUM_THREADS threads: stage 05's own cpu_threads assumed it ran alone
-    rl_cfg = dataclasses.replace(rl_cfg, cpu_threads=0)
+    from ..cpu_threads import threads_per_worker
+
+    rl_cfg = dataclasses.replace(rl_cfg, cpu_threads=threads_per_worker(workers))
     # spawn: a forked child would inherit the kernel's torch threads and locks
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {name: pool.submit(train_arm, rl_cfg, name, principles) for name, principles in jobs.items()}

@@ -1,10 +1,10 @@
 """Several generators in worker processes, one engine each, sharing every call: data parallelism.
 
-On a CPU, torch runs each process on `OMP_NUM_THREADS` threads (1 in the demo and in CI), so one
-engine leaves the other cores idle; N engines in N processes each take a contiguous share of a
-call's rows and run at once (the demo's stages in RESULTS.md). Each worker
-makes its generator with `make_generator` exactly as a single process would, so backends, `auto`'s
-fall-back and adapters behave the same.
+On a CPU, each process runs torch on its share of the cores (`cpu_threads.py`: one thread each
+for two engines on two cores); N engines in N processes each take a contiguous share of a call's
+rows and run at once (the demo's stages in RESULTS.md). Each worker makes its generator with
+`make_generator` exactly as a single process would, so backends, `auto`'s fall-back and adapters
+behave the same.
 
 Results do not depend on the split: a call's seeds are expanded to one per prompt (`prompt_seeds`)
 before its rows are dealt out, and each row's samples depend on its own seed only. Rows are dealt
@@ -42,13 +42,15 @@ def _exit_with_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
-def _serve(conn, make_args: tuple, make_kwargs: dict, parent_pid: int) -> None:
+def _serve(conn, make_args: tuple, make_kwargs: dict, parent_pid: int, workers: int) -> None:
     """A worker: make the generator, report ready (backend, tokenizer), then answer calls."""
     _exit_with_parent(parent_pid)
     os.environ.pop(usage.ENV, None)
     try:
+        from ..cpu_threads import use_share
         from .factory import make_generator
 
+        use_share(workers)
         gen = make_generator(*make_args, **make_kwargs)
     except BaseException as err:
         conn.send(("error", _portable(err)))
@@ -102,7 +104,8 @@ class GeneratorPool(Generator):
         self._workers = []
         for _ in range(processes):
             parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_serve, args=(child, make_args, make_kwargs, os.getpid()), daemon=True)
+            proc = ctx.Process(target=_serve, args=(child, make_args, make_kwargs, os.getpid(), processes),
+                               daemon=True)
             proc.start()
             child.close()
             self._workers.append((proc, parent))
