@@ -246,6 +246,34 @@ def test_steer_prints_candidates_best_first_as_json(tiny_run):
     assert bad.returncode == 2 and "missing.yaml" in bad.stderr
 
 
+def test_steer_with_guidance_samples_away_from_the_contrastive_rewards_contrast(tiny_run, tmp_path, monkeypatch):
+    from salmon_lib.evaluate.steer import principle_texts, steer
+    from salmon_lib.generation.hf import HFGenerator
+    from salmon_lib.models import ModelConfig
+    from salmon_lib.reward.contrastive import write_spec
+
+    calls = []
+    generate = HFGenerator.generate
+    monkeypatch.setattr(HFGenerator, "generate", lambda self, prompts, **k: calls.append((prompts, k)) or
+                        generate(self, prompts, **k))
+    folder = write_spec(tmp_path / "rm", model=ModelConfig(spec="tiny").to_dict(), adapter=tiny_run / "sft",
+                        chat_format="chatml", principle_files=[], contrast="avoid", aggregate="sum")
+    texts, files = principle_texts(["principles/concise.yaml", "The response names a colour."])
+    kw = dict(n=2, reward=str(folder), max_new_tokens=6, principle_files=files)
+    ranked = steer(tiny_run, texts, "Why is the sky blue?", guidance_scale=4.0, **kw)
+    assert len(ranked) == 2 and [r["score"] for r in ranked] == sorted((r["score"] for r in ranked), reverse=True)
+    (prompt,), k = calls[-1]
+    (contrast,) = k["contrast_prompts"]
+    assert k["guidance_scale"] == 4.0 and "The response names a colour." in prompt
+    negation = " ".join(files[0].principles[0].negative_definition.split())
+    assert negation in contrast and negation not in prompt
+    assert "does not fit this description: The response names a colour." in contrast  # the avoid contrast
+    steer(tiny_run, texts, "Why is the sky blue?", **kw)
+    assert "contrast_prompts" not in calls[-1][1] and texts[0] not in calls[-1][0][0]  # unguided: SFT's own prompt
+    with pytest.raises(ValueError, match="only a contrastive reward"):
+        steer(tiny_run, texts, "Why?", n=1, max_new_tokens=4, guidance_scale=2.0)  # the run's rm/ is trained
+
+
 def test_chat_is_driven_through_standard_input(tiny_run):
     out = _cli("chat", "--run", str(tiny_run), "--policy", "sft", "--max-new-tokens", "6",
                stdin="Hello there\n/reset\nWhat is two plus two?\n")

@@ -36,6 +36,9 @@ class SteerOptions(PolicySamplingOptions):
     prompt: str  # the user's message
     n: int = 4  # candidate answers from the SFT model
     reward: str | None = None  # reward model folder (default: RUN/rm)
+    # > 1: sample the candidates with the principles in the system prompt, guided away from the
+    # contrastive reward's contrast of each (stage 05's guidance_scale); 1: SFT's plain prompt
+    guidance_scale: float = 1.0
     # print one JSON object {"best": {...}, "candidates": [{"response", "finished", "score"}, ...]}, best first
     json: bool = False
 
@@ -43,3 +46,5 @@ class SteerOptions(PolicySamplingOptions):
         super().check()
         if self.n < 1:
             raise ConfigError(f"n: must be at least 1, got {self.n}")
+        if self.guidance_scale < 1:
+            raise ConfigError(f"guidance_scale: must be >= 1 (1: no guidance), got {self.guidance_scale}")

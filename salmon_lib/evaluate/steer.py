@@ -2,11 +2,16 @@
 
 The run's SFT model writes N candidate answers to one prompt; the reward model scores each under
 the given principles and the candidates are printed best first. That is best-of-N reranking, the
-no-training preview of what RL under those principles would push towards.
+no-training preview of what RL under those principles would push towards. With `--guidance-scale`
+> 1 the candidates are sampled the way stage 05's guided context distillation samples (principles
+in the system prompt, guided away from the contrastive reward's contrast of each), which is the
+per-token form of the policy that reward's RL would reach.
 
     python -m salmon_lib steer --run outputs/demo --principles "The response is one sentence." \
         --prompt "Why is the sky blue?"
     python -m salmon_lib steer --run outputs/demo --principles principles/concise.yaml --prompt "..." --n 8 --json
+    python -m salmon_lib steer --run outputs/demo --principles principles/concise.yaml --prompt "..." \
+        --guidance-scale 6
 """
 
 from __future__ import annotations
@@ -42,11 +47,12 @@ def principle_texts(values: Sequence[str]) -> tuple[list[str], list]:
 
 def steer(run_dir: str | Path, principles: Sequence[str], prompt: str, n: int = 4, reward: str | None = None,
           model: str | None = None, temperature: float = 0.7, max_new_tokens: int = 256, seed: int = 0,
-          backend: str = "hf", principle_files: Sequence = (), top_p: float = 1.0) -> list[dict]:
+          backend: str = "hf", principle_files: Sequence = (), top_p: float = 1.0,
+          guidance_scale: float = 1.0) -> list[dict]:
     """SFT's `n` answers to `prompt`, each `{response, finished, score}` under `principles`, best
     first (an answer cut at `max_new_tokens` is scored as unfinished).
     `principle_files`: loaded principle files the texts come from (a contrastive reward learns
-    their negations from them)."""
+    their negations from them). `guidance_scale` > 1: guided candidates (the module's docstring)."""
     from ..generation import make_generator
     from ..models import ModelConfig
     from ..reward import load_reward
@@ -55,14 +61,23 @@ def steer(run_dir: str | Path, principles: Sequence[str], prompt: str, n: int = 
 
     run = Path(run_dir)
     sft = find_policy(run, "sft")
-    with make_generator(ModelConfig(spec=model or base_model_of(run)), backend) as gen:
-        comps = gen.generate([sft.prompt(prompt)], n=n, temperature=temperature, top_p=top_p,
-                             max_new_tokens=max_new_tokens, stop=sft.spec.format.stop, seed=seed,
-                             adapter=sft.adapter)[0]
-    answers = [(c.text.strip(), c.finish_reason == "stop") for c in comps]
     rm = load_reward(reward or run / "rm")
     for pset in principle_files:
         rm.learn_principles(pset)
+    rendered, guided = sft.prompt(prompt), {}
+    if guidance_scale != 1:
+        if not hasattr(rm, "contrast_texts"):
+            raise ValueError(f"--guidance-scale guides away from each principle's contrast, which only a contrastive "
+                             f"reward knows; {reward or run / 'rm'} is a {type(rm).__name__}")
+        if backend != "hf":
+            raise ValueError(f"--guidance-scale samples with the hf backend, not {backend}")
+        rendered = sft.spec.guided_prompt(prompt, principles)
+        guided = {"contrast_prompts": [sft.spec.guided_prompt(prompt, rm.contrast_texts(principles))],
+                  "guidance_scale": guidance_scale}
+    with make_generator(ModelConfig(spec=model or base_model_of(run)), backend) as gen:
+        comps = gen.generate([rendered], n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+                             stop=sft.spec.format.stop, seed=seed, adapter=sft.adapter, **guided)[0]
+    answers = [(c.text.strip(), c.finish_reason == "stop") for c in comps]
     scores = rm.score([(prompt, a, list(principles), done) for a, done in answers])
     ranked = sorted(zip(answers, scores), key=lambda x: -x[1])
     return [{"response": a, "finished": done, "score": float(s)} for (a, done), s in ranked]
@@ -78,7 +93,8 @@ def _run_cli(args) -> int:
     try:
         principles, files = principle_texts(opts.principles)
         ranked = steer(opts.run, principles, opts.prompt, opts.n, opts.reward, opts.model, opts.temperature,
-                       opts.max_new_tokens, opts.seed, opts.backend, files, top_p=opts.top_p)
+                       opts.max_new_tokens, opts.seed, opts.backend, files, top_p=opts.top_p,
+                       guidance_scale=opts.guidance_scale)
     except (DataError, ModelLoadError, ValueError) as err:
         log.error("%s", err)
         return 2
