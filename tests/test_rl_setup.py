@@ -138,9 +138,11 @@ def test_cpu_threads_apply_to_training_only_and_are_refused_below_zero():
         RLConfig.from_dict({"cpu_threads": -1})
 
 
-def test_arms_trained_side_by_side_keep_their_process_threads(tmp_path, monkeypatch):
-    """stage 05's cpu_threads assumes the stage runs alone: two arms at once must not each take it."""
+def test_arms_trained_side_by_side_share_the_cores(tmp_path, monkeypatch):
+    """stage 05's cpu_threads assumes the stage runs alone: two arms at once each get their share of
+    the cores instead (2 of 4 here, with OMP_NUM_THREADS unset), and one arm keeps the stage's."""
     import concurrent.futures
+    import os
 
     import salmon_lib.evaluate.controllability as ctl
     import salmon_lib.rl.stage as rl_stage
@@ -157,9 +159,11 @@ def test_arms_trained_side_by_side_keep_their_process_threads(tmp_path, monkeypa
     monkeypatch.setattr(rl_stage, "train_arm", lambda cfg, name, principles: cfg.cpu_threads)
     (tmp_path / "rl_prompts.json").write_text("{}")
     jobs = {n: [f"The response is {n}."] for n in ("short", "long")}
-    cfg = RLConfig.from_dict({"run_dir": str(tmp_path), "cpu_threads": 2})
-    assert ctl.train_arms(cfg, jobs, progress=False, workers=2) == {"short": 0, "long": 0}
-    assert ctl.train_arms(cfg, jobs, progress=False, workers=1) == {"short": 2, "long": 2}
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    cfg = RLConfig.from_dict({"run_dir": str(tmp_path), "cpu_threads": 3})
+    assert ctl.train_arms(cfg, jobs, progress=False, workers=2) == {"short": 2, "long": 2}
+    assert ctl.train_arms(cfg, jobs, progress=False, workers=1) == {"short": 3, "long": 3}
 
 
 def test_term_shares_say_which_term_the_shaped_score_follows():
