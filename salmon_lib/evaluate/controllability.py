@@ -25,6 +25,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..config import ConfigError
+from ..cpu_threads import threads_per_worker
 from .runinfo import recorded_params
 from .stats import paired_difference, win_rate
 
@@ -76,8 +77,6 @@ def train_arms(rl_cfg, jobs: Mapping[str, str | list[str]], progress: bool = Tru
     if not (Path(rl_cfg.run_dir) / "rl_prompts.json").is_file():
         prepare_prompts(rl_cfg)
     log.info("controllability arms %s: training %d at once with stage 05's code", ", ".join(jobs), workers)
-    from ..cpu_threads import threads_per_worker
-
     rl_cfg = dataclasses.replace(rl_cfg, cpu_threads=threads_per_worker(workers))
     # spawn: a forked child would inherit the kernel's torch threads and locks
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:

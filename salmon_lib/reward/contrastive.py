@@ -132,40 +132,34 @@ class ContrastiveReward:
         for a, b in pairs:
             self.opposites[_norm(a)], self.opposites[_norm(b)] = _norm(b), _norm(a)
 
+    def _contrast_of(self, text: str) -> tuple[str | None, str | None]:
+        """(what the contrast prompt asks for instead of `text`, what it asks to avoid): an
+        intervention as it is, a known negation under `negation` and `avoid`, under `avoid` the
+        text itself to avoid; (None, None): left out."""
+        if text in self.interventions:
+            return text, None
+        if self.contrast != "absent" and text in self.opposites:
+            return self.opposites[text], None
+        return (None, text) if self.contrast == "avoid" else (None, None)
+
     def system_texts(self, principles: Sequence[str]) -> tuple[str | None, str | None, str | None]:
         """The principle text of the system prompt as given, and of the contrast prompt: what it asks
         for (known negations in place of their principles under `negation` and `avoid`,
         interventions always) and what it asks to avoid (`avoid`: the principles without a known
         negation; the other contrasts leave them out). (None, None, None) without principles."""
-        given, against, avoided = [], [], []
-        for t in principles:
-            t = _norm(t)
-            if not t:
-                continue
-            given.append(t)
-            if t in self.interventions:
-                against.append(t)
-            elif self.contrast != "absent" and t in self.opposites:
-                against.append(self.opposites[t])
-            elif self.contrast == "avoid":
-                avoided.append(t)
+        given = [t for t in map(_norm, principles) if t]
+        pairs = [self._contrast_of(t) for t in given]
+        against = [a for a, _ in pairs if a]
+        avoided = [v for _, v in pairs if v]
         return (" ".join(given) or None, " ".join(against) or None, " ".join(avoided) or None)
 
     def contrast_texts(self, principles: Sequence[str]) -> list[str]:
-        """The same rule as `system_texts`, one text per principle, for a prompt that lists them
-        (guided sampling's contrast prompt): an intervention as it is, a known negation in place of
-        its principle, under `avoid` the request to avoid the rest; the others are left out."""
+        """`system_texts`' rule, one text per principle, for a prompt that lists them (guided
+        sampling's contrast prompt): a principle to avoid becomes the request to avoid it."""
         from ..scoring.render import AVOID_SENTENCE
 
-        out = []
-        for t in map(_norm, principles):
-            if t in self.interventions:
-                out.append(t)
-            elif self.contrast != "absent" and t in self.opposites:
-                out.append(self.opposites[t])
-            elif self.contrast == "avoid" and t:
-                out.append(AVOID_SENTENCE.format(text=t))
-        return out
+        pairs = [self._contrast_of(t) for t in map(_norm, principles) if t]
+        return [a if a else AVOID_SENTENCE.format(text=v) for a, v in pairs if a or v]
 
     def score(self, items: Sequence[tuple], batch_size: int = 16, progress: bool = False) -> list[float]:
         """One float per (bare prompt, response, principle texts[, finished]), in input order; higher =
