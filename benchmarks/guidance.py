@@ -34,6 +34,8 @@ def main() -> int:
     p.add_argument("--samples", type=int, default=2, help="answers per prompt, set and scale")
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--temperature", type=float, default=0.9)
+    p.add_argument("--plausibility", type=float, default=0.1,
+                   help="guided tokens only among those within this share of the most likely (0: all)")
     p.add_argument("--seed", type=int, default=1, help="shuffles the prompts")
     p.add_argument("--json", default=None, help="write the figures and every answer here")
     args = p.parse_args()
@@ -67,6 +69,7 @@ def main() -> int:
             comps = gen.generate([spec.guided_prompt(r["prompt"], texts) for r in pool], n=args.samples,
                                  temperature=args.temperature, top_p=1.0, max_new_tokens=args.max_new_tokens,
                                  seed=list(range(len(pool))), guidance_scale=scale,
+                                 guidance_plausibility=args.plausibility,
                                  contrast_prompts=[spec.guided_prompt(r["prompt"], reward.contrast_texts(texts))
                                                    for r in pool])
             tokens[name] = [statistics.mean(c.num_tokens for c in cs) for cs in comps]

@@ -260,11 +260,11 @@ def test_steer_with_guidance_samples_away_from_the_contrastive_rewards_contrast(
                         chat_format="chatml", principle_files=[], contrast="avoid", aggregate="sum")
     texts, files = principle_texts(["principles/concise.yaml", "The response names a colour."])
     kw = dict(n=2, reward=str(folder), max_new_tokens=6, principle_files=files)
-    ranked = steer(tiny_run, texts, "Why is the sky blue?", guidance_scale=4.0, **kw)
+    ranked = steer(tiny_run, texts, "Why is the sky blue?", guidance_scale=4.0, guidance_plausibility=0.2, **kw)
     assert len(ranked) == 2 and [r["score"] for r in ranked] == sorted((r["score"] for r in ranked), reverse=True)
     (prompt,), k = calls[-1]
     (contrast,) = k["contrast_prompts"]
-    assert k["guidance_scale"] == 4.0 and "The response names a colour." in prompt
+    assert k["guidance_scale"] == 4.0 and k["guidance_plausibility"] == 0.2 and "The response names a colour." in prompt
     negation = " ".join(files[0].principles[0].negative_definition.split())
     assert negation in contrast and negation not in prompt
     assert "does not fit this description: The response names a colour." in contrast  # the avoid contrast

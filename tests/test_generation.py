@@ -10,6 +10,7 @@ import torch
 
 from salmon_lib.chat_format import get_format
 from salmon_lib.generation import GenerationError, make_generator
+from salmon_lib.generation.decode import guide
 from salmon_lib.generation.hf import HFGenerator
 from salmon_lib.generation.prefix_scoring import ScoreRow, group_rows
 from salmon_lib.models import ModelConfig
@@ -474,6 +475,41 @@ def test_guided_greedy_decoding_is_contrast_plus_scale_times_the_difference(tiny
         assert comp.token_ids == out
     plain = tiny.generate(prompts, temperature=0, max_new_tokens=steps)
     assert [g[0].token_ids for g in got] != [g[0].token_ids for g in plain]
+
+
+def test_guided_tokens_stay_within_the_prompts_plausible_set():
+    """With `guidance_plausibility` a, every guided token has at least a x the probability of the
+    prompt's own most likely token at that step (checked by full forward passes); without it, a
+    large scale picks tokens far below that, so the check can fail."""
+    sharp = HFGenerator(ModelConfig(spec="tiny"), progress=False)
+    with torch.no_grad():
+        sharp.model.model.norm.weight *= 10
+    prompts = [CHATML.prompt(q) for q in ("Tell me a story.", "What is two plus two?")]
+    contrasts = [CHATML.prompt(q) for q in ("Be brief.", "Go")]
+    a = 0.3
+
+    def shares(plausibility):
+        """Per generated token: its probability under the prompt over the step's largest."""
+        got = sharp.generate(prompts, n=2, seed=[1, 2], temperature=1.0, top_p=1.0, max_new_tokens=8,
+                             contrast_prompts=contrasts, guidance_scale=8.0, guidance_plausibility=plausibility)
+        out = []
+        for p, group in zip(sharp.encode_prompts(prompts), got):
+            for comp in group:
+                with torch.no_grad():
+                    probs = sharp.model(input_ids=torch.tensor([p + comp.token_ids])).logits[0, len(p) - 1:-1]
+                probs = probs.float().softmax(-1)
+                out += (probs.gather(-1, torch.tensor(comp.token_ids)[:, None])[:, 0] / probs.max(-1).values).tolist()
+        return out
+
+    assert min(shares(a)) >= a * (1 - 1e-4)
+    assert min(shares(0.0)) < a
+    logits = torch.tensor([[2.0, 1.0, -3.0], [0.0, 2.0, -5.0]])
+    cond, contrast = logits.log_softmax(-1)
+    assert torch.equal(guide(logits, 4.0, 0.5)[0, 1:], torch.tensor([-float("inf")] * 2))
+    assert guide(logits, 4.0, 0.5)[0, 0] == pytest.approx(float(contrast[0] + 4 * (cond[0] - contrast[0])))
+    assert torch.allclose(guide(logits, 4.0, 0.001), guide(logits, 4.0))
+    with pytest.raises(GenerationError, match="guidance_plausibility"):
+        sharp.generate(prompts, contrast_prompts=contrasts, guidance_scale=2.0, guidance_plausibility=1.0)
 
 
 def test_guided_samples_pair_each_row_with_its_own_contrast(tiny):

@@ -111,6 +111,7 @@ def test_guided_context_distill_samples_away_from_each_principles_contrast(input
     assert stats["steps"] == 1 and _moved(run, inputs) > 1e-4
     prompts, kw = seen[-1]
     assert kw["guidance_scale"] == 3.0 and len(kw["contrast_prompts"]) == len(prompts) == cfg.prompts_per_step
+    assert kw["guidance_plausibility"] == cfg.guidance_plausibility == 0.1
     squash = " ".join  # the guided prompt lists each text on one line
     for guided, contrast in zip(prompts, kw["contrast_prompts"]):
         assert all(squash(t.split()) in guided and squash(t.split()) not in contrast for t in texts)
@@ -121,6 +122,8 @@ def test_guided_context_distill_samples_away_from_each_principles_contrast(input
         quick(run, method="best_of_n", guidance_scale=2.0)
     with pytest.raises(ConfigError, match="guidance_scale: must be >= 1"):
         quick(run, method="context_distill", guidance_scale=0.5)
+    with pytest.raises(ConfigError, match="guidance_plausibility: must be in"):
+        quick(run, method="context_distill", guidance_scale=2.0, guidance_plausibility=1.5)
 
 
 def test_a_run_without_normalisation_needs_no_baseline(inputs, tmp_path):

@@ -39,6 +39,9 @@ class SteerOptions(PolicySamplingOptions):
     # > 1: sample the candidates with the principles in the system prompt, guided away from the
     # contrastive reward's contrast of each (stage 05's guidance_scale); 1: SFT's plain prompt
     guidance_scale: float = 1.0
+    # guided candidates draw only among tokens with at least this share of the most likely token's
+    # probability (stage 05's guidance_plausibility); 0: every token
+    guidance_plausibility: float = 0.1
     # print one JSON object {"best": {...}, "candidates": [{"response", "finished", "score"}, ...]}, best first
     json: bool = False
 
@@ -48,3 +51,5 @@ class SteerOptions(PolicySamplingOptions):
             raise ConfigError(f"n: must be at least 1, got {self.n}")
         if self.guidance_scale < 1:
             raise ConfigError(f"guidance_scale: must be >= 1 (1: no guidance), got {self.guidance_scale}")
+        if not 0 <= self.guidance_plausibility < 1:
+            raise ConfigError(f"guidance_plausibility: must be in [0, 1), got {self.guidance_plausibility}")

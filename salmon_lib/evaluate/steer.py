@@ -48,11 +48,12 @@ def principle_texts(values: Sequence[str]) -> tuple[list[str], list]:
 def steer(run_dir: str | Path, principles: Sequence[str], prompt: str, n: int = 4, reward: str | None = None,
           model: str | None = None, temperature: float = 0.7, max_new_tokens: int = 256, seed: int = 0,
           backend: str = "hf", principle_files: Sequence = (), top_p: float = 1.0,
-          guidance_scale: float = 1.0) -> list[dict]:
+          guidance_scale: float = 1.0, guidance_plausibility: float = 0.1) -> list[dict]:
     """SFT's `n` answers to `prompt`, each `{response, finished, score}` under `principles`, best
     first (an answer cut at `max_new_tokens` is scored as unfinished).
     `principle_files`: loaded principle files the texts come from (a contrastive reward learns
-    their negations from them). `guidance_scale` > 1: guided candidates (the module's docstring)."""
+    their negations from them). `guidance_scale` > 1: guided candidates (the module's docstring),
+    drawn among the tokens within `guidance_plausibility` of the most likely one."""
     from ..generation import make_generator
     from ..models import ModelConfig
     from ..reward import load_reward
@@ -73,7 +74,7 @@ def steer(run_dir: str | Path, principles: Sequence[str], prompt: str, n: int = 
             raise ValueError(f"--guidance-scale samples with the hf backend, not {backend}")
         rendered = sft.spec.guided_prompt(prompt, principles)
         guided = {"contrast_prompts": [sft.spec.guided_prompt(prompt, rm.contrast_texts(principles))],
-                  "guidance_scale": guidance_scale}
+                  "guidance_scale": guidance_scale, "guidance_plausibility": guidance_plausibility}
     with make_generator(ModelConfig(spec=model or base_model_of(run)), backend) as gen:
         comps = gen.generate([rendered], n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
                              stop=sft.spec.format.stop, seed=seed, adapter=sft.adapter, **guided)[0]
@@ -94,7 +95,7 @@ def _run_cli(args) -> int:
         principles, files = principle_texts(opts.principles)
         ranked = steer(opts.run, principles, opts.prompt, opts.n, opts.reward, opts.model, opts.temperature,
                        opts.max_new_tokens, opts.seed, opts.backend, files, top_p=opts.top_p,
-                       guidance_scale=opts.guidance_scale)
+                       guidance_scale=opts.guidance_scale, guidance_plausibility=opts.guidance_plausibility)
     except (DataError, ModelLoadError, ValueError) as err:
         log.error("%s", err)
         return 2

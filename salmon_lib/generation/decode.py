@@ -24,6 +24,7 @@ temperature and top-p (as transformers' `UnbatchedClassifierFreeGuidanceLogitsPr
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Sequence
 
 import torch
@@ -118,23 +119,29 @@ def to_completion(tokenizer, d: Decoded, stop: tuple[str, ...]):
     return Completion(text, d.tokens, "stop", len(d.tokens))
 
 
-def guide(logits: torch.Tensor, scale: float) -> torch.Tensor:
+def guide(logits: torch.Tensor, scale: float, plausibility: float = 0.0) -> torch.Tensor:
     """Rows [conditioned; contrast] (2R x vocab) -> the R guided rows, in log-probabilities: the
-    conditioned distribution pushed away from the contrast by `scale` (1: unchanged)."""
+    conditioned distribution pushed away from the contrast by `scale` (1: unchanged), over the
+    tokens whose conditioned probability is at least `plausibility` x its largest (0: all)."""
     half = logits.shape[0] // 2
     cond, contrast = logits[:half].float().log_softmax(-1), logits[half:].float().log_softmax(-1)
-    return contrast + scale * (cond - contrast)
+    guided = contrast + scale * (cond - contrast)
+    if plausibility > 0:
+        floor = cond.max(-1, keepdim=True).values + math.log(plausibility)
+        guided = guided.masked_fill(cond < floor, float("-inf"))
+    return guided
 
 
 @torch.no_grad()
 def decode(model, ids: torch.Tensor, mask: torch.Tensor, max_new_tokens: int, temperature: float, top_p: float,
-           check: StopCheck, seeds: Sequence[int], past_key_values=None, guidance_scale: float = 1.0) -> list[Decoded]:
+           check: StopCheck, seeds: Sequence[int], past_key_values=None, guidance_scale: float = 1.0,
+           plausibility: float = 0.0) -> list[Decoded]:
     """Generate after each row of `ids` (rows x width, padding masked out by `mask`); row r samples
     with its own generator seeded `seeds[r]`, so its draws do not depend on the other rows. With
     `past_key_values`, its first `cache length` columns are already in the cache (a shared
     prefix, expanded to one cache row per row). Rows leave the batch as soon as they end.
     With `guidance_scale` != 1 the second half of `ids` holds the first half's contrast prompts
-    (see the module's docstring); `seeds` and the results are the first half's."""
+    (see the module's docstring, also for `plausibility`); `seeds` and the results are the first half's."""
     guided = guidance_scale != 1.0
     if guided and (ids.shape[0] % 2 or past_key_values is not None):
         raise ValueError("guidance needs an even number of rows (each row, then its contrast) and no shared prefix")
@@ -155,7 +162,7 @@ def decode(model, ids: torch.Tensor, mask: torch.Tensor, max_new_tokens: int, te
         # which rows share its batch or have left it.
         uniform = torch.cat([torch.rand(1, generator=generators[r], device=device) for r in active]) \
             if temperature > 0 else None
-        logits = guide(out.logits[:, -1, :], guidance_scale) if guided else out.logits[:, -1, :]
+        logits = guide(out.logits[:, -1, :], guidance_scale, plausibility) if guided else out.logits[:, -1, :]
         tokens = sample(logits, temperature, top_p, uniform)
         keep = []
         for b, tok in enumerate(tokens.tolist()):

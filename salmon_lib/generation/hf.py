@@ -98,14 +98,17 @@ class HFGenerator(Generator):
     def generate(self, prompts: list[str], n: int = 1, temperature: float = 0.7, top_p: float = 0.95,
                  max_new_tokens: int = 256, stop: Sequence[str] = (), seed: int | Sequence[int] = 0,
                  adapter: str | None = None, contrast_prompts: Sequence[str] | None = None,
-                 guidance_scale: float = 1.0) -> list[list[Completion]]:
+                 guidance_scale: float = 1.0, guidance_plausibility: float = 0.0) -> list[list[Completion]]:
         """As `Generator.generate`; with `contrast_prompts` (one per prompt) and `guidance_scale`
         != 1, each prompt's tokens are drawn with classifier-free guidance away from its contrast
-        prompt (`decode`'s docstring), at twice the compute."""
+        prompt, among the tokens within `guidance_plausibility` of its most likely one (`decode`'s
+        docstring), at twice the compute."""
         stop = check_generate_args(prompts, n, temperature, top_p, max_new_tokens, stop)
         if not prompts:
             return []
         guided = guidance_scale != 1.0
+        if not 0 <= guidance_plausibility < 1:
+            raise GenerationError(f"guidance_plausibility must be in [0, 1), got {guidance_plausibility}")
         if guided and (contrast_prompts is None or len(contrast_prompts) != len(prompts)):
             got = None if contrast_prompts is None else len(contrast_prompts)
             raise GenerationError(f"guidance_scale {guidance_scale} needs one contrast prompt per prompt "
@@ -131,7 +134,8 @@ class HFGenerator(Generator):
                 row_seeds = [sample_seed(seeds[i], j) for i in batch for j in range(k)]
                 comps = self._generate_batch([encoded[i] for i in batch], k, max_new_tokens, stop, temperature,
                                              top_p, row_seeds, guidance_scale,
-                                             [contrasts[i] for i in batch] if guided else None)
+                                             [contrasts[i] for i in batch] if guided else None,
+                                             guidance_plausibility)
                 for i, c in zip(batch, comps):
                     results[i] = c * n if greedy else c
                 bar.update(len(batch))
@@ -141,7 +145,8 @@ class HFGenerator(Generator):
 
     def _generate_batch(self, encoded: list[list[int]], n: int, max_new_tokens: int, stop: tuple[str, ...],
                         temperature: float, top_p: float, row_seeds: list[int], guidance_scale: float = 1.0,
-                        contrasts: list[list[int]] | None = None) -> list[list[Completion]]:
+                        contrasts: list[list[int]] | None = None,
+                        plausibility: float = 0.0) -> list[list[Completion]]:
         rows = encoded + (contrasts or [])
         width = max(len(e) for e in rows)
         ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
@@ -152,7 +157,7 @@ class HFGenerator(Generator):
         # guided: [each prompt n times; each contrast n times], the layout `decode` pairs rows by
         rows = decode(self.model, ids.repeat_interleave(n, 0), mask.repeat_interleave(n, 0), max_new_tokens,
                       temperature, top_p, StopCheck(self.tokenizer, stop, self.eos_ids), seeds=row_seeds,
-                      guidance_scale=guidance_scale)
+                      guidance_scale=guidance_scale, plausibility=plausibility)
         completions = [to_completion(self.tokenizer, r, stop) for r in rows]
         return [completions[i * n:(i + 1) * n] for i in range(len(encoded))]
 

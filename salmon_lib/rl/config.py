@@ -53,6 +53,10 @@ class RLConfig(SamplingOptions, OptimisationOptions, StageConfig):
     # classifier-free guidance, the per-token form of the policy that maximises the contrastive reward
     # at KL coefficient 1/(scale - 1) to the guided prompt. 1: the guided prompt alone. Twice the sampling cost.
     guidance_scale: float = 1.0
+    # guided sampling draws only among tokens with at least this share of the guided prompt's most likely
+    # token's probability, so a large scale sharpens the answer without pushing it into tokens neither
+    # prompt would write (contrastive decoding's plausibility constraint; their 0.1). 0: every token
+    guidance_plausibility: float = 0.1
     # -- reward shaping (each term can be switched off and is logged on its own)
     rm_weight: float = 1.0  # weight of the reward model's score (0: off, e.g. a length-only control)
     normalise_rm: bool = True  # RM term as (score - SFT mean) / SFT std of its prompt type, measured at the start
@@ -136,6 +140,8 @@ class RLConfig(SamplingOptions, OptimisationOptions, StageConfig):
                               f"method {self.method!r} samples one")
         if self.guidance_scale < 1:
             raise ConfigError(f"guidance_scale: must be >= 1 (1: no guidance), got {self.guidance_scale}")
+        if not 0 <= self.guidance_plausibility < 1:
+            raise ConfigError(f"guidance_plausibility: must be in [0, 1), got {self.guidance_plausibility}")
         if self.guidance_scale != 1 and self.method != "context_distill":
             raise ConfigError(f"guidance_scale: only context_distill samples under a guided prompt; method "
                               f"{self.method!r} does not (set guidance_scale: 1)")

@@ -66,13 +66,14 @@ class PolicySampler:
 
     def sample(self, prompts: list[str], n: int, max_new_tokens: int, temperature: float, top_p: float,
                seed: int, tag: str = "policy", contrast_prompts: list[str] | None = None,
-               guidance_scale: float = 1.0) -> list[list[Completion]]:
+               guidance_scale: float = 1.0, guidance_plausibility: float = 0.0) -> list[list[Completion]]:
         """`n` answers per rendered prompt; `seed` makes them reproducible (a resumed run samples
         what the uninterrupted one did). With `guidance_scale` != 1, guided away from
         `contrast_prompts` (`HFGenerator.generate`; the hf backend only)."""
         import torch
 
-        guided = {"contrast_prompts": contrast_prompts, "guidance_scale": guidance_scale} if guidance_scale != 1 else {}
+        guided = {"contrast_prompts": contrast_prompts, "guidance_scale": guidance_scale,
+                  "guidance_plausibility": guidance_plausibility} if guidance_scale != 1 else {}
         if guided and self.backend != "hf":
             raise ValueError(f"guided sampling needs the hf rollout backend, not {self.backend}")
         adapter = self._current_adapter(tag)

@@ -55,7 +55,8 @@ def run_rounds(ctx: Context, model, sampler, train_round: TrainRound, progress: 
                          for rec, texts in zip(records, drawn)] if guided and cfg.guidance_scale != 1 else None
             completions = sampler.sample(sampled, cfg.group_size, cfg.max_new_tokens, cfg.temperature, cfg.top_p,
                                          seed=step_seed(cfg.seed, r, "rollout"), tag=f"round-{r}",
-                                         contrast_prompts=contrasts, guidance_scale=cfg.guidance_scale)
+                                         contrast_prompts=contrasts, guidance_scale=cfg.guidance_scale,
+                                         guidance_plausibility=cfg.guidance_plausibility)
             t1 = time.perf_counter()
             samples = ctx.samples(records, completions, r)
             terms = ctx.reward_fn.terms(samples)
