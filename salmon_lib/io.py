@@ -8,6 +8,7 @@ on reopen) and tells a restarted stage which ids are already done.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -299,8 +300,16 @@ class RecordLog:
             good_bytes += len(raw)
             kept += 1
         if good_bytes != self.path.stat().st_size:
+            # Under the writers' lock, and only a tail that is still torn: a tail seen while another
+            # process was appending is complete once the lock is ours. Without the lock two processes
+            # opening a demo's shared score cache truncated it to two different lengths, and the
+            # later, longer one extended the file with NUL bytes.
             with open(self.path, "r+b") as f:
-                f.truncate(good_bytes)
+                fcntl.flock(f, fcntl.LOCK_EX)
+                f.seek(good_bytes)
+                tail = f.read()
+                if tail and not tail.endswith(b"\n"):
+                    f.truncate(good_bytes)
         if kept > len(self.done):  # superseded records: keep the latest of each id
             write_jsonl(self.path, self.records())
 
@@ -324,6 +333,7 @@ class RecordLog:
         data = "".join(lines).encode("utf-8")
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # no repair truncates the file under a write
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
