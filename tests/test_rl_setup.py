@@ -164,6 +164,11 @@ def test_arms_trained_side_by_side_share_the_cores(tmp_path, monkeypatch):
     cfg = RLConfig.from_dict({"run_dir": str(tmp_path), "cpu_threads": 3})
     assert ctl.train_arms(cfg, jobs, progress=False, workers=2) == {"short": 2, "long": 2}
     assert ctl.train_arms(cfg, jobs, progress=False, workers=1) == {"short": 3, "long": 3}
+    # every arm gets its own seed, in turn and side by side (stage 06 queues all seeds' arms at once)
+    monkeypatch.setattr(rl_stage, "train_arm", lambda cfg, name, principles: (cfg.seed, cfg.cpu_threads))
+    for workers, threads in ((1, 3), (2, 2)):
+        assert ctl.train_arms(cfg, jobs, progress=False, workers=workers, seeds={"long": 7}) == {
+            "short": (0, threads), "long": (7, threads)}
 
 
 def test_term_shares_say_which_term_the_shaped_score_follows():

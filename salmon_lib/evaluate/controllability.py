@@ -58,29 +58,34 @@ def arm_config(run_dir: str, overrides: Mapping[str, Any], fallback: Mapping[str
     return cls.from_dict(params, where=f"controllability arms ({where})")
 
 
-def train_arms(rl_cfg, jobs: Mapping[str, str | list[str]], progress: bool = True, workers: int = 1) -> dict[str, dict]:
+def train_arms(rl_cfg, jobs: Mapping[str, str | list[str]], progress: bool = True, workers: int = 1,
+               seeds: Mapping[str, int] | None = None) -> dict[str, dict]:
     """One arm per `jobs` entry (arm name -> principles) through stage 05's `train_arm` (skipped
-    there when already trained alike); `workers` > 1 trains that many at once, each in a fresh process
-    (the arms share nothing but the read-only prompt split and baseline, which are written first)."""
+    there when already trained alike), with its seed from `seeds` (default `rl_cfg.seed`);
+    `workers` > 1 trains that many at once, each in a fresh process, a worker taking the next arm
+    as soon as its last one is done (the arms share nothing but the read-only prompt split and
+    baseline, which are written first)."""
     try:
         from ..rl.stage import prepare_prompts, train_arm
     except ImportError as err:
         raise ConfigError(f"controllability_arms: stage 05's code cannot be imported ({err}); set "
                           "controllability_arms: false to run the no-training preview only") from None
+    configs = {name: dataclasses.replace(rl_cfg, seed=(seeds or {}).get(name, rl_cfg.seed)) for name in jobs}
     workers = min(workers, len(jobs))
     if workers <= 1:
         out = {}
         for name, principles in jobs.items():
             log.info("controllability arm %r: training with stage 05's code", name)
-            out[name] = train_arm(rl_cfg, name, principles)
+            out[name] = train_arm(configs[name], name, principles)
         return out
     if not (Path(rl_cfg.run_dir) / "rl_prompts.json").is_file():
         prepare_prompts(rl_cfg)
     log.info("controllability arms %s: training %d at once with stage 05's code", ", ".join(jobs), workers)
-    rl_cfg = dataclasses.replace(rl_cfg, cpu_threads=threads_per_worker(workers))
+    threads = threads_per_worker(workers)
     # spawn: a forked child would inherit the kernel's torch threads and locks
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {name: pool.submit(train_arm, rl_cfg, name, principles) for name, principles in jobs.items()}
+        futures = {name: pool.submit(train_arm, dataclasses.replace(configs[name], cpu_threads=threads), name,
+                                     principles) for name, principles in jobs.items()}
         out = {}
         for name, future in futures.items():
             try:

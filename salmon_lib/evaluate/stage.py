@@ -87,18 +87,20 @@ def prepare(cfg: EvaluateConfig) -> Evaluation:
 
 
 def train_controllability_arms(cfg: EvaluateConfig, ev: Evaluation, progress: bool = True) -> None:
-    """One arm per set and seed (`experiment.arm_name`); `ev.arms` keeps the first seed's, which the
-    other comparisons of the stage use."""
+    """One arm per set and seed (`experiment.arm_name`), all seeds' arms in one queue so that no
+    worker waits for another seed's slower arm; `ev.arms` keeps the first seed's, which the other
+    comparisons of the stage use."""
     if not ev.sources or not cfg.controllability_arms:
         return
     rl_cfg = arm_config(cfg.run_dir, cfg.arm_overrides, {"model": cfg.model, "seed": cfg.seed})
     seeds = seed_list(cfg)
+    names = {seed: {src.name: arm_name(src.name, seed, seeds) for src in ev.sources} for seed in seeds}
+    stats = train_arms(rl_cfg, {names[seed][src.name]: src.train_arg() for seed in seeds for src in ev.sources},
+                       progress, cfg.arm_workers, seeds={names[seed][src.name]: seed for seed in seeds
+                                                         for src in ev.sources})
     for seed in seeds:
-        names = {src.name: arm_name(src.name, seed, seeds) for src in ev.sources}
-        stats = train_arms(dataclasses.replace(rl_cfg, seed=seed), {names[src.name]: src.train_arg()
-                                                                   for src in ev.sources}, progress, cfg.arm_workers)
-        ev.seed_arms[seed] = names
-        ev.arm_stats[seed] = {src.name: stats[names[src.name]] for src in ev.sources}
+        ev.seed_arms[seed] = names[seed]
+        ev.arm_stats[seed] = {src.name: stats[names[seed][src.name]] for src in ev.sources}
 
 
 def controllability_experiment(cfg: EvaluateConfig, ev: Evaluation, progress: bool = True) -> None:
