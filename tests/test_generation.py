@@ -231,6 +231,36 @@ def test_lora_adapters_switch_and_match_peft(tmp_path):
         assert flat(gen2.score_options(prompts, options)) == pytest.approx(flat(with_a2), abs=1e-5)
 
 
+def test_lora_is_merged_inside_the_block_and_the_base_weights_come_back_bit_for_bit(tmp_path):
+    """merged_lora folds the adapter into the base weights for forward passes (the LoRA path is
+    skipped, the outputs stay the adapter's) and restores every base weight exactly: a resumed run
+    must see the weights an uninterrupted one sees. In training mode, or in bf16, nothing is merged."""
+    from peft.tuners.lora import LoraLayer
+
+    from salmon_lib.generation.lora_merge import merged_lora
+    from salmon_lib.models import load_adapter, load_model
+
+    make_lora(load_model("tiny")[1], tmp_path / "a", seed=3)
+    model = load_adapter(load_model("tiny")[1], tmp_path / "a").eval()
+    layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    ids = torch.tensor([[1, 5, 9, 13, 2, 7]])
+    with torch.no_grad():
+        unmerged = model(input_ids=ids).logits
+        with merged_lora(model):
+            assert layers and all(m.merged for m in layers)
+            merged = model(input_ids=ids).logits
+    assert torch.allclose(merged, unmerged, atol=1e-5) and not torch.equal(merged, unmerged)
+    assert not any(m.merged for m in layers)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    model.train()
+    with merged_lora(model):
+        assert not any(m.merged for m in layers)
+    model.eval().to(torch.bfloat16)
+    with merged_lora(model):
+        assert not any(m.merged for m in layers)
+
+
 def test_4bit_model_generates_and_scores():
     pytest.importorskip("bitsandbytes")
     with HFGenerator(ModelConfig(spec="tiny", quantization="4bit"), progress=False) as gen:

@@ -19,6 +19,8 @@ from ..models import ModelConfig, ModelLoadError, check_adapter, load_model
 from . import usage
 from .base import Completion, GenerationError, Generator, check_generate_args, check_pairs
 from .decode import StopCheck, decode, to_completion
+from .gqa_attention import masked_gqa_attention
+from .lora_merge import merged_lora
 from .prefix_scoring import ScoreRow, score_rows
 from .seeding import prompt_seeds, sample_seed
 from .token_kl import token_kl
@@ -87,12 +89,14 @@ class HFGenerator(Generator):
         if adapter is not None:
             name = self._adapter_name(adapter)  # may wrap self.model in a PeftModel: look it up after
             self.model.set_adapter(name)
-            yield
+            with merged_lora(self.model):
+                yield
         elif self._adapters:
             with self.model.disable_adapter():
                 yield
         else:
-            yield
+            with merged_lora(self.model):  # a live policy (loaded=) with its own active adapter
+                yield
 
     # -- generation -------------------------------------------------------------------------------
     def generate(self, prompts: list[str], n: int = 1, temperature: float = 0.7, top_p: float = 0.95,
@@ -155,9 +159,10 @@ class HFGenerator(Generator):
             ids[r, width - len(e):] = torch.tensor(e)
             mask[r, width - len(e):] = 1
         # guided: [each prompt n times; each contrast n times], the layout `decode` pairs rows by
-        rows = decode(self.model, ids.repeat_interleave(n, 0), mask.repeat_interleave(n, 0), max_new_tokens,
-                      temperature, top_p, StopCheck(self.tokenizer, stop, self.eos_ids), seeds=row_seeds,
-                      guidance_scale=guidance_scale, plausibility=plausibility)
+        with masked_gqa_attention(self.model):
+            rows = decode(self.model, ids.repeat_interleave(n, 0), mask.repeat_interleave(n, 0), max_new_tokens,
+                          temperature, top_p, StopCheck(self.tokenizer, stop, self.eos_ids), seeds=row_seeds,
+                          guidance_scale=guidance_scale, plausibility=plausibility)
         completions = [to_completion(self.tokenizer, r, stop) for r in rows]
         return [completions[i * n:(i + 1) * n] for i in range(len(encoded))]
 

@@ -5,58 +5,18 @@ last few dozen. Recomputing that prefix per prompt is where nearly all the time 
 go. With the Hugging Face backend, the prefix's KV cache is computed once and copied into each
 batch; the differing tails are padded *between* prefix and tail (masked out), so every row keeps
 the prefix at the positions its cache was computed for. Decoding then attends over the long cache
-at every step, so attention runs with grouped KV heads (`_sdpa_masked_gqa`) instead of copies of
-them. vLLM caches prefixes by itself, so other backends simply get the full prompts.
+at every step, with grouped KV heads as they are (`gqa_attention`) instead of copies of them.
+vLLM caches prefixes by itself, so other backends simply get the full prompts.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import time
 from typing import Sequence
 
 from . import usage
-
-MASKED_GQA = "sdpa_masked_gqa"
-
-
-def _sdpa_masked_gqa(module, query, key, value, attention_mask, dropout=0.0, scaling=None, is_causal=None,
-                     **kwargs):
-    """transformers' SDPA attention, except that with a padding mask on a CPU the grouped KV heads go
-    to torch as they are (`enable_gqa`) instead of being copied `num_key_value_groups` times. With a
-    3k-token shared prefix, that copy of the whole cache in every layer at every step is most of
-    the decoding time (measured ~7x slower per attention call on SmolLM2's 9:3 heads)."""
-    import torch
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-    if (attention_mask is None or query.device.type != "cpu" or getattr(module, "num_key_value_groups", 1) == 1
-            or kwargs.get("position_bias") is not None):
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
-                                      is_causal=is_causal, **kwargs)
-    out = torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask,
-                                                           dropout_p=dropout, scale=scaling, enable_gqa=True)
-    return out.transpose(1, 2).contiguous(), None
-
-
-@contextlib.contextmanager
-def _masked_gqa_attention(model):
-    """Use `_sdpa_masked_gqa` while generating, if the model runs SDPA attention."""
-    from transformers import AttentionInterface
-    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
-
-    before = getattr(model.config, "_attn_implementation", None)
-    if before != "sdpa":
-        yield
-        return
-    AttentionInterface.register(MASKED_GQA, _sdpa_masked_gqa)
-    # An attention name without a registered mask function gets no padding mask at all.
-    ALL_MASK_ATTENTION_FUNCTIONS.register(MASKED_GQA, sdpa_mask)
-    model.set_attn_implementation(MASKED_GQA)
-    try:
-        yield
-    finally:
-        model.set_attn_implementation(before)
+from .gqa_attention import masked_gqa_attention
 
 
 class PrefixGenerator:
@@ -96,7 +56,7 @@ class PrefixGenerator:
             # The tokenizer merges across the seam: the prefix is not a token prefix, so no sharing.
             return self._fallback(prompts, **kw)
         start = time.perf_counter()
-        with torch.no_grad(), _masked_gqa_attention(gen.model):
+        with torch.no_grad(), masked_gqa_attention(gen.model):
             if self._cache is None:
                 self._cache = gen.model(input_ids=torch.tensor([head], device=gen.device),
                                         use_cache=True).past_key_values
