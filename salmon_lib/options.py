@@ -20,6 +20,10 @@ from typing import Literal
 from .config import Config, ConfigError
 from .launch import Distributed
 
+# Guided sampling's plausibility floor wherever guidance is used (stage 05, `steer`): contrastive
+# decoding's value, which kept the demo model's guided answers readable (RESULTS.md, 2026-12-05).
+GUIDANCE_PLAUSIBILITY = 0.1
+
 
 def _at_least_one(cfg: Config, *names: str) -> None:
     for name in names:

@@ -11,7 +11,7 @@ import dataclasses
 from typing import Literal
 
 from ..config import ConfigError
-from ..options import EngineOptions, SamplingOptions
+from ..options import GUIDANCE_PLAUSIBILITY, EngineOptions, SamplingOptions
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -41,7 +41,7 @@ class SteerOptions(PolicySamplingOptions):
     guidance_scale: float = 1.0
     # guided candidates draw only among tokens with at least this share of the most likely token's
     # probability (stage 05's guidance_plausibility); 0: every token
-    guidance_plausibility: float = 0.1
+    guidance_plausibility: float = GUIDANCE_PLAUSIBILITY
     # print one JSON object {"best": {...}, "candidates": [{"response", "finished", "score"}, ...]}, best first
     json: bool = False
 

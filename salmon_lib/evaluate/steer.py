@@ -22,6 +22,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from ..options import GUIDANCE_PLAUSIBILITY
+
 log = logging.getLogger(__name__)
 
 
@@ -48,7 +50,7 @@ def principle_texts(values: Sequence[str]) -> tuple[list[str], list]:
 def steer(run_dir: str | Path, principles: Sequence[str], prompt: str, n: int = 4, reward: str | None = None,
           model: str | None = None, temperature: float = 0.7, max_new_tokens: int = 256, seed: int = 0,
           backend: str = "hf", principle_files: Sequence = (), top_p: float = 1.0,
-          guidance_scale: float = 1.0, guidance_plausibility: float = 0.1) -> list[dict]:
+          guidance_scale: float = 1.0, guidance_plausibility: float = GUIDANCE_PLAUSIBILITY) -> list[dict]:
     """SFT's `n` answers to `prompt`, each `{response, finished, score}` under `principles`, best
     first (an answer cut at `max_new_tokens` is scored as unfinished).
     `principle_files`: loaded principle files the texts come from (a contrastive reward learns

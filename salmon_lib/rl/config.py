@@ -13,7 +13,7 @@ import dataclasses
 from typing import Literal
 
 from ..config import ConfigError, StageConfig
-from ..options import OptimisationOptions, SamplingOptions
+from ..options import GUIDANCE_PLAUSIBILITY, OptimisationOptions, SamplingOptions
 
 METHODS = ("ppo", "grpo", "rloo", "dpo", "best_of_n", "context_distill")
 GROUP_METHODS = ("grpo", "rloo", "dpo", "best_of_n")
@@ -56,7 +56,7 @@ class RLConfig(SamplingOptions, OptimisationOptions, StageConfig):
     # guided sampling draws only among tokens with at least this share of the guided prompt's most likely
     # token's probability, so a large scale sharpens the answer without pushing it into tokens neither
     # prompt would write (contrastive decoding's plausibility constraint; their 0.1). 0: every token
-    guidance_plausibility: float = 0.1
+    guidance_plausibility: float = GUIDANCE_PLAUSIBILITY
     # -- reward shaping (each term can be switched off and is logged on its own)
     rm_weight: float = 1.0  # weight of the reward model's score (0: off, e.g. a length-only control)
     normalise_rm: bool = True  # RM term as (score - SFT mean) / SFT std of its prompt type, measured at the start
