@@ -255,3 +255,24 @@ def test_full_fine_tune_saves_a_model_folder_and_logs_to_tensorboard(tmp_path):
     ids = torch.tensor([[1, 2, 3, 4]])
     with torch.no_grad():
         assert not torch.allclose(saved(ids).logits, base(ids).logits)
+
+
+
+def test_training_batches_hold_answers_of_like_length(tmp_path):
+    """Padding is computed like any token: the trainer batches answers of like length (transformers
+    sorts mega-batches of a few batches), so its batches hold far fewer padded tokens than random ones."""
+    import random
+
+    from salmon_lib.engrave.train import make_trainer
+
+    records = [{"id": str(i), "prompt": f"Question {i}?", "response": "word " * (3 + 7 * ((i * 5) % 32)),
+                "kept": True} for i in range(32)]
+    trainer, _ = make_trainer(tiny_cfg(tmp_path), records)
+    lengths = [len(row["input_ids"]) for row in trainer.train_dataset]
+
+    def padded(order):
+        return sum(max(lengths[j] for j in order[b:b + 2]) * 2 for b in range(0, len(order), 2)) - sum(lengths)
+
+    rng = random.Random(0)
+    random_padding = sum(padded(rng.sample(range(32), 32)) for _ in range(50)) / 50
+    assert padded(list(trainer._get_train_sampler())) < 0.5 * random_padding

@@ -148,6 +148,23 @@ def test_sampling_n_and_seeds(tiny):
     assert torch.rand(1) == before  # the caller's RNG is untouched
 
 
+def test_batched_decoding_attends_over_grouped_heads_without_copies(tiny, monkeypatch):
+    """Padded batches decode through the grouped-head SDPA (no per-step copy of the KV cache), and
+    the model is back on its own attention afterwards."""
+    import salmon_lib.generation.hf as hf
+    from salmon_lib.generation.gqa_attention import MASKED_GQA
+
+    seen, real = [], hf.decode
+
+    def spy(model, *args, **kwargs):
+        seen.append(model.config._attn_implementation)
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(hf, "decode", spy)
+    tiny.generate([CHATML.prompt("Hi"), CHATML.prompt("Tell me about the sea.")], max_new_tokens=3)
+    assert seen == [MASKED_GQA] and tiny.model.config._attn_implementation == "sdpa"
+
+
 def test_a_prompts_samples_depend_on_its_own_seed_not_on_its_batch(tiny):
     """Per-prompt seeds: what a prompt gets does not depend on which prompts share the call (or the
     backend's length-sorted batches), so a stage that seeds each record by its id resumes an
