@@ -276,3 +276,40 @@ def test_training_batches_hold_answers_of_like_length(tmp_path):
     rng = random.Random(0)
     random_padding = sum(padded(rng.sample(range(32), 32)) for _ in range(50)) / 50
     assert padded(list(trainer._get_train_sampler())) < 0.5 * random_padding
+
+
+def test_lm_head_scores_only_answer_positions_on_a_cpu_with_the_same_loss_and_gradients(tmp_path, monkeypatch):
+    """TRL's fused head projects every position unless Triton is there; the trainer makes it project
+    only the positions that carry a label. Same loss and gradients, fewer rows through the head."""
+    import torch
+    import trl.trainer.utils as trl_utils
+
+    from salmon_lib.engrave.lm_head import score_labelled_positions_only
+    from salmon_lib.engrave.train import load_kept, make_trainer
+
+    write_self_align(tmp_path, n=2)
+    trainer, _ = make_trainer(tiny_cfg(tmp_path), load_kept(tmp_path / "self_align.jsonl"))
+    assert hasattr(trl_utils._use_triton, "trl_original"), "make_trainer switches the labelled-only path on"
+    batch = trainer.data_collator([trainer.train_dataset[0], trainer.train_dataset[1]])
+    labelled = int((batch["labels"][:, 1:] != -100).sum())
+    rows, real_apply = [], trl_utils._ChunkedLogProbFunction.apply
+
+    def counting_apply(hidden, *args):
+        rows.append(hidden.shape[0])
+        return real_apply(hidden, *args)
+
+    monkeypatch.setattr(trl_utils._ChunkedLogProbFunction, "apply", counting_apply)
+    model = trainer.model
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    results = {}
+    for on in (False, True):
+        score_labelled_positions_only(on)
+        model.zero_grad()
+        loss = trainer.compute_loss(model, dict(batch))
+        loss.backward()
+        results[on] = (loss.item(), [p.grad.clone() for p in trainable])
+    assert rows == [batch["input_ids"].shape[0] * (batch["input_ids"].shape[1] - 1), labelled]
+    assert labelled < rows[0] / 2, "the prompts are most of these rows"
+    assert results[True][0] == pytest.approx(results[False][0], abs=1e-6)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(results[True][1], results[False][1]))
+    assert score_labelled_positions_only()

@@ -117,6 +117,7 @@ def make_trainer(cfg: EngraveConfig, train_records: list[dict], callbacks: list 
     from trl import SFTConfig, SFTTrainer
 
     from ..models import load_model
+    from .lm_head import score_labelled_positions_only
 
     name, creator = assistant_identity(cfg)
     local_rank = int(os.environ.get("LOCAL_RANK", "-1"))
@@ -161,6 +162,7 @@ def make_trainer(cfg: EngraveConfig, train_records: list[dict], callbacks: list 
         dataset_num_proc=None,
         disable_tqdm=False,
     )
+    score_labelled_positions_only()
     trainer = SFTTrainer(
         model=model,
         args=args,

@@ -1,0 +1,41 @@
+"""TRL's fused LM head, made to score only the answer tokens on a CPU.
+
+`SFTTrainer` projects the hidden states through the LM head in vocabulary tiles and keeps per-token
+log-probabilities instead of the full logits. With Triton (CUDA, XPU) it projects only the positions
+that carry a label; everywhere else it projects every position, prompt and padding included, so that
+a compiling backend (Neuron) sees the same tile shapes on every batch. A CPU compiles nothing, and
+there the head is a third of a small model's training compute: on a controllability arm's answers
+scoring only the labelled positions made an epoch 21% faster with the same losses
+(`benchmarks/sft_batches.py --lm-head`, RESULTS.md).
+"""
+
+from __future__ import annotations
+
+import logging
+
+log = logging.getLogger(__name__)
+
+
+def score_labelled_positions_only(on: bool = True) -> bool:
+    """Make TRL's fused head take its labelled-positions-only path on a CPU as well (the path it takes
+    with Triton; the tiles are then plain torch ops), or with `on=False` restore TRL's own choice
+    (benchmarks compare the two). It is read at each forward pass. Returns whether the path is on."""
+    try:
+        import trl.trainer.utils as trl_utils
+    except ImportError:
+        return False
+    choose = getattr(trl_utils, "_use_triton", None)
+    if choose is None:
+        log.debug("trl.trainer.utils has no _use_triton: its fused LM head scores every position on a CPU")
+        return False
+    original = getattr(choose, "trl_original", choose)
+    if not on:
+        trl_utils._use_triton = original
+        return False
+    if choose is original:
+        def compact_on_cpu(device) -> bool:
+            return device.type == "cpu" or original(device)
+
+        compact_on_cpu.trl_original = original
+        trl_utils._use_triton = compact_on_cpu
+    return True
