@@ -1,13 +1,16 @@
-"""What batching answers of like length saves stage 05's fine-tuning (best_of_n and
-context_distill train through `engrave.train.make_trainer`): one epoch on a trained arm's answers,
-with transformers' random batches and with `group_by_length` (what the trainer uses), one thread.
+"""What the fine-tuning of stage 05's best_of_n and context_distill (and stage 02: all train
+through `engrave.train.make_trainer`) gains from its two savings: batches of answers of like length
+(`group_by_length`) and TRL's fused LM head scoring only the answer tokens on a CPU
+(`engrave.lm_head`). One epoch on a trained arm's answers per mode, one thread:
 
     OMP_NUM_THREADS=1 python benchmarks/sft_batches.py --run outputs/ctl --arm comprehensive
 
+Modes: `random` (random batches, every position through the head), `grouped` (length-grouped,
+every position), `answers_only` (length-grouped, answer positions only: what the trainer does).
 The arm's `rollouts.jsonl` answers (with their prompts from the run's pool) are the training set,
-trained from the run's SFT adapter in batches of 4 at learning rate 2e-4, as the controllability
-preset's arms are. Reports per sampler the wall and CPU seconds of `trainer.train()`, the padded
-share of the tokens its batches would hold, and the last logged losses.
+trained from the run's SFT adapter in batches of 4 at learning rate 2e-4. Reports per mode the wall
+and CPU seconds of `trainer.train()`, the padded share of the tokens its batches hold, and the
+last logged losses.
 """
 
 from __future__ import annotations
@@ -21,6 +24,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+# mode -> (transformers' train sampler, answer positions only through the LM head)
+MODES = {"random": ("random", False), "grouped": ("group_by_length", False),
+         "answers_only": ("group_by_length", True)}
+
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -28,14 +35,20 @@ def main() -> int:
     p.add_argument("--arm", default="comprehensive")
     p.add_argument("--model", default="default", help="the model spec the run's adapter was trained on")
     p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, of {', '.join(MODES)}")
     p.add_argument("--json", default=None)
     args = p.parse_args()
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    unknown = sorted(set(modes) - set(MODES))
+    if unknown:
+        p.error(f"--modes: unknown {', '.join(unknown)}; known: {', '.join(MODES)}")
 
     import trl
 
     import salmon_lib.engrave.train as engrave_train
     from salmon_lib.engrave.config import EngraveConfig
     from salmon_lib.engrave.format import load_chat_spec
+    from salmon_lib.engrave.lm_head import score_labelled_positions_only
     from salmon_lib.io import read_jsonl
     from salmon_lib.models import load_adapter, load_model
     from salmon_lib.prompts.records import read_pool
@@ -46,7 +59,9 @@ def main() -> int:
     records = [{"id": r["prompt_id"], "prompt": prompts[r["prompt_id"]], "response": r["response"], "kept": True,
                 "finished": r["finished"]} for r in read_jsonl(run / "rl_arms" / args.arm / "rollouts.jsonl")]
     real_config, figures = trl.SFTConfig, {}
-    for sampler in ("random", "group_by_length"):
+    for mode in modes:
+        sampler, answers_only = MODES[mode]
+
         def config(sampler=sampler, **kw):
             return real_config(**(kw | {"train_sampling_strategy": sampler}))
 
@@ -60,18 +75,20 @@ def main() -> int:
                             batch_size=args.batch_size, grad_accum=1, max_length=512, save_steps=10**9, heldout=0,
                             report_to="none")
         trainer, _ = engrave_train.make_trainer(cfg, records, loaded=(tok, model))
+        score_labelled_positions_only(answers_only)
         lengths = [len(x["input_ids"]) for x in trainer.train_dataset]
         order = list(trainer._get_train_sampler())
         batches = [order[i:i + args.batch_size] for i in range(0, len(order), args.batch_size)]
         padded = sum(max(lengths[j] for j in b) * len(b) for b in batches)
         start, cpu = time.perf_counter(), time.process_time()
         trainer.train()
-        figures[sampler] = {"wall_s": round(time.perf_counter() - start, 1),
+        figures[mode] = {"wall_s": round(time.perf_counter() - start, 1),
                             "cpu_s": round(time.process_time() - cpu, 1),
                             "padding_share": round(1 - sum(lengths) / padded, 3),
                             "last_losses": [round(h["loss"], 3) for h in trainer.state.log_history if "loss" in h][-3:]}
-        print(sampler, figures[sampler], flush=True)
+        print(mode, figures[mode], flush=True)
     trl.SFTConfig = real_config
+    score_labelled_positions_only()
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"args": vars(args), "figures": figures}, indent=1))

@@ -1,12 +1,12 @@
 """TRL's fused LM head, made to score only the answer tokens on a CPU.
 
-`SFTTrainer` projects the hidden states through the LM head in vocabulary tiles and keeps per-token
-log-probabilities instead of the full logits. With Triton (CUDA, XPU) it projects only the positions
-that carry a label; everywhere else it projects every position, prompt and padding included, so that
-a compiling backend (Neuron) sees the same tile shapes on every batch. A CPU compiles nothing, and
-there the head is a third of a small model's training compute: on a controllability arm's answers
+TRL's SFT, DPO, GRPO and RLOO trainers project the hidden states through the LM head in vocabulary
+tiles and keep per-token log-probabilities instead of the full logits. With Triton (CUDA, XPU) they
+project only the positions that carry a label; everywhere else every position, prompt and padding
+included, so that a compiling backend (Neuron) sees the same tile shapes on every batch. A CPU
+compiles nothing, and there those extra rows are wasted work: on a controllability arm's answers,
 scoring only the labelled positions made an epoch 21% faster with the same losses
-(`benchmarks/sft_batches.py --lm-head`, RESULTS.md).
+(`benchmarks/sft_batches.py`, RESULTS.md).
 """
 
 from __future__ import annotations

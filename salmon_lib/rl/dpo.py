@@ -65,6 +65,9 @@ def train_dpo(ctx: Context, model, tokenizer, sampler, progress: bool = True) ->
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
+    from ..engrave.lm_head import score_labelled_positions_only
+
+    score_labelled_positions_only()
     cfg = ctx.cfg
     max_length = sequence_budget(ctx, tokenizer)
     cuda = torch.cuda.is_available()

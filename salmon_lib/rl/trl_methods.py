@@ -164,6 +164,9 @@ def train_group_method(ctx: Context, model, tokenizer, progress: bool = True) ->
     from transformers.trainer_utils import get_last_checkpoint
     from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
+    from ..engrave.lm_head import score_labelled_positions_only
+
+    score_labelled_positions_only()
     cfg, paths = ctx.cfg, ctx.paths
     trainer_cls, config_cls = (GRPOTrainer, GRPOConfig) if cfg.method == "grpo" else (RLOOTrainer, RLOOConfig)
     Checkpoints(paths.checkpoints, ctx.signature, resume=cfg.resume)  # drops checkpoints of other settings
