@@ -45,6 +45,10 @@ def test_intervals_are_over_prompts_and_match_textbook_values():
     lo, hi = t_interval([0.2, 0.4, 0.6])
     assert (lo + hi) / 2 == pytest.approx(0.4) and hi - lo == pytest.approx(2 * 4.3026527 * 0.2 / 3 ** 0.5)
     assert t_interval([0.5]) is None and t_interval([0.3, None, 0.3]) == [0.3, 0.3]
+    rhos = [-0.3, 0.8, 1.0, 0.6, -0.7]
+    lo, hi = t_interval(rhos)
+    assert lo > -1 and hi > 1, "five scattered correlations: the textbook interval leaves [-1, 1]"
+    assert t_interval(rhos, bounds=(-1, 1)) == [lo, 1.0]
     # Wilson, 11 of 11: (0.7412, 1.0)
     assert wilson(11, 11)[0] == pytest.approx(0.7412, abs=1e-3) and wilson(11, 11)[1] == pytest.approx(1.0)
     assert wilson(0, 0) is None

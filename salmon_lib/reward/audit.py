@@ -110,7 +110,7 @@ def length_audit(reward, answers: Sequence[Answer], shorter: tuple[str, Sequence
         "prompts_with_spread": sum(r["spearman_difference"] is not None for r in rows),
         "picks_differ": len(differ),
         # over prompts (each prompt's rho one observation): the t-interval of their mean
-        "spearman_difference_ci": t_interval([r["spearman_difference"] for r in rows]),
+        "spearman_difference_ci": t_interval([r["spearman_difference"] for r in rows], bounds=(-1.0, 1.0)),
         "pick_shorter_rate": shorter_picks / len(differ) if differ else None,
         "pick_shorter_ci": wilson(shorter_picks, len(differ)),
         "by_prompt": rows,
@@ -119,8 +119,11 @@ def length_audit(reward, answers: Sequence[Answer], shorter: tuple[str, Sequence
     }
 
 
-def t_interval(values: Sequence[float | None], confidence: float = 0.95) -> list[float] | None:
-    """The t-interval of the mean of the non-missing values (None with fewer than 2)."""
+def t_interval(values: Sequence[float | None], confidence: float = 0.95,
+               bounds: tuple[float, float] | None = None) -> list[float] | None:
+    """The t-interval of the mean of the non-missing values (None with fewer than 2), cut to
+    `bounds`, the range the mean can take (a correlation's [-1, 1]): what the cut removes holds no
+    possible value, so the interval keeps its coverage."""
     from scipy import stats
 
     xs = [v for v in values if v is not None]
@@ -130,6 +133,8 @@ def t_interval(values: Sequence[float | None], confidence: float = 0.95) -> list
     if sd == 0:
         return [mean, mean]
     lo, hi = stats.t.interval(confidence, len(xs) - 1, loc=mean, scale=sd / len(xs) ** 0.5)
+    if bounds is not None:
+        lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
     return [float(lo), float(hi)]
 
 
