@@ -83,9 +83,9 @@ def main() -> int:
         start, cpu = time.perf_counter(), time.process_time()
         trainer.train()
         figures[mode] = {"wall_s": round(time.perf_counter() - start, 1),
-                            "cpu_s": round(time.process_time() - cpu, 1),
-                            "padding_share": round(1 - sum(lengths) / padded, 3),
-                            "last_losses": [round(h["loss"], 3) for h in trainer.state.log_history if "loss" in h][-3:]}
+                         "cpu_s": round(time.process_time() - cpu, 1),
+                         "padding_share": round(1 - sum(lengths) / padded, 3),
+                         "last_losses": [round(h["loss"], 3) for h in trainer.state.log_history if "loss" in h][-3:]}
         print(mode, figures[mode], flush=True)
     trl.SFTConfig = real_config
     score_labelled_positions_only()
