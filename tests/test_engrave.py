@@ -257,7 +257,6 @@ def test_full_fine_tune_saves_a_model_folder_and_logs_to_tensorboard(tmp_path):
         assert not torch.allclose(saved(ids).logits, base(ids).logits)
 
 
-
 def test_training_batches_hold_answers_of_like_length(tmp_path):
     """Padding is computed like any token: the trainer batches answers of like length (transformers
     sorts mega-batches of a few batches), so its batches hold far fewer padded tokens than random ones."""
