@@ -204,6 +204,39 @@ def test_arms_are_trained_by_stage_05_with_its_recorded_parameters(tmp_path, mon
         run(config(run_dir, controllability_arms=True, arm_overrides={"max_stepz": 3}), progress=False)
 
 
+def test_arm_contrast_other_set_guides_each_arm_away_from_the_other_sets_principles(tmp_path, monkeypatch):
+    from salmon_lib.config import ConfigError
+    from salmon_lib.evaluate import stage
+    from salmon_lib.evaluate.rewards import PrincipleSource
+    from salmon_lib.rl.config import RLConfig
+
+    draw = {"num_principles": 3, "interventions": True, "seed": 0}
+    sources = [PrincipleSource.from_spec(name, spec, draw) for name, spec in SETS.items()]
+    ev = stage.Evaluation([], "heldout", sources[0], sources)
+    calls = []
+    monkeypatch.setattr(stage, "train_arms", lambda rl_cfg, jobs, progress, workers, settings: calls.append(
+        (rl_cfg, jobs, settings)) or {name: {} for name in jobs})
+    guided = RLConfig(run_dir=str(tmp_path), method="context_distill", guidance_scale=6.0)
+    monkeypatch.setattr(stage, "arm_config", lambda *a: guided)
+    cfg = config(tmp_path, controllability_arms=True, arm_contrast="other_set", seeds=[0, 1])
+    stage.train_controllability_arms(cfg, ev, progress=False)
+    _, jobs, settings = calls[-1]
+    concise, thorough = sources[0].train_arg(), sources[1].train_arg()
+    assert jobs == {"concise": concise, "comprehensive": thorough, "concise.seed1": concise,
+                    "comprehensive.seed1": thorough}
+    assert settings == {"concise": {"seed": 0, "guidance_contrast": thorough},
+                        "comprehensive": {"seed": 0, "guidance_contrast": concise},
+                        "concise.seed1": {"seed": 1, "guidance_contrast": thorough},
+                        "comprehensive.seed1": {"seed": 1, "guidance_contrast": concise}}
+    stage.train_controllability_arms(config(tmp_path, controllability_arms=True), ev, progress=False)
+    assert calls[-1][2] == {"concise": {"seed": 0}, "comprehensive": {"seed": 0}}
+    monkeypatch.setattr(stage, "arm_config", lambda *a: RLConfig(run_dir=str(tmp_path)))
+    with pytest.raises(ConfigError, match="arm_contrast: other_set .* guidance_scale"):
+        stage.train_controllability_arms(cfg, ev, progress=False)
+    with pytest.raises(ConfigError, match="arm_contrast: other_set .* exactly two sets"):
+        config(tmp_path, arm_contrast="other_set", controllability={**SETS, "third": ["The reply rhymes."]})
+
+
 def test_arms_without_stage_05_fail_with_a_clear_message(tmp_path, monkeypatch):
     from salmon_lib import stages
 
@@ -272,6 +305,14 @@ def test_steer_with_guidance_samples_away_from_the_contrastive_rewards_contrast(
     assert "contrast_prompts" not in calls[-1][1] and texts[0] not in calls[-1][0][0]  # unguided: SFT's own prompt
     with pytest.raises(ValueError, match="only a contrastive reward"):
         steer(tiny_run, texts, "Why?", n=1, max_new_tokens=4, guidance_scale=2.0)  # the run's rm/ is trained
+    # --contrast: away from named principles, under any reward (here the run's trained one)
+    away = "The response is long and covers every detail."
+    steer(tiny_run, texts, "Why?", n=1, max_new_tokens=4, guidance_scale=2.0, contrast=[away])
+    (prompt,), k = calls[-1]
+    (contrast,) = k["contrast_prompts"]
+    assert away in contrast and away not in prompt and not any(" ".join(t.split()) in contrast for t in texts)
+    with pytest.raises(ValueError, match="--contrast .* --guidance-scale"):
+        steer(tiny_run, texts, "Why?", n=1, max_new_tokens=4, contrast=[away])
 
 
 def test_chat_is_driven_through_standard_input(tiny_run):

@@ -126,6 +126,40 @@ def test_guided_context_distill_samples_away_from_each_principles_contrast(input
         quick(run, method="context_distill", guidance_scale=2.0, guidance_plausibility=1.5)
 
 
+def test_guided_context_distill_can_push_away_from_named_principles_under_any_reward(inputs, tmp_path, monkeypatch):
+    """guidance_contrast: the contrast prompt lists those principles (stage 06 gives an arm the other
+    set's), drawn per prompt, so guidance needs no negation and no contrastive reward; the contrast is
+    part of what a checkpoint belongs to."""
+    from salmon_lib.config import ConfigError
+    from salmon_lib.rl.rollout import PolicySampler
+    from salmon_lib.rl.stage import open_context
+
+    seen = []
+    sample = PolicySampler.sample
+    monkeypatch.setattr(PolicySampler, "sample", lambda self, prompts, *a, **k: seen.append((prompts, k)) or
+                        sample(self, prompts, *a, **k))
+    run = tmp_path / "guided_other"
+    shutil.copytree(inputs, run)
+    mine, other = ["The reply is a single short sentence."], ["The reply walks through every step at length."]
+    cfg = quick(run, method="context_distill", max_steps=1, group_size=1, principles=mine, guidance_scale=3.0,
+                guidance_contrast=other)
+    prepare_prompts(cfg)
+    stats = train(cfg, progress=False)  # the run's own rm/ is a trained reward model: it knows no contrasts
+    assert stats["steps"] == 1 and _moved(run, inputs) > 1e-4
+    prompts, kw = seen[-1]
+    assert len(kw["contrast_prompts"]) == len(prompts) == cfg.prompts_per_step
+    for guided, contrast in zip(prompts, kw["contrast_prompts"]):
+        assert mine[0] in guided and other[0] not in guided
+        assert other[0] in contrast and mine[0] not in contrast
+        assert guided.split(mine[0]) == contrast.split(other[0])  # the same prompt, only the texts differ
+    plain = open_context(dataclasses.replace(cfg, guidance_contrast=""), principles=mine).signature
+    assert open_context(cfg, principles=mine).signature != plain
+    with pytest.raises(ConfigError, match="guidance_contrast: only guided sampling"):
+        quick(run, method="context_distill", guidance_contrast=other)
+    with pytest.raises(ConfigError, match="guidance_contrast"):
+        quick(run, method="context_distill", guidance_scale=2.0, guidance_contrast="principles/no_such_file.yaml")
+
+
 def test_a_run_without_normalisation_needs_no_baseline(inputs, tmp_path):
     """best_of_n ranks a prompt's answers, which the per-type normalisation cannot reorder: the arms of
     the controllability preset skip the baseline's answers (baseline_prompts 0)."""

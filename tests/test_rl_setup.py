@@ -167,7 +167,7 @@ def test_arms_trained_side_by_side_share_the_cores(tmp_path, monkeypatch):
     # every arm gets its own seed, in turn and side by side (stage 06 queues all seeds' arms at once)
     monkeypatch.setattr(rl_stage, "train_arm", lambda cfg, name, principles: (cfg.seed, cfg.cpu_threads))
     for workers, threads in ((1, 3), (2, 2)):
-        assert ctl.train_arms(cfg, jobs, progress=False, workers=workers, seeds={"long": 7}) == {
+        assert ctl.train_arms(cfg, jobs, progress=False, workers=workers, settings={"long": {"seed": 7}}) == {
             "short": (0, threads), "long": (7, threads)}
 
 

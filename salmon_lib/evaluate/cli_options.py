@@ -42,6 +42,9 @@ class SteerOptions(PolicySamplingOptions):
     # guided candidates draw only among tokens with at least this share of the most likely token's
     # probability (stage 05's guidance_plausibility); 0: every token
     guidance_plausibility: float = GUIDANCE_PLAUSIBILITY
+    # guided candidates are sampled away from these principles (texts or files, as --principles; repeat
+    # to combine) instead of the reward's contrast of each: needs no negation and no contrastive reward
+    contrast: list[str] = dataclasses.field(default_factory=list)
     # print one JSON object {"best": {...}, "candidates": [{"response", "finished", "score"}, ...]}, best first
     json: bool = False
 

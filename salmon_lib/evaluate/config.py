@@ -54,6 +54,11 @@ class EvaluateConfig(GenerationOptions, StageConfig):
     arm_workers: int = 1
     # stage 05 parameters changed for every arm alike (e.g. max_steps)
     arm_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # what guided arms (guidance_scale > 1 in arm_overrides) sample away from: "reward", the contrast the
+    # reward scores each principle against (its negation, or a request to avoid it); "other_set", the other
+    # set of two, so the guidance of the two arms differs by exactly their texts, needs no negation, and
+    # what both sets ask for cancels
+    arm_contrast: Literal["reward", "other_set"] = "reward"
     # -- the experiment's registration, fixed before it runs (evaluate/experiment.py): the primary endpoint
     controllability_measure: Measure = "length_tokens"  # the behaviour the first two sets are meant to move apart
     # where the first set's arm should lie against the second's on that measure (concise vs comprehensive: lower)
@@ -93,6 +98,9 @@ class EvaluateConfig(GenerationOptions, StageConfig):
                                   "principle texts")
             if isinstance(spec, str) and not spec.strip():
                 raise ConfigError(f"controllability.{name}: empty principle file name")
+        if self.arm_contrast == "other_set" and self.controllability and len(self.controllability) != 2:
+            raise ConfigError(f"arm_contrast: other_set guides each arm away from the other set, so it needs exactly "
+                              f"two sets in controllability, got {len(self.controllability)}")
         if self.endpoint_prompts < 2:
             raise ConfigError(f"endpoint_prompts: a paired interval needs at least 2 prompts, got "
                               f"{self.endpoint_prompts}")

@@ -59,9 +59,10 @@ def arm_config(run_dir: str, overrides: Mapping[str, Any], fallback: Mapping[str
 
 
 def train_arms(rl_cfg, jobs: Mapping[str, str | list[str]], progress: bool = True, workers: int = 1,
-               seeds: Mapping[str, int] | None = None) -> dict[str, dict]:
+               settings: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, dict]:
     """One arm per `jobs` entry (arm name -> principles) through stage 05's `train_arm` (skipped
-    there when already trained alike), with its seed from `seeds` (default `rl_cfg.seed`);
+    there when already trained alike), with `rl_cfg` changed by the arm's `settings` (its seed, its
+    guidance contrast);
     `workers` > 1 trains that many at once, each in a fresh process, a worker taking the next arm
     as soon as its last one is done (the arms share nothing but the read-only prompt split and
     baseline, which are written first)."""
@@ -70,7 +71,7 @@ def train_arms(rl_cfg, jobs: Mapping[str, str | list[str]], progress: bool = Tru
     except ImportError as err:
         raise ConfigError(f"controllability_arms: stage 05's code cannot be imported ({err}); set "
                           "controllability_arms: false to run the no-training preview only") from None
-    configs = {name: dataclasses.replace(rl_cfg, seed=(seeds or {}).get(name, rl_cfg.seed)) for name in jobs}
+    configs = {name: dataclasses.replace(rl_cfg, **(settings or {}).get(name, {})) for name in jobs}
     workers = min(workers, len(jobs))
     if workers <= 1:
         out = {}

@@ -16,6 +16,7 @@ import logging
 import time
 from pathlib import Path
 
+from ..config import ConfigError
 from ..generation.score_cache import run_score_cache
 from ..io import RecordLog
 from .config import EvaluateConfig
@@ -93,11 +94,16 @@ def train_controllability_arms(cfg: EvaluateConfig, ev: Evaluation, progress: bo
     if not ev.sources or not cfg.controllability_arms:
         return
     rl_cfg = arm_config(cfg.run_dir, cfg.arm_overrides, {"model": cfg.model, "seed": cfg.seed})
+    if cfg.arm_contrast == "other_set" and rl_cfg.guidance_scale == 1:
+        raise ConfigError("arm_contrast: other_set is what the arms' guided sampling pushes away from; set "
+                          "arm_overrides' guidance_scale above 1 (and method: context_distill)")
     seeds = seed_list(cfg)
     names = {seed: {src.name: arm_name(src.name, seed, seeds) for src in ev.sources} for seed in seeds}
+    contrast = {src.name: {"guidance_contrast": next(o.train_arg() for o in ev.sources if o is not src)}
+                if cfg.arm_contrast == "other_set" else {} for src in ev.sources}
+    settings = {names[seed][src.name]: {"seed": seed, **contrast[src.name]} for seed in seeds for src in ev.sources}
     stats = train_arms(rl_cfg, {names[seed][src.name]: src.train_arg() for seed in seeds for src in ev.sources},
-                       progress, cfg.arm_workers, seeds={names[seed][src.name]: seed for seed in seeds
-                                                         for src in ev.sources})
+                       progress, cfg.arm_workers, settings)
     for seed in seeds:
         ev.seed_arms[seed] = names[seed]
         ev.arm_stats[seed] = {src.name: stats[names[seed][src.name]] for src in ev.sources}

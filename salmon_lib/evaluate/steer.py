@@ -4,14 +4,15 @@ The run's SFT model writes N candidate answers to one prompt; the reward model s
 the given principles and the candidates are printed best first. That is best-of-N reranking, the
 no-training preview of what RL under those principles would push towards. With `--guidance-scale`
 > 1 the candidates are sampled the way stage 05's guided context distillation samples (principles
-in the system prompt, guided away from the contrastive reward's contrast of each), which is the
-per-token form of the policy that reward's RL would reach.
+in the system prompt, guided away from the contrastive reward's contrast of each, or from the
+`--contrast` principles, as stage 06's `arm_contrast: other_set` arms are), which is the per-token
+form of the policy that reward's RL would reach.
 
     python -m salmon_lib steer --run outputs/demo --principles "The response is one sentence." \
         --prompt "Why is the sky blue?"
     python -m salmon_lib steer --run outputs/demo --principles principles/concise.yaml --prompt "..." --n 8 --json
     python -m salmon_lib steer --run outputs/demo --principles principles/concise.yaml --prompt "..." \
-        --guidance-scale 6
+        --guidance-scale 6 --contrast principles/comprehensive.yaml
 """
 
 from __future__ import annotations
@@ -50,12 +51,14 @@ def principle_texts(values: Sequence[str]) -> tuple[list[str], list]:
 def steer(run_dir: str | Path, principles: Sequence[str], prompt: str, n: int = 4, reward: str | None = None,
           model: str | None = None, temperature: float = 0.7, max_new_tokens: int = 256, seed: int = 0,
           backend: str = "hf", principle_files: Sequence = (), top_p: float = 1.0,
-          guidance_scale: float = 1.0, guidance_plausibility: float = GUIDANCE_PLAUSIBILITY) -> list[dict]:
+          guidance_scale: float = 1.0, guidance_plausibility: float = GUIDANCE_PLAUSIBILITY,
+          contrast: Sequence[str] = ()) -> list[dict]:
     """SFT's `n` answers to `prompt`, each `{response, finished, score}` under `principles`, best
     first (an answer cut at `max_new_tokens` is scored as unfinished).
     `principle_files`: loaded principle files the texts come from (a contrastive reward learns
     their negations from them). `guidance_scale` > 1: guided candidates (the module's docstring),
-    drawn among the tokens within `guidance_plausibility` of the most likely one."""
+    drawn among the tokens within `guidance_plausibility` of the most likely one, away from the
+    `contrast` texts (default: the contrastive reward's contrast of each principle)."""
     from ..generation import make_generator
     from ..models import ModelConfig
     from ..reward import load_reward
@@ -68,14 +71,18 @@ def steer(run_dir: str | Path, principles: Sequence[str], prompt: str, n: int = 
     for pset in principle_files:
         rm.learn_principles(pset)
     rendered, guided = sft.prompt(prompt), {}
+    if contrast and guidance_scale == 1:
+        raise ValueError("--contrast is what guided candidates are sampled away from; give --guidance-scale > 1")
     if guidance_scale != 1:
-        if not hasattr(rm, "contrast_texts"):
+        if not contrast and not hasattr(rm, "contrast_texts"):
             raise ValueError(f"--guidance-scale guides away from each principle's contrast, which only a contrastive "
-                             f"reward knows; {reward or run / 'rm'} is a {type(rm).__name__}")
+                             f"reward knows; {reward or run / 'rm'} is a {type(rm).__name__} (or name the "
+                             f"principles to guide away from with --contrast)")
         if backend != "hf":
             raise ValueError(f"--guidance-scale samples with the hf backend, not {backend}")
         rendered = sft.spec.guided_prompt(prompt, principles)
-        guided = {"contrast_prompts": [sft.spec.guided_prompt(prompt, rm.contrast_texts(principles))],
+        away = list(contrast) or rm.contrast_texts(principles)
+        guided = {"contrast_prompts": [sft.spec.guided_prompt(prompt, away)],
                   "guidance_scale": guidance_scale, "guidance_plausibility": guidance_plausibility}
     with make_generator(ModelConfig(spec=model or base_model_of(run)), backend) as gen:
         comps = gen.generate([rendered], n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
@@ -95,9 +102,11 @@ def _run_cli(args) -> int:
     opts = options_from_args(SteerOptions, args, "steer")
     try:
         principles, files = principle_texts(opts.principles)
+        contrast = principle_texts(opts.contrast)[0] if opts.contrast else []
         ranked = steer(opts.run, principles, opts.prompt, opts.n, opts.reward, opts.model, opts.temperature,
                        opts.max_new_tokens, opts.seed, opts.backend, files, top_p=opts.top_p,
-                       guidance_scale=opts.guidance_scale, guidance_plausibility=opts.guidance_plausibility)
+                       guidance_scale=opts.guidance_scale, guidance_plausibility=opts.guidance_plausibility,
+                       contrast=contrast)
     except (DataError, ModelLoadError, ValueError) as err:
         log.error("%s", err)
         return 2

@@ -53,6 +53,10 @@ class RLConfig(SamplingOptions, OptimisationOptions, StageConfig):
     # classifier-free guidance, the per-token form of the policy that maximises the contrastive reward
     # at KL coefficient 1/(scale - 1) to the guided prompt. 1: the guided prompt alone. Twice the sampling cost.
     guidance_scale: float = 1.0
+    # what the contrast prompt lists: "" each drawn principle's contrast in the reward (its negation, or
+    # the request to avoid it); else a principle file or texts, drawn as `principles` are (stage 06
+    # gives each arm the other set's, so the two arms' guidance differs by exactly their texts)
+    guidance_contrast: str | list[str] = ""
     # guided sampling draws only among tokens with at least this share of the guided prompt's most likely
     # token's probability, so a large scale sharpens the answer without pushing it into tokens neither
     # prompt would write (contrastive decoding's plausibility constraint; their 0.1). 0: every token
@@ -145,6 +149,12 @@ class RLConfig(SamplingOptions, OptimisationOptions, StageConfig):
         if self.guidance_scale != 1 and self.method != "context_distill":
             raise ConfigError(f"guidance_scale: only context_distill samples under a guided prompt; method "
                               f"{self.method!r} does not (set guidance_scale: 1)")
+        if self.guidance_contrast and self.guidance_scale == 1:
+            raise ConfigError("guidance_contrast: only guided sampling (guidance_scale != 1) uses a contrast prompt")
+        if isinstance(self.guidance_contrast, str) and self.guidance_contrast:
+            self.file("guidance_contrast")
+        if isinstance(self.guidance_contrast, list) and not all(p.strip() for p in self.guidance_contrast):
+            raise ConfigError("guidance_contrast: an inline list needs non-empty texts")
         if self.guidance_scale != 1 and self.rollout_backend == "vllm":
             raise ConfigError("guidance_scale: guided sampling runs in the hf rollout backend; set rollout_backend: "
                               "hf or auto")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from .checkpoint import step_seed
 from .draw import PrincipleDraw
@@ -60,6 +60,13 @@ class Context:
     spec: Any  # the ChatSpec the SFT model was trained with
     signature: dict  # settings and input digests; checkpoints made under another signature are not resumed
     reward_fn: RewardFunction | None = None  # set once the SFT baseline it normalises against is known
+    contrast_draw: PrincipleDraw | None = None  # guidance_contrast's principles; None: the reward's contrasts
+
+    def contrast_texts(self, record: dict, round_: int, drawn: Sequence[str]) -> list[str]:
+        """What guided sampling's contrast prompt lists for a prompt whose drawn principles are `drawn`."""
+        if self.contrast_draw is not None:
+            return list(self.contrast_draw.draw(record["id"], round_, record["question_type"]).texts)
+        return self.reward_fn.reward.contrast_texts(drawn)
 
     def step_prompts(self, step: int, count: int) -> list[dict]:
         """The prompts of a step: an endless stream of epochs, each a seeded shuffle of the training

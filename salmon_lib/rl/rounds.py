@@ -29,7 +29,8 @@ def run_rounds(ctx: Context, model, sampler, train_round: TrainRound, progress: 
                guided: bool = False) -> dict:
     """`guided`: sample each prompt with its drawn principles in the system message (the answers
     are still scored, and trained on, under the plain prompt), with `guidance_scale` != 1 guided
-    away from the same message listing the reward's contrast of each principle."""
+    away from the same message listing the reward's contrast of each principle, or the
+    `guidance_contrast` principles drawn for the prompt."""
     from peft import get_peft_model_state_dict, set_peft_model_state_dict
     from tqdm.auto import tqdm
 
@@ -51,7 +52,7 @@ def run_rounds(ctx: Context, model, sampler, train_round: TrainRound, progress: 
             drawn = [ctx.draw.draw(rec["id"], r, rec["question_type"]).texts for rec in records]
             sampled = [ctx.spec.guided_prompt(rec["prompt"], texts) for rec, texts in zip(records, drawn)] \
                 if guided else rendered
-            contrasts = [ctx.spec.guided_prompt(rec["prompt"], ctx.reward_fn.reward.contrast_texts(texts))
+            contrasts = [ctx.spec.guided_prompt(rec["prompt"], ctx.contrast_texts(rec, r, texts))
                          for rec, texts in zip(records, drawn)] if guided and cfg.guidance_scale != 1 else None
             completions = sampler.sample(sampled, cfg.group_size, cfg.max_new_tokens, cfg.temperature, cfg.top_p,
                                          seed=step_seed(cfg.seed, r, "rollout"), tag=f"round-{r}",

@@ -66,7 +66,10 @@ def open_context(cfg: RLConfig, arm: str | None = None, reward=None,
     split = read_split(run)
     draw = PrincipleDraw(principles or cfg.principles, cfg.num_principles, cfg.interventions, cfg.seed)
     inputs = input_digests(run)
-    settings = {k: v for k, v in cfg.to_dict().items() if k not in RESUME_NEUTRAL and k != "principles"}
+    contrast = PrincipleDraw(cfg.guidance_contrast, cfg.num_principles, cfg.interventions, cfg.seed) \
+        if cfg.guidance_contrast else None
+    settings = {k: v for k, v in cfg.to_dict().items()
+                if k not in RESUME_NEUTRAL and k not in ("principles", "guidance_contrast")}
     records = train_records(run, split)
     described = _describe_reward(reward, inputs)
     # the baseline is always the stage's own principles on the SFT policy (open_session)
@@ -74,7 +77,10 @@ def open_context(cfg: RLConfig, arm: str | None = None, reward=None,
     signature = {"settings": settings, "principles": draw.signature(), "inputs": inputs, "reward": described,
                  "split": split_digest(split), "arm": arm,
                  "baseline": baseline_digest(cfg, inputs | {"reward": described}, stage_draw, records)}
-    return Context(cfg, RLPaths(run, arm), records, draw, load_chat_spec(run / "sft"), signature)
+    if contrast is not None:  # only when set, so the runs made before the option keep their signature
+        signature["guidance_contrast"] = contrast.signature()
+    return Context(cfg, RLPaths(run, arm), records, draw, load_chat_spec(run / "sft"), signature,
+                   contrast_draw=contrast)
 
 
 def _finished_stats(ctx: Context) -> dict | None:
@@ -113,10 +119,10 @@ def open_session(cfg: RLConfig, arm: str | None = None, reward=None,
     run = Path(cfg.run_dir)
     if reward is None:
         reward = load_reward(run / "rm")
-    if cfg.guidance_scale != 1 and not hasattr(reward, "contrast_texts"):
+    if cfg.guidance_scale != 1 and not cfg.guidance_contrast and not hasattr(reward, "contrast_texts"):
         raise ConfigError(f"guidance_scale: guided sampling pushes away from each principle's contrast, which "
                           f"only a contrastive reward (stage 04's kind: contrastive) knows; this one is "
-                          f"{type(reward).__name__}")
+                          f"{type(reward).__name__} (or name the contrast's principles in guidance_contrast)")
     tok, model, _ = load_policy(cfg, run / "sft")
     backend = "hf" if cfg.guidance_scale != 1 else cfg.rollout_backend  # the check allows no vllm with guidance
     sampler = PolicySampler(model, tok, cfg.model, ctx.spec.format.stop, backend,
