@@ -76,8 +76,11 @@ def synthetic(run_dir: Path) -> tuple[EvaluateConfig, Evaluation]:
                      "endpoint": {"measure": "length_tokens", "direction": "lower", "prompts": 32, "samples": 2,
                                   "max_new_tokens": 256},
                      "prompts": {"n": 32, "heldout": 16, "not_rl_trained": 16, "asked": 32},
-                     "arms": {"0": {"concise": "concise"}, "1": {"concise": "concise.seed1"}}}
-    ev.arm_stats = {0: {"concise": {"steps": 1}}, 1: {"concise": {"steps": 1}}}
+                     "arms": {"0": {"concise": "concise"}, "1": {"concise": "concise.seed1"}},
+                     "arm_contrast": "other_set"}
+    guided = {"steps": 1, "method": "context_distill", "train_prompts": 32,
+              "guidance": {"scale": 6.0, "contrast": {"inline": ["Be thorough."], "sha256": "0"}}}
+    ev.arm_stats = {0: {"concise": guided}, 1: {"concise": guided}}
     ev.timings = {"answer": 1.0}
     return cfg, ev
 
@@ -124,7 +127,10 @@ def test_controllability_statistics_find_the_built_in_effects(written):
 def test_the_registered_experiment_leads_the_section(written):
     _, rep = written
     exp = rep["controllability"]["experiment"]
-    assert exp["moved_in_every_seed"] and exp["train"]["1"] == {"concise": {"steps": 1}}
+    assert exp["moved_in_every_seed"] and exp["train"]["1"]["concise"]["method"] == "context_distill"
+    page = (Path(written[0].run_dir) / "report.html").read_text()
+    assert ("Each arm: stage 05's <b>context_distill</b>, 1 step(s) on 32 prompts, sampled with its set's principles "
+            "in the system prompt and guided (scale 6) away from the other set's principles") in page
     assert exp["pooled"]["ci_t"][1] < 0 and -25 < exp["pooled"]["difference"] < -15
     assert rep["controllability"]["verdict"][:3] == exp["verdict"]
     assert "figures/eval_experiment.png" in rep["figures"].values()
@@ -219,7 +225,7 @@ def test_page_renders_in_a_headless_browser(written, tmp_path):
     assert len(check["images"]) == len(rep["figures"])
     assert all(done and w > 100 and h > 100 and shown > 100 for done, w, h, shown in check["images"]), check["images"]
     shot = tmp_path / "page.png"
-    out = headless(exe, tmp_path / "profile2", "--window-size=1280,2400", f"--screenshot={shot}",
+    out = headless(exe, tmp_path / "profile2", "--window-size=1280,3600", f"--screenshot={shot}",
                    (Path(cfg.run_dir) / "report.html").as_uri())
     assert shot.is_file(), out.stderr[-1500:]
     pixels = np.asarray(Image.open(shot).convert("RGB")).astype(int)

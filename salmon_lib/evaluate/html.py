@@ -97,7 +97,7 @@ def experiment(exp: dict, figs: Mapping[str, Path]) -> str:
              f"trained on ({pr['heldout']} of stage 05's held-out slice, {pr['not_rl_trained']} outside its "
              f"training list), {ep['samples']} answers per prompt and arm (averaged per prompt), cap "
              f"{ep['max_new_tokens']} tokens; seeds {', '.join(exp['values'])}. An effect is claimed only where the "
-             "paired t-interval excludes zero.</p>"]
+             "paired t-interval excludes zero.</p>", _arm_training(exp)]
     rows = []
     for label, r in [*((f"seed {s}", r) for s, r in exp["per_seed"].items()), ("pooled", exp["pooled"])]:
         if r["difference"] is None:
@@ -118,6 +118,23 @@ def experiment(exp: dict, figs: Mapping[str, Path]) -> str:
     if "experiment" in figs:
         parts.append(_img(figs["experiment"], "the registered endpoint per seed"))
     return "".join(parts)
+
+
+def _arm_training(exp: dict) -> str:
+    """How the first seed's arm of set a was trained (stage 05's stats): method, steps, guidance."""
+    first = next(iter(exp.get("train", {}).values()), {})
+    arm = first.get(exp["a"], {})
+    if not arm.get("method"):
+        return ""
+    how = f"stage 05's <b>{escape(arm['method'])}</b>, {arm.get('steps')} step(s) on {arm.get('train_prompts')} prompts"
+    guidance = arm.get("guidance")
+    if guidance:
+        what = ("the other set's principles" if exp.get("arm_contrast") == "other_set" else
+                "the contrast the reward scores each of its principles against" if guidance["contrast"] == "reward"
+                else "the principles of arm_overrides' guidance_contrast")
+        how += f", sampled with its set's principles in the system prompt and guided (scale {guidance['scale']:g}) " \
+               f"away from {what}"
+    return f"<p>Each arm: {how}; only the principle text differs between the arms.</p>"
 
 
 def reward_audit(audit: dict, figs: Mapping[str, Path]) -> str:

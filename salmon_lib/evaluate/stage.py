@@ -114,7 +114,7 @@ def controllability_experiment(cfg: EvaluateConfig, ev: Evaluation, progress: bo
     if len(ev.sources) < 2 or not ev.seed_arms:
         return
     a, b = ev.sources[0].name, ev.sources[1].name
-    ev.experiment = run_endpoint(cfg, ev.seed_arms, a, b, progress)
+    ev.experiment = {**run_endpoint(cfg, ev.seed_arms, a, b, progress), "arm_contrast": cfg.arm_contrast}
 
 
 def collect_answers(cfg: EvaluateConfig, ev: Evaluation, progress: bool = True) -> None:

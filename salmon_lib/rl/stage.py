@@ -173,7 +173,7 @@ def _train(cfg: RLConfig, arm: str | None, reward, progress: bool, principles: s
     seconds = time.perf_counter() - start
     s.sampler.close()
     stats = {"method": cfg.method, "arm": arm, **result, "train_seconds": round(seconds, 2),
-             "principles": ctx.draw.describe(), "train_prompts": len(ctx.records),
+             "principles": ctx.draw.describe(), "train_prompts": len(ctx.records), **_guidance(cfg, ctx),
              "baseline": {k: s.baseline[k] for k in ("overall", "by_type", "n", "mean_tokens", "finished")},
              "rollout_backend": s.sampler.backend, "policy": str(ctx.paths.policy),
              "signature": signature_digest(ctx.signature), **_metric_summary(ctx)}
@@ -182,6 +182,14 @@ def _train(cfg: RLConfig, arm: str | None, reward, progress: bool, principles: s
                     policy_info(cfg, cfg.method, ctx.draw.describe(), result["steps"], arm))
         atomic_write_json(ctx.paths.stats, stats)
     return stats
+
+
+def _guidance(cfg: RLConfig, ctx: Context) -> dict:
+    """What guided sampling pushed away from, for the stats (nothing when unguided)."""
+    if cfg.guidance_scale == 1:
+        return {}
+    away = ctx.contrast_draw.describe() if ctx.contrast_draw is not None else "reward"
+    return {"guidance": {"scale": cfg.guidance_scale, "contrast": away}}
 
 
 def _train_method(ctx: Context, model, tok, sampler, progress: bool) -> dict:
