@@ -62,14 +62,23 @@ def test_method_takes_real_steps_and_moves_the_policy(method, inputs, tmp_path):
     assert all(len(d) == 1 for d in draws.values()) and len(draws) == 2 * cfg.prompts_per_step
 
 
-def test_context_distill_samples_under_the_principles_and_trains_without_them(inputs, tmp_path, monkeypatch):
-    from salmon_lib.engrave import train as engrave_train
+@pytest.fixture
+def sampled(monkeypatch) -> list:
+    """(prompts, keyword arguments) of every PolicySampler.sample call, which still samples."""
     from salmon_lib.rl.rollout import PolicySampler
 
-    seen, trained = [], []
+    calls = []
     sample = PolicySampler.sample
-    monkeypatch.setattr(PolicySampler, "sample", lambda self, prompts, *a, **k: seen.append(prompts) or
+    monkeypatch.setattr(PolicySampler, "sample", lambda self, prompts, *a, **k: calls.append((prompts, k)) or
                         sample(self, prompts, *a, **k))
+    return calls
+
+
+def test_context_distill_samples_under_the_principles_and_trains_without_them(inputs, tmp_path, monkeypatch,
+                                                                             sampled):
+    from salmon_lib.engrave import train as engrave_train
+
+    trained = []
     make_trainer = engrave_train.make_trainer
     monkeypatch.setattr(engrave_train, "make_trainer", lambda cfg, records, **k: trained.append(records) or
                         make_trainer(cfg, records, **k))
@@ -79,12 +88,12 @@ def test_context_distill_samples_under_the_principles_and_trains_without_them(in
     cfg = quick(run, method="context_distill", max_steps=1, group_size=1, principles=[rule])
     prepare_prompts(cfg)
     train(cfg, progress=False)
-    rounds = seen[-1]
+    rounds = sampled[-1][0]
     assert len(rounds) == cfg.prompts_per_step and all(rule in p for p in rounds)
     assert len(trained[-1]) == cfg.prompts_per_step and not any(rule in r["prompt"] for r in trained[-1])
 
 
-def test_guided_context_distill_samples_away_from_each_principles_contrast(inputs, tmp_path, monkeypatch):
+def test_guided_context_distill_samples_away_from_each_principles_contrast(inputs, tmp_path, sampled):
     """guidance_scale: the contrast prompt lists what the contrastive reward scores each principle
     against (here the principle file's negations); guidance needs that reward and context_distill."""
     import yaml
@@ -92,12 +101,7 @@ def test_guided_context_distill_samples_away_from_each_principles_contrast(input
     from salmon_lib.config import ConfigError
     from salmon_lib.models import ModelConfig
     from salmon_lib.reward.contrastive import ContrastiveReward, write_spec
-    from salmon_lib.rl.rollout import PolicySampler
 
-    seen = []
-    sample = PolicySampler.sample
-    monkeypatch.setattr(PolicySampler, "sample", lambda self, prompts, *a, **k: seen.append((prompts, k)) or
-                        sample(self, prompts, *a, **k))
     run = tmp_path / "guided"
     shutil.copytree(inputs, run)
     principles = yaml.safe_load(open("principles/concise.yaml"))["principles"]
@@ -109,7 +113,7 @@ def test_guided_context_distill_samples_away_from_each_principles_contrast(input
     prepare_prompts(cfg)
     stats = train(cfg, reward=ContrastiveReward.load(folder), progress=False)
     assert stats["steps"] == 1 and _moved(run, inputs) > 1e-4
-    prompts, kw = seen[-1]
+    prompts, kw = sampled[-1]
     assert kw["guidance_scale"] == 3.0 and len(kw["contrast_prompts"]) == len(prompts) == cfg.prompts_per_step
     assert kw["guidance_plausibility"] == cfg.guidance_plausibility == 0.1
     squash = " ".join  # the guided prompt lists each text on one line
@@ -126,18 +130,13 @@ def test_guided_context_distill_samples_away_from_each_principles_contrast(input
         quick(run, method="context_distill", guidance_scale=2.0, guidance_plausibility=1.5)
 
 
-def test_guided_context_distill_can_push_away_from_named_principles_under_any_reward(inputs, tmp_path, monkeypatch):
+def test_guided_context_distill_can_push_away_from_named_principles_under_any_reward(inputs, tmp_path, sampled):
     """guidance_contrast: the contrast prompt lists those principles (stage 06 gives an arm the other
     set's), drawn per prompt, so guidance needs no negation and no contrastive reward; the contrast is
     part of what a checkpoint belongs to."""
     from salmon_lib.config import ConfigError
-    from salmon_lib.rl.rollout import PolicySampler
     from salmon_lib.rl.stage import open_context
 
-    seen = []
-    sample = PolicySampler.sample
-    monkeypatch.setattr(PolicySampler, "sample", lambda self, prompts, *a, **k: seen.append((prompts, k)) or
-                        sample(self, prompts, *a, **k))
     run = tmp_path / "guided_other"
     shutil.copytree(inputs, run)
     mine, other = ["The reply is a single short sentence."], ["The reply walks through every step at length."]
@@ -146,7 +145,7 @@ def test_guided_context_distill_can_push_away_from_named_principles_under_any_re
     prepare_prompts(cfg)
     stats = train(cfg, progress=False)  # the run's own rm/ is a trained reward model: it knows no contrasts
     assert stats["steps"] == 1 and _moved(run, inputs) > 1e-4
-    prompts, kw = seen[-1]
+    prompts, kw = sampled[-1]
     assert len(kw["contrast_prompts"]) == len(prompts) == cfg.prompts_per_step
     for guided, contrast in zip(prompts, kw["contrast_prompts"]):
         assert mine[0] in guided and other[0] not in guided

@@ -106,10 +106,7 @@ class RLConfig(SamplingOptions, OptimisationOptions, StageConfig):
 
     def check(self) -> None:
         super().check()
-        if isinstance(self.principles, str) and self.principles:
-            self.file("principles")
-        if isinstance(self.principles, list) and not all(p.strip() for p in self.principles):
-            raise ConfigError("principles: an inline list needs non-empty texts")
+        self._check_principle_source("principles")
         if not self.principles:
             raise ConfigError("principles: give a principle file or a non-empty list of texts")
         for name in ("num_principles", "prompts_per_step", "length_tokens", "score_batch_size",
@@ -151,12 +148,17 @@ class RLConfig(SamplingOptions, OptimisationOptions, StageConfig):
                               f"{self.method!r} does not (set guidance_scale: 1)")
         if self.guidance_contrast and self.guidance_scale == 1:
             raise ConfigError("guidance_contrast: only guided sampling (guidance_scale != 1) uses a contrast prompt")
-        if isinstance(self.guidance_contrast, str) and self.guidance_contrast:
-            self.file("guidance_contrast")
-        if isinstance(self.guidance_contrast, list) and not all(p.strip() for p in self.guidance_contrast):
-            raise ConfigError("guidance_contrast: an inline list needs non-empty texts")
+        self._check_principle_source("guidance_contrast")
         if self.guidance_scale != 1 and self.rollout_backend == "vllm":
             raise ConfigError("guidance_scale: guided sampling runs in the hf rollout backend; set rollout_backend: "
                               "hf or auto")
         if self.unfinished_penalty > 0:
             raise ConfigError(f"unfinished_penalty: a penalty is <= 0, got {self.unfinished_penalty}")
+
+    def _check_principle_source(self, name: str) -> None:
+        """A principle file that exists, or an inline list of non-empty texts."""
+        value = getattr(self, name)
+        if isinstance(value, str) and value:
+            self.file(name)
+        if isinstance(value, list) and not all(p.strip() for p in value):
+            raise ConfigError(f"{name}: an inline list needs non-empty texts")
