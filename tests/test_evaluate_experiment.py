@@ -123,3 +123,42 @@ def test_arm_workers_share_the_cores_instead_of_taking_one_thread_each(monkeypat
     assert threads_per_worker(2) == 8
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     assert threads_per_worker(2) == 2
+
+
+def test_the_endpoint_asks_each_policy_once_for_all_its_answers_from_a_merging_engine(tmp_path, monkeypatch):
+    """One generate call per policy with every endpoint prompt (SFT first: the engine it starts
+    with), from a generator asked to merge adapters; the effect is the measure computed by hand, and
+    a generator of another backend answers afresh instead of reusing these answers."""
+    from salmon_lib.evaluate import policies
+    from salmon_lib.evaluate.experiment import run_endpoint
+    from salmon_lib.generation import Completion, Generator
+
+    run = make_run(tmp_path / "run")
+    for k, arm in enumerate(("terse", "wordy")):
+        make_adapter(run / "rl_arms" / arm / "policy", seed=10 + k)
+    length = {"terse": 3, "wordy": 7, "sft": 5}
+    calls, opened = [], []
+
+    class Fake(Generator):
+        def __init__(self, backend):
+            self.backend = backend
+
+        def generate(self, prompts, n=1, adapter=None, **kwargs):
+            who = next(name for name in length if f"/{name}/" in f"{adapter}/")
+            calls.append((who, len(prompts), n))
+            return [[Completion("x", [1] * (length[who] + i + j), "stop", length[who] + i + j) for j in range(n)]
+                    for i in range(len(prompts))]
+
+    backends = iter(["fake", "fake", "other"])
+    monkeypatch.setattr(policies, "open_generator", lambda *a, **k: opened.append(k) or Fake(next(backends)))
+    cfg = EvaluateConfig(run_dir=str(run), model="tiny", endpoint_prompts=4, endpoint_samples=2, bootstrap=200)
+    out = run_endpoint(cfg, {0: {"a": "terse", "b": "wordy"}}, "a", "b", progress=False)
+    assert opened[0]["merge_adapters"] is True
+    assert calls == [("sft", 4, 2), ("terse", 4, 2), ("wordy", 4, 2)]
+    # prompt i's two answers have length + i and length + i + 1 tokens: a's arm is 4 tokens shorter everywhere
+    assert out["values"]["0"]["a"] == [3.5, 4.5, 5.5, 6.5] and out["per_seed"]["0"]["difference"] == -4.0
+    assert out["sft"]["mean"] == 7.0
+    run_endpoint(cfg, {0: {"a": "terse", "b": "wordy"}}, "a", "b", progress=False)
+    assert len(calls) == 3  # the same backend: every answer from the cache
+    run_endpoint(cfg, {0: {"a": "terse", "b": "wordy"}}, "a", "b", progress=False)
+    assert len(calls) == 6

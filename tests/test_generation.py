@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from salmon_lib.chat_format import get_format
-from salmon_lib.generation import GenerationError, make_generator
+from salmon_lib.generation import GenerationError, Generator, make_generator
 from salmon_lib.generation.decode import guide
 from salmon_lib.generation.hf import HFGenerator
 from salmon_lib.generation.prefix_scoring import ScoreRow, group_rows
@@ -582,3 +582,73 @@ def test_guided_samples_pair_each_row_with_its_own_contrast(tiny):
         tiny.generate(prompts, **greedy)
     with pytest.raises(GenerationError, match="one contrast prompt per prompt"):
         tiny.generate(prompts, guidance_scale=2.0)
+
+
+def test_merged_weights_are_the_adapter_model(tmp_path):
+    """merged_weights gives the base's tensors with the adapter folded in, under the checkpoint's
+    names: loaded into a plain model (as `MergedAdapterVLLM` loads them into its engine), its
+    logits are the PEFT model's."""
+    from salmon_lib.generation.merged_vllm import merged_weights
+    from salmon_lib.models import load_adapter, load_model
+
+    make_lora(load_model("tiny")[1], tmp_path / "a", seed=4)
+    weights = merged_weights(ModelConfig(spec="tiny"), tmp_path / "a")
+    assert not any("lora" in name or "base_layer" in name for name in weights)
+    merged = load_model("tiny")[1]
+    merged.load_state_dict(weights)
+    peft_model = load_adapter(load_model("tiny")[1], tmp_path / "a").eval()
+    plain = load_model("tiny")[1].eval()
+    ids = torch.tensor([[1, 5, 9, 13, 2, 7]])
+    with torch.no_grad():
+        got, want, base = (m(input_ids=ids).logits for m in (merged.eval(), peft_model, plain))
+    assert torch.allclose(got, want, atol=1e-5) and not torch.allclose(got, base, atol=1e-3)
+    assert all(torch.equal(v, plain.state_dict()[k]) for k, v in merged_weights(ModelConfig(spec="tiny"), None).items())
+
+
+def test_merge_adapters_takes_merged_vllm_on_a_cpu_only_where_it_applies(caplog, monkeypatch, tmp_path):
+    """`merge_adapters` starts one engine on the base and loads the first adapter's merged weights
+    at once (auto never hands back an engine that fails later); another adapter is loaded into the
+    same engine, the same one is not loaded again; a failed start under auto falls back to HF, and
+    hf, CUDA or no adapters leave the choice as it was."""
+    import salmon_lib.generation.factory as factory
+    import salmon_lib.generation.merged_vllm as mv
+    import salmon_lib.generation.vllm_backend as vb
+
+    started, loaded = [], []
+
+    class Engine(Generator):
+        backend = "vllm"
+
+        def __init__(self, cfg, **kwargs):
+            started.append(cfg.spec)
+
+        def load_weights(self, weights):
+            loaded.append(weights)
+
+    monkeypatch.setattr(factory, "vllm_support", lambda cfg, adapters=(): (True, "looks fine"))
+    monkeypatch.setattr(vb, "uses_cuda", lambda cfg: False)
+    monkeypatch.setattr(vb, "VLLMGenerator", Engine)
+    monkeypatch.setattr(mv, "merged_weights", lambda cfg, adapter: adapter)
+    adapters = [str(tmp_path / "a"), str(tmp_path / "b")]
+    with caplog.at_level(logging.INFO, logger="salmon_lib.generation.factory"):
+        with make_generator(ModelConfig(spec="tiny"), adapters=adapters, merge_adapters=True, progress=False) as gen:
+            assert gen.backend == "vllm-merged" and started == ["tiny"] and loaded == [adapters[0]]
+            gen.serve(adapters[0])
+            gen.serve(adapters[1])
+            gen.serve(None)
+            assert loaded == [adapters[0], adapters[1], None] and gen.switches == 3 and started == ["tiny"]
+    assert "vllm-merged" in caplog.text
+    with make_generator(ModelConfig(spec="tiny"), "hf", adapters=adapters, merge_adapters=True, progress=False) as gen:
+        assert gen.backend == "hf"
+    with make_generator(ModelConfig(spec="tiny"), merge_adapters=True, progress=False) as gen:
+        assert gen.backend == "vllm" and started[-1] == "tiny"  # nothing to merge: the plain engine on the base
+
+    def dies(cfg, **kwargs):
+        raise RuntimeError("engine died\nstack...")
+
+    monkeypatch.setattr(vb, "VLLMGenerator", dies)
+    with make_generator(ModelConfig(spec="tiny"), adapters=adapters, merge_adapters=True, progress=False) as gen:
+        assert gen.backend == "hf"
+    assert "merged adapters on vLLM failed to start (RuntimeError: engine died)" in caplog.text
+    with pytest.raises(RuntimeError, match="engine died"):
+        make_generator(ModelConfig(spec="tiny"), backend="vllm", adapters=adapters, merge_adapters=True)

@@ -134,3 +134,29 @@ def test_seeded_batch_longer_than_one_step_budget(vllm_gen):
     out = vllm_gen.generate(prompts, n=1, temperature=0.7, max_new_tokens=4, seed=list(range(40)))
     again = vllm_gen.generate(prompts[:3], n=1, temperature=0.7, max_new_tokens=4, seed=[0, 1, 2])
     assert [o[0].text for o in out[:3]] == [o[0].text for o in again]  # a prompt's sample depends on its seed alone
+
+
+def test_merged_adapter_engine_agrees_with_hf_peft(hf, lora_dir):
+    """One vLLM engine whose weights are swapped to base + adapter in place (what stage 06's
+    endpoint uses on a CPU) answers and scores as HF with the adapter does, and as the bare base
+    again after swapping back: the prefix cache holds nothing of the other weights."""
+    pytest.importorskip("vllm")
+    options = ["a", "b"]
+    with make_generator(DEFAULT, adapters=[lora_dir], merge_adapters=True, progress=False) as gen:
+        assert gen.backend == "vllm-merged"
+        got = gen.score_options(judge_prompts(), options, adapter=lora_dir)
+        greedy = gen.generate(PROMPTS, temperature=0, max_new_tokens=16, adapter=lora_dir)
+        gen.serve(lora_dir)
+        assert gen.switches == 1
+        base = gen.generate(PROMPTS, temperature=0, max_new_tokens=16)
+        base_scores = gen.score_options(judge_prompts(), options)
+        assert gen.switches == 2
+    want = hf.score_options(judge_prompts(), options, adapter=lora_dir)
+    for g_row, w_row in zip(got, want):
+        assert g_row == pytest.approx(w_row, abs=1e-3)
+    assert [c[0].token_ids for c in greedy] == [c[0].token_ids for c in hf.generate(
+        PROMPTS, temperature=0, max_new_tokens=16, adapter=lora_dir)]
+    assert [c[0].token_ids for c in base] == [c[0].token_ids for c in hf.generate(
+        PROMPTS, temperature=0, max_new_tokens=16)]
+    for g_row, w_row in zip(base_scores, hf.score_options(judge_prompts(), options)):
+        assert g_row == pytest.approx(w_row, abs=1e-3)

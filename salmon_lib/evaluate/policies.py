@@ -86,8 +86,9 @@ def arm_policy(run_dir: str | Path, arm: str) -> Policy:
 
 
 def open_generator(model: str, backend: str, policies: Sequence[Policy], batch_size: int, progress: bool = True,
-                   score_cache: str | Path | None = None, processes: int = 1):
-    """One generator on the base model that can serve every policy's adapter."""
+                   score_cache: str | Path | None = None, processes: int = 1, merge_adapters: bool = False):
+    """One generator on the base model that can serve every policy's adapter (`merge_adapters`: see
+    `generation.make_generator`)."""
     from ..generation import make_generator
     from ..models import ModelConfig
 
@@ -95,7 +96,8 @@ def open_generator(model: str, backend: str, policies: Sequence[Policy], batch_s
     # `auto`, an engine that cannot serve them falls back to HF
     adapters = [p.adapter for p in policies if p.adapter]
     return make_generator(ModelConfig(spec=model), backend, adapters=adapters, batch_size=batch_size,
-                          progress=progress, score_cache=score_cache, processes=processes)
+                          progress=progress, score_cache=score_cache, processes=processes,
+                          merge_adapters=merge_adapters)
 
 
 @dataclasses.dataclass
@@ -111,10 +113,11 @@ class Sampling:
 
 def answer(gen, policy: Policy, prompts: Sequence[EvalPrompt], sampling: Sampling, model: str, cache: RecordLog,
            n: int = 1, batch_size: int = 16, tag: str = "") -> list[list[dict]]:
-    """`n` answers of `policy` per prompt: `{text, token_ids, num_tokens, finished}`, cached in `cache`.
-    All policies use the same seed, so they draw from the same random stream (paired comparisons
-    then differ by the policy, not by the luck of the draw)."""
-    prefix = f"{policy.name}|{adapter_digest(policy.adapter)}|{sampling.signature(model)}|{n}|{tag}"
+    """`n` answers of `policy` per prompt: `{text, token_ids, num_tokens, finished}`, cached in `cache`
+    under the engine that made them (engines draw differently from the same seed). All policies use
+    the same seed, so they draw from the same random stream (paired comparisons then differ by the
+    policy, not by the luck of the draw)."""
+    prefix = f"{policy.name}|{adapter_digest(policy.adapter)}|{sampling.signature(model)}|{n}|{tag}|{gen.backend}"
     key = lambda p: f"{prefix}|{p.id}"  # noqa: E731
     todo = [p for p in prompts if key(p) not in cache]
     for start in range(0, len(todo), batch_size):

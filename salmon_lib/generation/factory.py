@@ -43,11 +43,14 @@ def auto_picks_vllm(model_cfg: ModelConfig, adapters: Sequence[str] = ()) -> tup
 
 def make_generator(model_cfg: ModelConfig, backend: Literal["auto", "hf", "vllm"] = "auto",
                    adapters: Sequence[str] = (), batch_size: int | None = None, processes: int = 1,
-                   **kwargs) -> Generator:
+                   merge_adapters: bool = False, **kwargs) -> Generator:
     """A generator for `model_cfg`. `adapters`: the LoRA folders the caller will pass as `adapter=`.
     `batch_size`: the HF backend's sequences per generation batch (vLLM schedules its own).
     `processes`: more than 1 makes that many generators in worker processes, each call's rows
     shared between them (`pool.GeneratorPool`: a CPU's cores with one thread per process).
+    `merge_adapters`: for callers whose every call generates much with one adapter, vLLM on a CPU
+    serves each adapter merged into the weights (`merged_vllm.py`) where `auto` would take HF for
+    LoRA; with `backend="hf"`, on CUDA or without vLLM support it changes nothing.
 
     `auto` picks vLLM when it supports the model and adapters here and starts (it is tried on one
     token with each adapter), HF otherwise and for LoRA on a CPU (`auto_picks_vllm`), and logs the
@@ -60,7 +63,12 @@ def make_generator(model_cfg: ModelConfig, backend: Literal["auto", "hf", "vllm"
     if processes > 1:
         from .pool import GeneratorPool
 
-        return GeneratorPool(processes, (model_cfg, backend), dict(adapters=adapters, batch_size=batch_size, **kwargs))
+        return GeneratorPool(processes, (model_cfg, backend), dict(adapters=adapters, batch_size=batch_size,
+                                                                   merge_adapters=merge_adapters, **kwargs))
+    if merge_adapters and backend != "hf" and any(adapters):
+        merged = _merged_vllm(model_cfg, backend, adapters, kwargs)
+        if merged is not None:
+            return merged
     if backend == "vllm":
         from .vllm_backend import VLLMGenerator
 
@@ -83,3 +91,32 @@ def make_generator(model_cfg: ModelConfig, backend: Literal["auto", "hf", "vllm"
     from .hf import HFGenerator
 
     return HFGenerator(model_cfg, **kwargs, **({"batch_size": batch_size} if batch_size else {}))
+
+
+def _merged_vllm(model_cfg: ModelConfig, backend: str, adapters: Sequence[str], kwargs: dict) -> Generator | None:
+    """A `MergedAdapterVLLM` already serving the first adapter, or None where it does not apply
+    (CUDA, where vLLM's LoRA path is fast; a model vLLM cannot serve) or, under `auto`, its engine
+    or its first weight swap fails to start."""
+    ok, reason = vllm_support(model_cfg)
+    if not ok:
+        return None
+    from .vllm_backend import uses_cuda
+
+    if uses_cuda(model_cfg):
+        return None
+    from .merged_vllm import MergedAdapterVLLM
+
+    gen = None
+    try:
+        gen = MergedAdapterVLLM(model_cfg, **kwargs)
+        gen.serve(next(a for a in adapters if a))  # the weight swap works here, or auto falls back now
+    except Exception as err:
+        if gen is not None:
+            gen.close()
+        if backend == "vllm":
+            raise
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+        log.warning("generation backend: merged adapters on vLLM failed to start (%s: %s)", type(err).__name__, first)
+        return None
+    log.info("generation backend: vllm-merged (%s; each adapter merged into the weights)", reason)
+    return gen

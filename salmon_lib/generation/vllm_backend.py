@@ -240,6 +240,13 @@ class VLLMGenerator(Generator):
             self.llm.generate([prompt], SamplingParams(max_tokens=1, temperature=0.0),
                               lora_request=self._lora(adapter) if adapter else None, use_tqdm=False)
 
+    def load_weights(self, weights: dict) -> None:
+        """Replace the engine's weights in place with `weights` (tensor name -> tensor, as in the
+        model's checkpoint) through vLLM's own `reload_weights`, which redoes the kernels' weight
+        layouts, and drop the prefix cache, whose KV entries the old weights computed."""
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(weights.items())})
+        self.llm.reset_prefix_cache()
+
     def _lora(self, adapter: str | None):
         adapter = adapter or self.cfg.adapter
         if adapter is None:
