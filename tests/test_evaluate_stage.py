@@ -185,7 +185,7 @@ def test_arms_are_trained_by_stage_05_with_its_recorded_parameters(tmp_path, mon
                         extra_policies={}, preview_n=0, seeds=[0, 5], endpoint_max_new_tokens=8), progress=False)
     assert [(c.model, c.max_steps, c.run_dir, c.seed, arm) for c, arm, _ in calls] == [
         ("tiny", 3, str(run_dir), 0, "concise"), ("tiny", 3, str(run_dir), 0, "comprehensive"),
-        ("tiny", 3, str(run_dir), 5, "concise.seed5"), ("tiny", 3, str(run_dir), 5, "comprehensive.seed5")]
+        ("tiny", 3, str(run_dir), 5, "comprehensive.seed5"), ("tiny", 3, str(run_dir), 5, "concise.seed5")]
     assert Path(calls[0][2]).resolve() == ROOT / "principles" / "concise.yaml"
     assert calls[1][2] == ["The response is thorough and detailed."]
     ctl = report["controllability"]
@@ -224,6 +224,8 @@ def test_arm_contrast_other_set_guides_each_arm_away_from_the_other_sets_princip
     concise, thorough = sources[0].train_arg(), sources[1].train_arg()
     assert jobs == {"concise": concise, "comprehensive": thorough, "concise.seed1": concise,
                     "comprehensive.seed1": thorough}
+    # the sets go first in turn, seed by seed: two workers never get every arm of one set each
+    assert list(jobs) == ["concise", "comprehensive", "comprehensive.seed1", "concise.seed1"]
     assert settings == {"concise": {"seed": 0, "guidance_contrast": thorough},
                         "comprehensive": {"seed": 0, "guidance_contrast": concise},
                         "concise.seed1": {"seed": 1, "guidance_contrast": thorough},
