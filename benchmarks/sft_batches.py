@@ -1,12 +1,14 @@
 """What the fine-tuning of stage 05's best_of_n and context_distill (and stage 02: all train
-through `engrave.train.make_trainer`) gains from its two savings: batches of answers of like length
-(`group_by_length`) and TRL's fused LM head scoring only the answer tokens on a CPU
-(`engrave.lm_head`). One epoch on a trained arm's answers per mode, one thread:
+through `engrave.train.make_trainer`) gains from its three savings: batches of answers of like length
+(`group_by_length`), TRL's fused LM head scoring only the answer tokens on a CPU (`engrave.lm_head`)
+and bf16 autocast on a CPU with AMX tiles (`mixed_precision`). One epoch on a trained arm's answers
+per mode, one thread:
 
     OMP_NUM_THREADS=1 python benchmarks/sft_batches.py --run outputs/ctl --arm comprehensive
 
-Modes: `random` (random batches, every position through the head), `grouped` (length-grouped,
-every position), `answers_only` (length-grouped, answer positions only: what the trainer does).
+Modes, all in fp32 but the last: `random` (random batches, every position through the head),
+`grouped` (length-grouped, every position), `answers_only` (length-grouped, answer positions only),
+`bf16` (answers_only under bf16 autocast: what the trainer does on a CPU with AMX).
 The arm's `rollouts.jsonl` answers (with their prompts from the run's pool) are the training set,
 trained from the run's SFT adapter in batches of 4 at learning rate 2e-4. Reports per mode the wall
 and CPU seconds of `trainer.train()`, the padded share of the tokens its batches hold, and the
@@ -24,9 +26,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-# mode -> (transformers' train sampler, answer positions only through the LM head)
-MODES = {"random": ("random", False), "grouped": ("group_by_length", False),
-         "answers_only": ("group_by_length", True)}
+# mode -> (transformers' train sampler, answer positions only through the LM head, mixed_precision)
+MODES = {"random": ("random", False, "no"), "grouped": ("group_by_length", False, "no"),
+         "answers_only": ("group_by_length", True, "no"), "bf16": ("group_by_length", True, "bf16")}
 
 
 def main() -> int:
@@ -60,7 +62,7 @@ def main() -> int:
                 "finished": r["finished"]} for r in read_jsonl(run / "rl_arms" / args.arm / "rollouts.jsonl")]
     real_config, figures = trl.SFTConfig, {}
     for mode in modes:
-        sampler, answers_only = MODES[mode]
+        sampler, answers_only, precision = MODES[mode]
 
         def config(sampler=sampler, **kw):
             return real_config(**(kw | {"train_sampling_strategy": sampler}))
@@ -73,7 +75,7 @@ def main() -> int:
                             assistant_creator=spec.assistant_creator, system_variants=list(spec.system_variants),
                             method="lora", learning_rate=2e-4, warmup_ratio=0.0, epochs=1.0,
                             batch_size=args.batch_size, grad_accum=1, max_length=512, save_steps=10**9, heldout=0,
-                            report_to="none")
+                            report_to="none", mixed_precision=precision)
         trainer, _ = engrave_train.make_trainer(cfg, records, loaded=(tok, model))
         score_labelled_positions_only(answers_only)
         lengths = [len(x["input_ids"]) for x in trainer.train_dataset]

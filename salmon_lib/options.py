@@ -19,6 +19,7 @@ from typing import Literal
 
 from .config import Config, ConfigError
 from .launch import Distributed
+from .mixed_precision import MixedPrecision
 
 # Guided sampling's plausibility floor wherever guidance is used (stage 05, `steer`): contrastive
 # decoding's value, which kept the demo model's guided answers readable (RESULTS.md, 2026-12-05).
@@ -110,6 +111,9 @@ class OptimisationOptions(Config):
     warmup_ratio: float = 0.03  # fraction of the steps with a linear warm-up
     max_steps: int = -1  # stop after this many optimiser steps (-1: run the epochs)
     gradient_checkpointing: bool = False  # trade compute for memory (worth it for 7B+ on a GPU)
+    # bf16 autocast over fp32 weights while training; auto: on GPUs with bf16 and on CPUs with AMX tiles
+    # (dpo excepted), where it is faster (salmon_lib.mixed_precision); no: fp32, as on other CPUs
+    mixed_precision: MixedPrecision = "auto"
     report_to: Literal["none", "tensorboard"] = "none"  # extra logging backend
     distributed: Distributed = "ddp"  # strategy when several GPUs are visible (accelerate launch); unused otherwise
 

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from ..io import DataError, atomic_write_json, iter_jsonl, read_json, replace_folder
+from ..mixed_precision import release_autocast, train_in_bf16
 from ..models import ModelConfig
 from .config import EngraveConfig
 from .format import ChatSpec, make_chat_spec, save_chat_spec
@@ -153,8 +154,8 @@ def make_trainer(cfg: EngraveConfig, train_records: list[dict], callbacks: list 
         completion_only_loss=True,
         eos_token=tok.eos_token,
         gradient_checkpointing=cfg.gradient_checkpointing,
-        # bf16 autocast is slower than fp32 on CPUs and not needed for correctness there.
-        bf16=cuda and torch.cuda.is_bf16_supported(),
+        bf16=train_in_bf16(cfg.mixed_precision, cuda, model.dtype),
+        use_cpu=not cuda,  # transformers refuses bf16 without a GPU unless told the CPU is meant
         logging_steps=cfg.logging_steps,
         save_steps=cfg.save_steps,
         save_total_limit=cfg.save_total_limit,
@@ -169,7 +170,7 @@ def make_trainer(cfg: EngraveConfig, train_records: list[dict], callbacks: list 
         train_dataset=build_dataset(train_records, spec, tok),
         processing_class=tok,
         peft_config=None if cfg.method == "full" or loaded is not None else _lora_config(cfg),
-        callbacks=callbacks,
+        callbacks=[*(callbacks or []), release_autocast()],
     )
     return trainer, spec
 

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from ..io import replace_folder
+from ..mixed_precision import release_autocast, train_in_bf16
 from ..paths import find_file
 from .config import PREFERENCES, RewardConfig
 from .pairs import Pair
@@ -91,7 +92,7 @@ def _fit(cfg, model, tok, template, pairs, held, peft_config, phase, lr, epochs,
     train_ds = Dataset.from_dict(columns)
     eval_ds = Dataset.from_dict(group_pairs(tok, template, held)[0]) if held else None
     cuda = torch.cuda.is_available() and cfg.model_config().device != "cpu"
-    bf16 = cuda and (cfg.dtype == "bfloat16" or (cfg.dtype == "auto" and torch.cuda.is_bf16_supported()))
+    bf16 = train_in_bf16(cfg.mixed_precision, cuda, model.dtype)
     args = TrlRewardConfig(
         output_dir=str(Path(cfg.run_dir) / "rm_train" / phase),
         num_train_epochs=epochs, max_steps=cfg.max_steps, learning_rate=lr,
@@ -110,7 +111,8 @@ def _fit(cfg, model, tok, template, pairs, held, peft_config, phase, lr, epochs,
     )
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     trainer = GroupedRewardTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
-                                   processing_class=tok, peft_config=peft_config, data_collator=GroupCollator(pad_id))
+                                   processing_class=tok, peft_config=peft_config, data_collator=GroupCollator(pad_id),
+                                   callbacks=[release_autocast()])
     trainable = [n for n, p in trainer.model.named_parameters() if p.requires_grad]
     if not any(".score." in f".{n}" or n.startswith("score") for n in trainable):
         raise RuntimeError(f"the score head is not trainable in phase {phase!r}; trainable: {trainable[:5]}...")

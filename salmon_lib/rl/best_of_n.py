@@ -46,7 +46,7 @@ def train_best_of_n(ctx: Context, model, tokenizer, sampler, progress: bool = Tr
             lr_scheduler=cfg.lr_scheduler, warmup_ratio=0.0, max_grad_norm=cfg.max_grad_norm, epochs=cfg.sft_epochs,
             batch_size=max(1, math.ceil(len(records) / cfg.minibatches)), grad_accum=1,
             max_length=max_length, save_steps=10**9, heldout=0, report_to="none",
-            gradient_checkpointing=cfg.gradient_checkpointing)
+            gradient_checkpointing=cfg.gradient_checkpointing, mixed_precision=cfg.mixed_precision)
         trainer, _ = make_trainer(sft, records, loaded=(tokenizer, model))
         trainer.train()
         logged = [h for h in trainer.state.log_history if "loss" in h]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 
+from ..mixed_precision import release_autocast, train_in_bf16
 from .context import Context
 from .rounds import run_rounds, sequence_budget
 
@@ -71,6 +72,10 @@ def train_dpo(ctx: Context, model, tokenizer, sampler, progress: bool = True) ->
     cfg = ctx.cfg
     max_length = sequence_budget(ctx, tokenizer)
     cuda = torch.cuda.is_available()
+    # DPO compares summed log-probs of the policy with its reference's: on a CPU under bf16 autocast
+    # its positive control made answers longer instead of shorter (tests/test_rl_positive_control.py),
+    # so `auto` keeps it in fp32 there
+    precision = "no" if cfg.mixed_precision == "auto" and not cuda else cfg.mixed_precision
 
     def train_round(r, rendered, groups, term_groups):
         pairs, roles = preference_pairs(rendered, groups, term_groups, ctx.spec.completion_end)
@@ -82,10 +87,10 @@ def train_dpo(ctx: Context, model, tokenizer, sampler, progress: bool = True) ->
             learning_rate=cfg.learning_rate, lr_scheduler_type=cfg.lr_scheduler, max_grad_norm=cfg.max_grad_norm,
             num_train_epochs=cfg.sft_epochs, per_device_train_batch_size=max(1, len(pairs) // cfg.minibatches),
             max_length=max_length, gradient_checkpointing=cfg.gradient_checkpointing,
-            bf16=cuda and torch.cuda.is_bf16_supported(), logging_steps=1, save_strategy="no", report_to=[],
-            disable_tqdm=not progress)
+            bf16=train_in_bf16(precision, cuda, model.dtype), use_cpu=not cuda, logging_steps=1,
+            save_strategy="no", report_to=[], disable_tqdm=not progress)
         trainer = cut_aware(DPOTrainer)(model=model, args=args, train_dataset=Dataset.from_list(pairs),
-                             processing_class=tokenizer)
+                                        processing_class=tokenizer, callbacks=[release_autocast()])
         trainer.train()
         model.delete_adapter("ref")
         model.set_adapter("default")

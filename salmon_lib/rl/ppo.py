@@ -9,7 +9,9 @@ and the reward itself (`RewardFunction`) as a separate, frozen model. Each step 
 per prompt (T=0.7), scores it, puts the score on the last real token and -kl_coef·KL on every token,
 runs GAE, whitens the advantages and takes `ppo_epochs` x `minibatches` optimiser steps with the
 clipped policy loss and the clipped value loss (backpropagated separately, as SALMON does).
-The tensor arithmetic is in `ppo_math`; this module moves data between the models.
+Every forward pass of scoring and update runs under bf16 autocast where `mixed_precision` resolves
+to bf16 (sampling does not). The tensor arithmetic is in `ppo_math`; this module moves data between
+the models.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from ..mixed_precision import train_in_bf16
 from .checkpoint import Budget, Checkpoints, step_seed
 from .context import Context
 from .logs import MetricsLog, rollout_record, start_logs
@@ -97,6 +100,9 @@ class PPOTrainer:
         inner = model.get_base_model()
         self.backbone = getattr(inner, inner.base_model_prefix)
         self.device = next(model.parameters()).device
+        # every forward pass (the rollout's old log-probs as the update's) in one precision, so the
+        # ratio of new to old policy compares like with like
+        self.bf16 = train_in_bf16(cfg.mixed_precision, self.device.type == "cuda", next(model.parameters()).dtype)
         self.value_head = torch.nn.Linear(inner.config.hidden_size, 1, device=self.device, dtype=torch.float32)
         torch.nn.init.zeros_(self.value_head.weight)
         torch.nn.init.zeros_(self.value_head.bias)
@@ -115,16 +121,21 @@ class PPOTrainer:
     # -- forward passes ---------------------------------------------------------------------------
     def _logits(self, batch: Batch) -> torch.Tensor:
         width = batch.answers.shape[1]
-        out = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                         position_ids=batch.position_ids, logits_to_keep=width + 1, use_cache=False)
-        return out.logits[:, :-1]  # the logits at position i predict token i + 1
+        with self._autocast():
+            out = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                             position_ids=batch.position_ids, logits_to_keep=width + 1, use_cache=False)
+        return out.logits[:, :-1].float()  # the logits at position i predict token i + 1
 
     def _values(self, batch: Batch) -> torch.Tensor:
         q, width = batch.query_width, batch.answers.shape[1]
-        hidden = self.backbone(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                               position_ids=batch.position_ids, use_cache=False).last_hidden_state
+        with self._autocast():
+            hidden = self.backbone(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                                   position_ids=batch.position_ids, use_cache=False).last_hidden_state
         # The value of answer token t is read where the policy chose it: one position earlier.
         return self.value_head(hidden[:, q - 1:q - 1 + width].float()).squeeze(-1)
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
     @torch.no_grad()
     def _score_rollouts(self, batch: Batch, chunk: int):

@@ -18,6 +18,7 @@ import logging
 import time
 
 from ..io import RecordLog
+from ..mixed_precision import release_autocast, train_in_bf16
 from .checkpoint import Budget, Checkpoints
 from .context import Context
 from .logs import MetricsLog, rollout_record, start_logs
@@ -107,7 +108,7 @@ def _callbacks(ctx: Context, clock: StepClock, metrics: MetricsLog | None, budge
                 "lr": logs.get("learning_rate"), "reward_std": logs.get("reward_std"),
             })
 
-    return [Track()]
+    return [Track(), release_autocast()]
 
 
 def _timed(trainer_cls, clock: StepClock):
@@ -148,7 +149,8 @@ def trl_args(ctx: Context, config_cls, world_size: int, progress: bool = True):
         num_generations=cfg.group_size, max_completion_length=cfg.max_new_tokens,
         temperature=cfg.temperature, top_p=cfg.top_p, top_k=0, beta=cfg.kl_coef,
         disable_dropout=True, gradient_checkpointing=cfg.gradient_checkpointing,
-        bf16=cuda and torch.cuda.is_bf16_supported(),
+        bf16=train_in_bf16(cfg.mixed_precision, cuda, None if cfg.dtype == "auto" else getattr(torch, cfg.dtype)),
+        use_cpu=not cuda,
         use_vllm=choose_backend(cfg.rollout_backend) == "vllm", vllm_mode="colocate",
         vllm_gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
         logging_steps=1, save_steps=cfg.save_steps, save_total_limit=2,
