@@ -1,11 +1,12 @@
 """Whether a trainer computes in bf16 (autocast over float32 master weights): `train_in_bf16`.
 
 `auto` takes bf16 where the hardware is fast at it: a GPU that supports it, as every recipe does,
-and a CPU with AMX tiles (Intel Sapphire Rapids and later). On this project's 2-core AMX machine a
-LoRA step of the default model took 4.6 s in bf16 against 7.2 s in fp32 (RESULTS.md). On a CPU
-without AMX, bf16 is emulated and slower than fp32, so `auto` stays in fp32 there (and for DPO on
-any CPU: `rl.dpo` says why). Only trainers follow it: generation and scoring keep the model's own dtype, since guided sampling multiplies
-log-prob differences by its scale and the contrastive reward is a small difference of log-probs.
+and a CPU with AMX tiles (Intel Sapphire Rapids and later). On this project's 2-core AMX machine an
+epoch of a controllability arm's fine-tuning took 92 s in bf16 against 131 s in fp32 (RESULTS.md).
+On a CPU without AMX, bf16 is emulated and slower than fp32, so `auto` stays in fp32 there (and for
+DPO on any CPU: `rl.dpo` says why). Only trainers follow it: generation and scoring keep the model's
+own dtype, since guided sampling multiplies log-prob differences by its scale and the contrastive
+reward is a small difference of log-probs.
 """
 
 from __future__ import annotations
