@@ -1,12 +1,15 @@
-"""Whether a trainer computes in bf16 (autocast over float32 master weights): `train_in_bf16`.
+"""Where bf16 is used: a trainer's autocast (`train_in_bf16`) and an endpoint engine's weights
+(`sampling_dtype`).
 
 `auto` takes bf16 where the hardware is fast at it: a GPU that supports it, as every recipe does,
 and a CPU with AMX tiles (Intel Sapphire Rapids and later). On this project's 2-core AMX machine an
 epoch of a controllability arm's fine-tuning took 92 s in bf16 against 131 s in fp32 (RESULTS.md).
 On a CPU without AMX, bf16 is emulated and slower than fp32, so `auto` stays in fp32 there (and for
-DPO on any CPU: `rl.dpo` says why). Only trainers follow it: generation and scoring keep the model's
-own dtype, since guided sampling multiplies log-prob differences by its scale and the contrastive
-reward is a small difference of log-probs.
+DPO on any CPU: `rl.dpo` says why). Generation and scoring keep the model's own dtype, since guided
+sampling multiplies log-prob differences by its scale and the contrastive reward is a small
+difference of log-probs; the one exception is an engine that only samples answers to be measured,
+every compared policy alike (stage 06's endpoint), where bf16 changes no comparison and on this
+machine doubled vLLM's tokens per second (RESULTS.md).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 from typing import Literal
 
 MixedPrecision = Literal["auto", "bf16", "no"]
+SamplingDtype = Literal["auto", "float32", "bfloat16"]
 
 
 def amx_available() -> bool:
@@ -42,6 +46,20 @@ def train_in_bf16(setting: MixedPrecision, cuda: bool, model_dtype=None) -> bool
     if model_dtype not in (None, torch.float32, torch.bfloat16):
         return False
     return cuda or amx_available()
+
+
+def sampling_dtype(setting: SamplingDtype, cuda: bool) -> str:
+    """`setting` resolved to the weights' dtype of a sampling-only engine on CUDA or on the CPU:
+    `auto` takes bfloat16 where `train_in_bf16` would (a GPU with bf16, a CPU with AMX), float32
+    elsewhere."""
+    import torch
+
+    if setting == "bfloat16" and cuda and not torch.cuda.is_bf16_supported():
+        raise ValueError("endpoint_dtype: bfloat16 was asked for, but this GPU does not support bf16; "
+                         "use endpoint_dtype: auto or float32")
+    if setting == "auto":
+        return "bfloat16" if train_in_bf16("auto", cuda) else "float32"
+    return setting
 
 
 def release_autocast():

@@ -1,6 +1,7 @@
 """The registered controllability experiment: its intervals against values computed by hand, the
 direction it names, its prompts (none trained on), its seeds' arm folders, and its config checks."""
 
+import dataclasses
 import json
 import math
 
@@ -103,6 +104,7 @@ def test_later_seeds_arms_stay_out_of_the_policy_comparison(tmp_path):
     ({"seeds": [1, 1]}, "seeds"), ({"seeds": [-1]}, "seeds"), ({"endpoint_prompts": 1}, "endpoint_prompts"),
     ({"endpoint_samples": 0}, "endpoint_samples"), ({"arm_overrides": {"seed": 3}}, "arm_overrides: seed"),
     ({"controllability_direction": "shorter"}, "controllability_direction"),
+    ({"endpoint_dtype": "fp8"}, "endpoint_dtype"),
 ])
 def test_the_registration_is_checked_before_anything_runs(bad, message):
     with pytest.raises(ConfigError, match=message):
@@ -128,7 +130,7 @@ def test_arm_workers_share_the_cores_instead_of_taking_one_thread_each(monkeypat
 def test_the_endpoint_asks_each_policy_once_for_all_its_answers_from_a_merging_engine(tmp_path, monkeypatch):
     """One generate call per policy with every endpoint prompt (SFT first: the engine it starts
     with), from a generator asked to merge adapters; the effect is the measure computed by hand, and
-    a generator of another backend answers afresh instead of reusing these answers."""
+    a generator of another backend or weights' dtype answers afresh instead of reusing these answers."""
     from salmon_lib.evaluate import policies
     from salmon_lib.evaluate.experiment import run_endpoint
     from salmon_lib.generation import Completion, Generator
@@ -149,11 +151,13 @@ def test_the_endpoint_asks_each_policy_once_for_all_its_answers_from_a_merging_e
             return [[Completion("x", [1] * (length[who] + i + j), "stop", length[who] + i + j) for j in range(n)]
                     for i in range(len(prompts))]
 
-    backends = iter(["fake", "fake", "other"])
+    backends = iter(["fake", "fake", "other", "fake"])
     monkeypatch.setattr(policies, "open_generator", lambda *a, **k: opened.append(k) or Fake(next(backends)))
-    cfg = EvaluateConfig(run_dir=str(run), model="tiny", endpoint_prompts=4, endpoint_samples=2, bootstrap=200)
+    cfg = EvaluateConfig(run_dir=str(run), model="tiny", endpoint_prompts=4, endpoint_samples=2, bootstrap=200,
+                         endpoint_dtype="float32")
     out = run_endpoint(cfg, {0: {"a": "terse", "b": "wordy"}}, "a", "b", progress=False)
-    assert opened[0]["merge_adapters"] is True
+    assert opened[0]["merge_adapters"] is True and opened[0]["dtype"] == "float32"
+    assert out["endpoint"]["dtype"] == "float32"
     assert calls == [("sft", 4, 2), ("terse", 4, 2), ("wordy", 4, 2)]
     # prompt i's two answers have length + i and length + i + 1 tokens: a's arm is 4 tokens shorter everywhere
     assert out["values"]["0"]["a"] == [3.5, 4.5, 5.5, 6.5] and out["per_seed"]["0"]["difference"] == -4.0
@@ -162,3 +166,7 @@ def test_the_endpoint_asks_each_policy_once_for_all_its_answers_from_a_merging_e
     assert len(calls) == 3  # the same backend: every answer from the cache
     run_endpoint(cfg, {0: {"a": "terse", "b": "wordy"}}, "a", "b", progress=False)
     assert len(calls) == 6
+    bf16 = dataclasses.replace(cfg, endpoint_dtype="bfloat16")
+    out = run_endpoint(bf16, {0: {"a": "terse", "b": "wordy"}}, "a", "b", progress=False)
+    assert opened[-1]["dtype"] == "bfloat16" and out["endpoint"]["dtype"] == "bfloat16"
+    assert len(calls) == 9, "answers of float32 weights are not reused for bfloat16 ones"

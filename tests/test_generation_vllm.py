@@ -160,3 +160,22 @@ def test_merged_adapter_engine_agrees_with_hf_peft(hf, lora_dir):
         PROMPTS, temperature=0, max_new_tokens=16)]
     for g_row, w_row in zip(base_scores, hf.score_options(judge_prompts(), options)):
         assert g_row == pytest.approx(w_row, abs=1e-3)
+
+
+def test_merged_adapter_engine_in_bf16_answers_like_the_fp32_model(hf, lora_dir):
+    """Stage 06's endpoint on an AMX CPU: the engine holds bfloat16 weights and the merged adapter's
+    float32 tensors are cast into them on each swap; its option scores stay near fp32 HF's (bf16
+    rounding through 30 layers moved one by 0.13 here; weights left unloaded or garbled move them by
+    whole nats), and its sampled answers are real text that ends where the stop string says."""
+    pytest.importorskip("vllm")
+    import dataclasses
+
+    options = ["a", "b"]
+    with make_generator(dataclasses.replace(DEFAULT, dtype="bfloat16"), adapters=[lora_dir], merge_adapters=True,
+                        progress=False) as gen:
+        assert gen.backend == "vllm-merged"
+        got = gen.score_options(judge_prompts(), options, adapter=lora_dir)
+        sampled = gen.generate(PROMPTS, n=2, temperature=0.9, max_new_tokens=32, stop=["\n"], seed=0, adapter=lora_dir)
+    for g_row, w_row in zip(got, hf.score_options(judge_prompts(), options, adapter=lora_dir)):
+        assert g_row == pytest.approx(w_row, abs=0.3)
+    assert all(c.text.strip() and "\n" not in c.text for cs in sampled for c in cs)

@@ -4,7 +4,7 @@ import torch
 from salmon_lib import mixed_precision
 from salmon_lib.config import ConfigError
 from salmon_lib.engrave import EngraveConfig
-from salmon_lib.mixed_precision import train_in_bf16
+from salmon_lib.mixed_precision import sampling_dtype, train_in_bf16
 from salmon_lib.reward.config import RewardConfig
 from salmon_lib.rl.config import RLConfig
 from tests.test_engrave import tiny_cfg, write_self_align
@@ -30,6 +30,20 @@ def test_on_cuda_bf16_follows_the_gpu(monkeypatch):
     assert train_in_bf16("auto", True) is False
     with pytest.raises(ValueError, match="mixed_precision: bf16 .* does not support bf16"):
         train_in_bf16("bf16", True)
+
+
+@pytest.mark.parametrize("amx", [True, False])
+def test_an_endpoint_engine_samples_in_bf16_where_the_hardware_is_fast_at_it(monkeypatch, amx):
+    monkeypatch.setattr(mixed_precision, "amx_available", lambda: amx)
+    assert sampling_dtype("auto", False) == ("bfloat16" if amx else "float32")
+    assert sampling_dtype("float32", False) == "float32"
+    assert sampling_dtype("bfloat16", False) == "bfloat16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert sampling_dtype("auto", True) == "bfloat16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert sampling_dtype("auto", True) == "float32"
+    with pytest.raises(ValueError, match="endpoint_dtype: bfloat16 .* does not support bf16"):
+        sampling_dtype("bfloat16", True)
 
 
 @pytest.mark.parametrize("cls", [EngraveConfig, RewardConfig, RLConfig])

@@ -6,6 +6,7 @@ import dataclasses
 from typing import Any, Literal
 
 from ..config import ConfigError, StageConfig
+from ..mixed_precision import SamplingDtype
 from ..options import GenerationOptions
 
 Measure = Literal["length_words", "length_tokens", "finished", "refusal", "self_praise", "language_match", "distinct_2"]
@@ -67,6 +68,9 @@ class EvaluateConfig(GenerationOptions, StageConfig):
     endpoint_prompts: int = 32  # prompts no arm trained on (stage 05's held-out slice first), answered by every arm
     endpoint_samples: int = 2  # answers per prompt and arm, averaged per prompt before the paired comparison
     endpoint_max_new_tokens: int = 256  # the endpoint answers' cap: long enough that most finish (0: max_new_tokens)
+    # the endpoint engine's weights: auto takes bfloat16 where the hardware is fast at it (a GPU with bf16,
+    # a CPU with AMX), float32 elsewhere; every policy compared answers in the same one
+    endpoint_dtype: SamplingDtype = "auto"
     preview_n: int = 4  # best-of-N preview: SFT candidates per prompt, reranked under each set (0: no preview)
     preview_prompts: int = 16  # prompts the preview uses (the first of the evaluation set)
     samples_in_report: int = 8  # prompts shown side by side in report.html (samples.jsonl has all)

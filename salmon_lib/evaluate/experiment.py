@@ -4,7 +4,8 @@ Stage 06's config decides everything in advance: the primary endpoint (`controll
 e.g. answer tokens), the direction the first set's arm should move it against the second's
 (`controllability_direction`), the prompts (`endpoint_prompts`, none of them trained on by any arm),
 the answers per prompt (`endpoint_samples`, averaged per prompt before pairing), their cap
-(`endpoint_max_new_tokens`, long enough that most answers finish) and the `seeds`. For every seed
+(`endpoint_max_new_tokens`, long enough that most answers finish), the engine's weights
+(`endpoint_dtype`) and the `seeds`. For every seed
 the arms are trained from SFT with stage 05's code (same prompts and budget, only the principle
 text differs) and answer the same prompts with the same sampling seed; the effect is the paired
 difference per prompt with its t-interval (primary), BCa and percentile intervals. The pooled
@@ -46,11 +47,17 @@ class Endpoint:
     prompts: int
     samples: int
     max_new_tokens: int
+    dtype: str = "float32"  # the answering engine's weights, resolved for this machine
 
     @classmethod
     def of(cls, cfg) -> "Endpoint":
+        import torch
+
+        from ..mixed_precision import sampling_dtype
+
         return cls(cfg.controllability_measure, cfg.controllability_direction, cfg.endpoint_prompts,
-                   cfg.endpoint_samples, cfg.endpoint_max_new_tokens or cfg.max_new_tokens)
+                   cfg.endpoint_samples, cfg.endpoint_max_new_tokens or cfg.max_new_tokens,
+                   sampling_dtype(cfg.endpoint_dtype, torch.cuda.is_available()))
 
 
 def endpoint_prompts(run_dir: str | Path, n: int) -> tuple[list[EvalPrompt], dict]:
@@ -143,11 +150,12 @@ def run_endpoint(cfg, arms: Mapping[int, Mapping[str, str]], a: str, b: str, pro
     # one call per policy: every engine gets all of its prompts at once; on a CPU one vLLM engine per
     # process takes each policy's adapter merged into its weights (2.6x HF's tokens/s, RESULTS.md)
     with open_generator(cfg.model, cfg.backend, [sft, *policies.values()], cfg.batch_size, progress,
-                        processes=cfg.generation_processes, merge_adapters=True) as gen:
+                        processes=cfg.generation_processes, merge_adapters=True, dtype=endpoint.dtype) as gen:
         def measured(policy, seed: int) -> list:
             sampling = Sampling(cfg.temperature, cfg.top_p, endpoint.max_new_tokens, seed)
             return prompt_means(answer(gen, policy, prompts, sampling, cfg.model, cache, n=endpoint.samples,
-                                       batch_size=len(prompts), tag="endpoint"), prompts, endpoint.measure)
+                                       batch_size=len(prompts), tag=f"endpoint-{endpoint.dtype}"),
+                                prompts, endpoint.measure)
 
         reference = measured(sft, next(iter(arms)))
         for s in arms:

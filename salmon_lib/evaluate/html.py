@@ -96,7 +96,8 @@ def experiment(exp: dict, figs: Mapping[str, Path]) -> str:
              f"<b>{escape(exp['a'])}</b> arm than for the <b>{escape(exp['b'])}</b> arm; {pr['n']} prompts no arm "
              f"trained on ({pr['heldout']} of stage 05's held-out slice, {pr['not_rl_trained']} outside its "
              f"training list), {ep['samples']} answers per prompt and arm (averaged per prompt), cap "
-             f"{ep['max_new_tokens']} tokens; seeds {', '.join(exp['values'])}. An effect is claimed only where the "
+             f"{ep['max_new_tokens']} tokens, weights in {escape(ep.get('dtype', 'float32'))}; seeds "
+             f"{', '.join(exp['values'])}. An effect is claimed only where the "
              "paired t-interval excludes zero.</p>", _arm_training(exp)]
     rows = []
     for label, r in [*((f"seed {s}", r) for s, r in exp["per_seed"].items()), ("pooled", exp["pooled"])]:

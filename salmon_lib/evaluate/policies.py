@@ -86,16 +86,17 @@ def arm_policy(run_dir: str | Path, arm: str) -> Policy:
 
 
 def open_generator(model: str, backend: str, policies: Sequence[Policy], batch_size: int, progress: bool = True,
-                   score_cache: str | Path | None = None, processes: int = 1, merge_adapters: bool = False):
+                   score_cache: str | Path | None = None, processes: int = 1, merge_adapters: bool = False,
+                   dtype: str = "auto"):
     """One generator on the base model that can serve every policy's adapter (`merge_adapters`: see
-    `generation.make_generator`)."""
+    `generation.make_generator`), its weights in `dtype` (a `ModelConfig.dtype`)."""
     from ..generation import make_generator
     from ..models import ModelConfig
 
     # vLLM checks each adapter against its limits (rank, features) and tries it once at start; with
     # `auto`, an engine that cannot serve them falls back to HF
     adapters = [p.adapter for p in policies if p.adapter]
-    return make_generator(ModelConfig(spec=model), backend, adapters=adapters, batch_size=batch_size,
+    return make_generator(ModelConfig(spec=model, dtype=dtype), backend, adapters=adapters, batch_size=batch_size,
                           progress=progress, score_cache=score_cache, processes=processes,
                           merge_adapters=merge_adapters)
 
