@@ -19,7 +19,7 @@ from typing import Literal
 
 from .config import Config, ConfigError
 from .launch import Distributed
-from .mixed_precision import MixedPrecision
+from .mixed_precision import MixedPrecision, SamplingDtype
 
 # Guided sampling's plausibility floor wherever guidance is used (stage 05, `steer`): contrastive
 # decoding's value, which kept the demo model's guided answers readable (RESULTS.md, 2026-12-05).
@@ -70,6 +70,25 @@ class GenerationOptions(EngineOptions, SamplingOptions):
     def check(self) -> None:
         super().check()
         _at_least_one(self, "batch_size", "generation_processes")
+
+
+@dataclasses.dataclass
+class DataSamplingOptions(Config):
+    """The engine of a stage that only samples text to keep as data: nothing it computes is compared
+    with another engine's, so it may compute in bf16 where the hardware is fast at it."""
+
+    # the engine's weights: auto takes bfloat16 where the hardware is fast at it (a GPU with bf16, a CPU
+    # with AMX: about twice vLLM's float32 tokens/s there, RESULTS.md), float32 elsewhere
+    sampling_dtype: SamplingDtype = "auto"
+
+    def sampling_model(self, spec: str):
+        """The `ModelConfig` of `spec` with its weights in `sampling_dtype`, resolved for this machine."""
+        import torch
+
+        from .mixed_precision import sampling_dtype
+        from .models import ModelConfig
+
+        return ModelConfig(spec=spec, dtype=sampling_dtype(self.sampling_dtype, torch.cuda.is_available()))
 
 
 @dataclasses.dataclass

@@ -46,6 +46,37 @@ def test_an_endpoint_engine_samples_in_bf16_where_the_hardware_is_fast_at_it(mon
         sampling_dtype("bfloat16", True)
 
 
+@pytest.mark.parametrize("stage", ["prompts", "self_align"])
+@pytest.mark.parametrize("amx", [True, False])
+def test_the_data_sampling_stages_start_their_engine_in_the_resolved_dtype(tmp_path, monkeypatch, stage, amx):
+    """Stages 00 and 01 only sample text to keep: their engine's weights follow `sampling_dtype`."""
+    import importlib
+
+    from salmon_lib import generation
+    from salmon_lib.prompts import PromptsConfig
+    from tests.test_self_align_stage import setup_run
+
+    class Started(Exception):
+        pass
+
+    def started(model_cfg, *args, **kwargs):
+        raise Started(model_cfg.dtype)
+
+    monkeypatch.setattr(mixed_precision, "amx_available", lambda: amx)
+    monkeypatch.setattr(generation, "make_generator", started)
+    if stage == "prompts":
+        cfg = PromptsConfig(run_dir=str(tmp_path), generators=["bootstrap"], num_bootstrap=2)
+    else:
+        cfg = setup_run(tmp_path)
+    for setting, dtype in [("auto", "bfloat16" if amx else "float32"), ("float32", "float32"),
+                           ("bfloat16", "bfloat16")]:
+        with pytest.raises(Started, match=f"^{dtype}$"):
+            importlib.import_module(f"salmon_lib.{stage}.stage").run(
+                type(cfg).from_dict({**cfg.to_dict(), "sampling_dtype": setting}))
+    with pytest.raises(ConfigError, match="sampling_dtype"):
+        type(cfg).from_dict({"sampling_dtype": "fp8"})
+
+
 @pytest.mark.parametrize("cls", [EngraveConfig, RewardConfig, RLConfig])
 def test_every_training_stage_takes_the_option_and_refuses_unknown_values(cls):
     assert cls().mixed_precision == "auto"

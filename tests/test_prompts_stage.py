@@ -110,6 +110,10 @@ def test_generated_prompts_are_cached_for_resume(tmp_path):
     Gen.calls = 0
     _generate_records(cfg := PromptsConfig.from_dict({**params, "temperature": 0.5}), Gen(), _load_inputs(cfg), stats)
     assert Gen.calls == 3  # other parameters: the cache is discarded
+    Gen.calls = 0
+    _generate_records(cfg := PromptsConfig.from_dict({**params, "temperature": 0.5, "sampling_dtype": "float32"}),
+                      Gen(), _load_inputs(cfg), stats)
+    assert Gen.calls == 3, "prompts sampled in other weights are not reused"
 
 
 def test_input_files_are_checked_before_any_generation(tmp_path):

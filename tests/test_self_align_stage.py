@@ -113,6 +113,9 @@ def test_changed_filters_refilter_and_changed_sampling_regenerates(tmp_path):
     gen = FakeGenerator()
     run(dataclasses.replace(cfg, temperature=0.5), generator=gen)
     assert sum(len(c["prompts"]) for c in gen.calls[::2]) == 5 and gen.calls[0]["temperature"] == 0.5
+    gen = FakeGenerator()
+    run(dataclasses.replace(cfg, temperature=0.5, sampling_dtype="float32"), generator=gen)
+    assert sum(len(c["prompts"]) for c in gen.calls[::2]) == 5, "answers sampled in other weights are not reused"
 
 
 def test_thoughts_and_answers_that_run_long_are_cut_back_to_a_sentence(tmp_path):

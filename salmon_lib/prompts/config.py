@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from ..config import ConfigError, StageConfig
-from ..options import GenerationOptions
+from ..options import DataSamplingOptions, GenerationOptions
 from ..paths import candidates, find_file
 from .readers import READERS, check_location
 
@@ -14,7 +14,7 @@ DEFAULT_GENERATORS = ["seeds", "bootstrap", "tgrt"]
 
 
 @dataclasses.dataclass
-class PromptsConfig(GenerationOptions, StageConfig):
+class PromptsConfig(DataSamplingOptions, GenerationOptions, StageConfig):
     file_params = ("seed_file", "question_types_file", "decontaminate_against")
     file_checks = {"seed_file": "salmon_lib.prompts.generate:load_seed_queries",
                    "question_types_file": "salmon_lib.prompts.tgrt:load_question_types",

@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 # instead of regenerating; a first line records the parameters they were made with.
 GENERATED_CACHE = "prompts_generated.jsonl"
 _CACHE_KEYS = ("model", "chat_format", "seed", "seed_file", "question_types_file", "n_shot", "rouge_threshold",
-               "tgrt_rounds", "tgrt_topics_per_type", "temperature", "top_p", "max_new_tokens", "batch_size")
+               "tgrt_rounds", "tgrt_topics_per_type", "temperature", "top_p", "max_new_tokens", "batch_size",
+               "sampling_dtype")
 
 
 def _open_cache(cfg: PromptsConfig, seed_text: str) -> RecordLog:
@@ -136,7 +137,7 @@ def build_pool(cfg: PromptsConfig) -> tuple[list[dict], dict]:
     if which and which != ["seeds"]:
         from ..generation import make_generator
 
-        with make_generator(ModelConfig(spec=cfg.model), backend=cfg.backend,
+        with make_generator(cfg.sampling_model(cfg.model), backend=cfg.backend,
                             processes=cfg.generation_processes) as gen:
             records += _generate_records(cfg, gen, inputs, stats)
             tokenizer = gen.tokenizer

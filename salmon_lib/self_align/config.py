@@ -5,12 +5,12 @@ from __future__ import annotations
 import dataclasses
 
 from ..config import ConfigError, StageConfig
-from ..options import GenerationOptions
+from ..options import DataSamplingOptions, GenerationOptions
 from .parse import FilterSettings
 
 
 @dataclasses.dataclass
-class SelfAlignConfig(FilterSettings, GenerationOptions, StageConfig):
+class SelfAlignConfig(FilterSettings, DataSamplingOptions, GenerationOptions, StageConfig):
     """Generation comes from salmon_lib.options' group; its batch_size is also how often results are saved."""
 
     file_params = ("principles",)

@@ -21,7 +21,6 @@ from pathlib import Path
 
 from ..generation.prefix_generation import PrefixGenerator
 from ..io import DataError, RecordLog, atomic_write_json, iter_jsonl, write_jsonl
-from ..models import ModelConfig
 from ..provenance import derive_seed, signature
 from .config import SelfAlignConfig
 from .identity import identity_records
@@ -70,7 +69,7 @@ def run(cfg: SelfAlignConfig, generator=None) -> dict:
         if generator is None:
             from ..generation import make_generator
 
-            owner = make_generator(ModelConfig(spec=cfg.model), backend=cfg.backend,
+            owner = make_generator(cfg.sampling_model(cfg.model), backend=cfg.backend,
                                    processes=cfg.generation_processes)
         else:
             owner = contextlib.nullcontext(generator)
@@ -117,7 +116,7 @@ def record_signature(cfg: SelfAlignConfig, layout, query: str) -> str:
     return signature({"model": cfg.model, "prompt": layout.render(query), "temperature": cfg.temperature,
                       "top_p": cfg.top_p, "thoughts_max_tokens": cfg.thoughts_max_tokens,
                       "max_new_tokens": cfg.max_new_tokens, "stop": list(layout.stop),
-                      "trim_truncated": cfg.trim_truncated,
+                      "trim_truncated": cfg.trim_truncated, "sampling_dtype": cfg.sampling_dtype,
                       "seed": cfg.seed})
 
 
