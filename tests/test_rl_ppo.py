@@ -92,3 +92,35 @@ def test_resumed_run_ends_with_the_same_weights(inputs, tmp_path):
     steps = [r["step"] for r in read_jsonl(tmp_path / "cut" / "rl_metrics.jsonl")]
     assert steps == [0, 1, 2]
     assert len(read_jsonl(tmp_path / "cut" / "rollouts.jsonl")) == 3 * 4
+
+
+@pytest.mark.parametrize("setting", ["bf16", "no"])
+def test_scoring_and_update_run_in_the_chosen_precision_and_sampling_in_the_models(inputs, tmp_path, setting):
+    """Under bf16 every forward pass that scores rollouts or computes the loss (policy and value)
+    runs its matmuls in bf16, so the ratio of new to old log-probs compares like with like;
+    sampling stays in the model's own dtype either way."""
+    cfg = quick(fresh(inputs, tmp_path), mixed_precision=setting, max_steps=1)
+    prepare_prompts(cfg)
+    s = open_session(cfg)
+    trainer = PPOTrainer(s.ctx, s.model, s.tokenizer, s.sampler)
+    phase, seen = ["sampling"], {}
+
+    def tracked(name):
+        original = getattr(trainer, name)
+
+        def forward(batch):
+            phase.append(name)
+            try:
+                return original(batch)
+            finally:
+                phase.pop()
+        return forward
+
+    for name in ("_logits", "_values"):
+        setattr(trainer, name, tracked(name))
+    q_proj = s.model.get_base_model().model.layers[0].self_attn.q_proj.base_layer
+    q_proj.register_forward_hook(lambda mod, inputs, out: seen.setdefault(phase[-1], set()).add(out.dtype))
+    trainer.step(0)
+    expected = torch.bfloat16 if setting == "bf16" else torch.float32
+    assert seen["_logits"] == {expected} and seen["_values"] == {expected}
+    assert seen["sampling"] == {next(s.model.parameters()).dtype}
