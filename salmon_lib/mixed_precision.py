@@ -1,4 +1,4 @@
-"""Where bf16 is used: a trainer's autocast (`train_in_bf16`) and an endpoint engine's weights
+"""Where bf16 is used: a trainer's autocast (`train_in_bf16`) and a sampling-only engine's weights
 (`sampling_dtype`).
 
 `auto` takes bf16 where the hardware is fast at it: a GPU that supports it, as every recipe does,
@@ -7,9 +7,10 @@ epoch of a controllability arm's fine-tuning took 92 s in bf16 against 131 s in 
 On a CPU without AMX, bf16 is emulated and slower than fp32, so `auto` stays in fp32 there (and for
 DPO on any CPU: `rl.dpo` says why). Generation and scoring keep the model's own dtype, since guided
 sampling multiplies log-prob differences by its scale and the contrastive reward is a small
-difference of log-probs; the one exception is an engine that only samples answers to be measured,
-every compared policy alike (stage 06's endpoint), where bf16 changes no comparison and on this
-machine doubled vLLM's tokens per second (RESULTS.md).
+difference of log-probs. The exceptions are engines that only sample text: stages 00 and 01, whose
+text is kept as data, and stage 06's endpoint, where every compared policy answers alike. There
+bf16 changes no comparison, and on this machine it gave vLLM 2.2 times its float32 tokens per
+second (RESULTS.md).
 """
 
 from __future__ import annotations
@@ -48,15 +49,15 @@ def train_in_bf16(setting: MixedPrecision, cuda: bool, model_dtype=None) -> bool
     return cuda or amx_available()
 
 
-def sampling_dtype(setting: SamplingDtype, cuda: bool) -> str:
+def sampling_dtype(setting: SamplingDtype, cuda: bool, option: str = "sampling_dtype") -> str:
     """`setting` resolved to the weights' dtype of a sampling-only engine on CUDA or on the CPU:
     `auto` takes bfloat16 where `train_in_bf16` would (a GPU with bf16, a CPU with AMX), float32
-    elsewhere."""
+    elsewhere. `option`: the parameter's name, for the error."""
     import torch
 
     if setting == "bfloat16" and cuda and not torch.cuda.is_bf16_supported():
-        raise ValueError("endpoint_dtype: bfloat16 was asked for, but this GPU does not support bf16; "
-                         "use endpoint_dtype: auto or float32")
+        raise ValueError(f"{option}: bfloat16 was asked for, but this GPU does not support bf16; "
+                         f"use {option}: auto or float32")
     if setting == "auto":
         return "bfloat16" if train_in_bf16("auto", cuda) else "float32"
     return setting

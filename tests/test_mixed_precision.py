@@ -42,8 +42,10 @@ def test_an_endpoint_engine_samples_in_bf16_where_the_hardware_is_fast_at_it(mon
     assert sampling_dtype("auto", True) == "bfloat16"
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
     assert sampling_dtype("auto", True) == "float32"
-    with pytest.raises(ValueError, match="endpoint_dtype: bfloat16 .* does not support bf16"):
+    with pytest.raises(ValueError, match="sampling_dtype: bfloat16 .* does not support bf16"):
         sampling_dtype("bfloat16", True)
+    with pytest.raises(ValueError, match="endpoint_dtype: bfloat16 .* does not support bf16"):
+        sampling_dtype("bfloat16", True, "endpoint_dtype")
 
 
 @pytest.mark.parametrize("stage", ["prompts", "self_align"])
