@@ -49,12 +49,14 @@ def train_in_bf16(setting: MixedPrecision, cuda: bool, model_dtype=None) -> bool
     return cuda or amx_available()
 
 
-def sampling_dtype(setting: SamplingDtype, cuda: bool, option: str = "sampling_dtype") -> str:
-    """`setting` resolved to the weights' dtype of a sampling-only engine on CUDA or on the CPU:
-    `auto` takes bfloat16 where `train_in_bf16` would (a GPU with bf16, a CPU with AMX), float32
-    elsewhere. `option`: the parameter's name, for the error."""
+def sampling_dtype(setting: SamplingDtype, cuda: bool | None = None, option: str = "sampling_dtype") -> str:
+    """`setting` resolved to the weights' dtype of a sampling-only engine on CUDA or on the CPU (None:
+    CUDA when this machine has it): `auto` takes bfloat16 where `train_in_bf16` would (a GPU with
+    bf16, a CPU with AMX), float32 elsewhere. `option`: the parameter's name, for the error."""
     import torch
 
+    if cuda is None:
+        cuda = torch.cuda.is_available()
     if setting == "bfloat16" and cuda and not torch.cuda.is_bf16_supported():
         raise ValueError(f"{option}: bfloat16 was asked for, but this GPU does not support bf16; "
                          f"use {option}: auto or float32")

@@ -83,12 +83,10 @@ class DataSamplingOptions(Config):
 
     def sampling_model(self, spec: str):
         """The `ModelConfig` of `spec` with its weights in `sampling_dtype`, resolved for this machine."""
-        import torch
-
         from .mixed_precision import sampling_dtype
         from .models import ModelConfig
 
-        return ModelConfig(spec=spec, dtype=sampling_dtype(self.sampling_dtype, torch.cuda.is_available()))
+        return ModelConfig(spec=spec, dtype=sampling_dtype(self.sampling_dtype))
 
 
 @dataclasses.dataclass

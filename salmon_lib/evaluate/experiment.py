@@ -51,13 +51,11 @@ class Endpoint:
 
     @classmethod
     def of(cls, cfg) -> "Endpoint":
-        import torch
-
         from ..mixed_precision import sampling_dtype
 
         return cls(cfg.controllability_measure, cfg.controllability_direction, cfg.endpoint_prompts,
                    cfg.endpoint_samples, cfg.endpoint_max_new_tokens or cfg.max_new_tokens,
-                   sampling_dtype(cfg.endpoint_dtype, torch.cuda.is_available(), "endpoint_dtype"))
+                   sampling_dtype(cfg.endpoint_dtype, option="endpoint_dtype"))
 
 
 def endpoint_prompts(run_dir: str | Path, n: int) -> tuple[list[EvalPrompt], dict]:
