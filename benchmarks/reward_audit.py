@@ -7,7 +7,7 @@ answers and the flip probes (free text, then with the probes' negations known), 
 The answers are sampled once (stage 04's `audit` step, with the model and adapter given) and every
 variant rescores the same answers; the run's score cache makes the shared rows free. Prints one row
 per variant: the audit's mean within-prompt Spearman of score(concise) - score(comprehensive) with
-shortness, each set's own, the concise pick's shorter rate, and the flip rates.
+shortness (with its t-interval over the prompts), each set's own, the concise pick's shorter rate, and the flip rates.
 """
 
 from __future__ import annotations
@@ -71,7 +71,8 @@ def main() -> int:
     out = {"answers": len(answers), "finished_share": sampled["finished_share"],
            "mean_tokens": sampled["mean_tokens"], "variants": {}}
     print(f"{len(answers)} answers, {sampled['finished_share']:.0%} finished, {sampled['mean_tokens']:.0f} tokens")
-    print(f"{'variant':16} {'rho diff':>8} {'rho C':>7} {'rho K':>7} {'picks':>9} {'flip free':>9} {'flip known':>10}")
+    print(f"{'variant':16} {'rho diff':>8} {'t-interval':>15} {'rho C':>7} {'rho K':>7} {'picks':>9} {'flip free':>9} "
+          f"{'flip known':>10}")
     for contrast, aggregate in VARIANTS:
         rm.contrast, rm.aggregate, rm.opposites = contrast, aggregate, {}
         for f in known + sets:
@@ -81,13 +82,15 @@ def main() -> int:
         rm.learn_opposites((s["principle"], s["negation"]) for s in kinds.values())
         flips = flip_rates(rm, kinds)["overall"]["flip_rate"]
         key = f"{contrast}/{aggregate}"
-        out["variants"][key] = {k: r[k] for k in ("spearman_difference", "spearman_shorter", "spearman_longer",
-                                                  "picks_differ", "pick_shorter_rate")}
+        out["variants"][key] = {k: r[k] for k in ("spearman_difference", "spearman_difference_ci", "spearman_shorter",
+                                                  "spearman_longer", "picks_differ", "pick_shorter_rate",
+                                                  "pick_shorter_ci")}
         out["variants"][key].update(flip_free_text=free, flip_known_negation=flips)
         shorter = sum(1 for row in r["by_prompt"]
                       if row["pick_tokens"][texts[0][0]] < row["pick_tokens"][texts[1][0]])
-        rho = " ".join(_fmt(r[k], w) for k, w in (("spearman_difference", 8), ("spearman_shorter", 7),
-                                                  ("spearman_longer", 7)))
+        lo, hi = r["spearman_difference_ci"] or (None, None)
+        rho = " ".join([_fmt(r["spearman_difference"], 8), f"{_fmt(lo, 6)} to {_fmt(hi, 5)}",
+                        _fmt(r["spearman_shorter"], 7), _fmt(r["spearman_longer"], 7)])
         print(f"{key:16} {rho} {shorter:>4}/{r['picks_differ']:<4} {free:9.2f} {flips:10.2f}")
     rm.close()
     if args.json:
