@@ -38,6 +38,14 @@ STAGES = [
 ]
 
 
+def open_group(cfg: dict) -> dict:
+    """Join a one-process gloo group and return without closing it, as a training function does."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{cfg['rendezvous']}", rank=0, world_size=1)
+    return {"open": dist.is_initialized()}
+
+
 def whoami(cfg: dict) -> dict:
     """Where the function ran, to tell in-process calls from launched ones."""
     return {"pid": os.getpid(), "config": cfg}
