@@ -47,6 +47,7 @@ def main() -> int:
     p.add_argument("--json", default=None, help="write every source's figures and negations here")
     args = p.parse_args()
 
+    from salmon_lib.io import atomic_write_json
     from salmon_lib.principles import load_principles
     from salmon_lib.reward import load_reward
     from salmon_lib.reward.evaluate import flip_rates
@@ -70,12 +71,13 @@ def main() -> int:
         sources[f"written:{name}"] = {"negations": {t: o[0].text.strip() for t, o in zip(queries.values(), outs)}}
     reference = random.Random(0).sample(json.loads(Path(args.answers).read_text())["scores"], args.references)
     embeddings = {"hidden": lambda ts: _hidden(rm, ts), "behaviour": lambda ts: _behaviour(rm, ts, reference)}
+    keys = list(bank)
     for name, embed in embeddings.items():
-        keys = list(bank)
-        vecs = embed([bank[k] for k in keys])
+        vecs = embed([bank[k] for k in keys] + list(queries.values()))  # one pass: the neutral rows once
+        similarity = vecs[len(keys):] @ vecs[:len(keys)].T
         found, exact = {}, 0
-        for (kind, sign), text in queries.items():
-            nearest = keys[int(np.argmax(vecs @ embed([text])[0]))]
+        for ((kind, sign), text), row in zip(queries.items(), similarity):
+            nearest = keys[int(np.argmax(row))]
             found[text] = opposite_in_bank[nearest]
             exact += nearest == (kinds[kind].get("judge_principle"), sign)
         sources[f"nearest:{name}"] = {"negations": found, "exact": exact}
@@ -96,7 +98,7 @@ def main() -> int:
         found = "" if exact is None else f"{exact}/{len(queries)}"
         print(f"{name:20} {r['flip_rate']:6.2f} {r['wrong_way_rate']:9.2f} {found:>17}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "sources": sources}, indent=1))
+        atomic_write_json(args.json, {"rows": rows, "sources": sources})
     return 0
 
 
